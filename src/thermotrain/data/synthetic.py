@@ -1,0 +1,414 @@
+r"""Generated data sets of SPEC §4, §5 and §6.
+
+All random numbers come from an explicit CPU :class:`torch.Generator` (an ``int`` seed or a
+generator passed as ``seed``) and are drawn in float64; the result is then cast to ``dtype``
+and moved to ``device``. Hence the same seed gives the same points (up to rounding to
+``dtype``) on every device and for every dtype.
+
+- :func:`spirals` — the two-spiral classification data of the paper (Eq. 16), SPEC §6.
+- :func:`planar_trig` — planar trigonometric data (Eq. 17), **our** definition, SPEC §6.
+- :func:`bayesian_linear_regression` — the exactly solvable SGWORLD check of SPEC §4.
+- :func:`tanh_regression` — the 1-2-1 tanh regression of the fluctuation-theorem paper, SPEC §5.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._checks import check_device, check_float, check_float_dtype, check_int, make_generator
+
+__all__ = [
+    "spirals",
+    "planar_trig",
+    "BayesianLinearRegression",
+    "bayesian_linear_regression",
+    "tanh_regression",
+]
+
+
+def spirals(
+    n: int,
+    *,
+    turns: float = 4,
+    a: float = 2.0,
+    p: float = 0.5,
+    noise: float = 0.02,
+    seed: int | torch.Generator,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    r"""Two interleaved spirals, the binary classification data of the paper (SPEC §6, Eq. 16).
+
+    With :math:`m = n/2` values :math:`t_j \sim U[0, 1)` and :math:`r_j = t_j^{p}`,
+
+    .. math::
+
+        x_j = a\, r_j \,\bigl(\cos(2\pi b\, r_j),\ \sin(2\pi b\, r_j)\bigr),
+        \qquad b = \text{turns},
+
+    class 0 is :math:`\{x_j\}`, class 1 is :math:`\{-x_j\}`, and every one of the :math:`n`
+    points then gets independent noise :math:`c\,\mathcal N(0, I_2)` with :math:`c` = ``noise``.
+
+    Args:
+        n: total number of points, even and positive (``n/2`` per class).
+        turns: number of turns :math:`b` of each spiral (> 0; need not be an integer).
+        a: radius scale :math:`a` (> 0): the noiseless points lie in the disc of radius ``a``.
+        p: exponent :math:`p` (> 0) of :math:`t^p`; ``p = 0.5`` spreads points evenly in area,
+            ``p = 1`` (the paper's Fig. 9) puts more of them near the centre.
+        noise: standard deviation :math:`c \ge 0` of the added Gaussian noise.
+        seed: int seed (``0 <= seed < 2**64``) or a CPU :class:`torch.Generator` (advanced in
+            place). Draw the test set with a different seed: "test points: a fresh draw".
+        device: where the returned tensors live (default CPU).
+        dtype: floating dtype of both returned tensors (default float32).
+
+    Returns:
+        ``(X, y)``: ``X`` of shape ``(n, 2)``; ``y`` of shape ``(n,)`` with values 0.0/1.0 in
+        ``dtype`` (ready for :class:`torch.nn.BCELoss`). The first ``n/2`` rows are class 0,
+        the last ``n/2`` class 1, and row ``j + n/2`` is the mirror image of row ``j`` before
+        noise (minibatching shuffles; see :class:`~thermotrain.data.Minibatcher`).
+
+    Defaults are SPEC §6's: ``a = 2``, ``p = 0.5``, ``b = 4`` turns, ``c = 0.02``.
+    Random draws, in order: ``t`` (``n/2`` uniforms), then the ``(n, 2)`` noise matrix.
+
+    Example:
+        >>> X, y = spirals(500, turns=2, seed=0)
+        >>> X.shape, y.shape, float(y.mean())
+        (torch.Size([500, 2]), torch.Size([500]), 0.5)
+    """
+    n = check_int("n", n, minimum=2)
+    if n % 2:
+        raise ValueError(f"n must be even (n/2 points per class), got {n}")
+    turns = check_float("turns", turns, minimum=0.0, strict=True)
+    a = check_float("a", a, minimum=0.0, strict=True)
+    p = check_float("p", p, minimum=0.0, strict=True)
+    noise = check_float("noise", noise, minimum=0.0)
+    dtype, device = check_float_dtype(dtype), check_device(device)
+    generator = make_generator(seed)
+
+    m = n // 2
+    t = torch.rand(m, generator=generator, dtype=torch.float64)
+    r = t.pow(p)
+    angle = 2.0 * math.pi * turns * r
+    arm = a * r.unsqueeze(1) * torch.stack((torch.cos(angle), torch.sin(angle)), dim=1)
+    X = torch.cat((arm, -arm), dim=0)
+    X = X + noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    y = torch.cat((torch.zeros(m, dtype=torch.float64), torch.ones(m, dtype=torch.float64)))
+    return X.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+
+
+def planar_trig(
+    n: int,
+    *,
+    frequency: float = 3.0,
+    b: float = 2.0,
+    noise: float = 0.02,
+    seed: int | torch.Generator,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    r"""Planar trigonometric classification data (paper's Eq. 17; **our** definition, SPEC §6).
+
+    .. note::
+        The paper's formula is not recoverable from its sources; this is the project's own
+        definition (SPEC §6, marked [ours]), chosen to match the captions' parameters
+        :math:`a` (frequency), :math:`b`, :math:`c` (noise).
+
+    .. math::
+
+        (x_1, x_2) \sim U([-1, 1]^2), \qquad
+        y = \mathbb 1\bigl[x_2 > \sin(a \pi x_1)/b\bigr], \qquad
+        x \leftarrow x + c\,\mathcal N(0, I_2).
+
+    The label is decided on the clean point; noise is added afterwards, so points near the
+    boundary can cross it. Larger :math:`a` (more oscillations) is harder; the paper uses
+    :math:`a \in \{3, 6, 10\}`, :math:`b = 2`, :math:`c = 0.02`.
+
+    Args:
+        n: number of points (>= 1).
+        frequency: :math:`a > 0`; :math:`\sin(a\pi x_1)` has period :math:`2/a`, so the
+            boundary makes :math:`a` full oscillations across :math:`[-1, 1]`.
+        b: :math:`b > 0`, the boundary's amplitude is :math:`1/b`.
+        noise: standard deviation :math:`c \ge 0` of the added Gaussian noise.
+        seed: int seed or CPU :class:`torch.Generator`.
+        device: where the returned tensors live (default CPU).
+        dtype: floating dtype (default float32).
+
+    Returns:
+        ``(X, y)``: ``X`` of shape ``(n, 2)``, ``y`` of shape ``(n,)`` with values 0.0/1.0.
+        Random draws, in order: the ``(n, 2)`` uniforms, then the ``(n, 2)`` noise.
+
+    Example:
+        >>> X, y = planar_trig(1000, frequency=6.0, seed=1)
+        >>> X.shape, bool(((y == 0) | (y == 1)).all())
+        (torch.Size([1000, 2]), True)
+    """
+    n = check_int("n", n, minimum=1)
+    frequency = check_float("frequency", frequency, minimum=0.0, strict=True)
+    b = check_float("b", b, minimum=0.0, strict=True)
+    noise = check_float("noise", noise, minimum=0.0)
+    dtype, device = check_float_dtype(dtype), check_device(device)
+    generator = make_generator(seed)
+
+    X = 2.0 * torch.rand(n, 2, generator=generator, dtype=torch.float64) - 1.0
+    y = (X[:, 1] > torch.sin(frequency * math.pi * X[:, 0]) / b).to(torch.float64)
+    X = X + noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    return X.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class BayesianLinearRegression:
+    r"""A Bayesian linear-regression problem with its exact Gaussian posterior (SPEC §4).
+
+    Model: :math:`y_i = x_i^\top w + \sigma\varepsilon_i`, prior :math:`w \sim N(0, s_0^2 I)`.
+    The posterior is :math:`N(\mu, H^{-1})` with
+
+    .. math::
+
+        H = X^\top X/\sigma^2 + I/s_0^2, \qquad \mu = H^{-1} X^\top y / \sigma^2 .
+
+    Attributes:
+        X: design matrix, shape ``(n, d)``.
+        y: targets, shape ``(n,)``.
+        weights_true: the weights :math:`w^\star` the data were generated with, ``(d,)``.
+        noise_std: :math:`\sigma`.
+        prior_std: :math:`s_0`.
+        precision: :math:`H`, ``(d, d)``.
+        mean: :math:`\mu`, ``(d,)``.
+        covariance: :math:`\Sigma = H^{-1}`, ``(d, d)``.
+
+    All tensors share the ``dtype`` and ``device`` the problem was generated with; the
+    posterior is computed in float64 from ``X`` and ``y`` *as stored* (after rounding to
+    ``dtype``), so it is exact for the data a sampler actually sees.
+    """
+
+    X: Tensor
+    y: Tensor
+    weights_true: Tensor
+    noise_std: float
+    prior_std: float
+    precision: Tensor
+    mean: Tensor
+    covariance: Tensor
+
+    @property
+    def n(self) -> int:
+        """Number of data points :math:`N`."""
+        return int(self.X.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Dimension :math:`d` of the weights."""
+        return int(self.X.shape[1])
+
+    def _precision64(self) -> Tensor:
+        X = self.X.to(torch.float64)
+        eye = torch.eye(self.dim, dtype=torch.float64, device=X.device)
+        return X.T @ X / self.noise_std**2 + eye / self.prior_std**2
+
+    def max_stable_step(self) -> float:
+        r"""The ULA stability bound :math:`2/\lambda_{\max}(H)`: ULA diverges for larger ``h``."""
+        return 2.0 / float(torch.linalg.eigvalsh(self._precision64()).max())
+
+    def ula_covariance(self, h: float) -> Tensor:
+        r"""Exact stationary covariance of full-gradient Langevin (ULA) at step ``h`` (SPEC §4).
+
+        ULA, :math:`w_{k+1} = w_k - h\nabla U(w_k) + \sqrt{2h}\,\xi_k` with
+        :math:`U = -\log(\text{posterior})` (τ = 1), is a linear recursion
+        :math:`w_{k+1} - \mu = (I - hH)(w_k - \mu) + \sqrt{2h}\,\xi_k` whose stationary
+        covariance solves :math:`\Sigma_h = (I - hH)\Sigma_h(I - hH) + 2hI`, i.e.
+
+        .. math:: \Sigma_h = \bigl[H (I - hH/2)\bigr]^{-1} = H^{-1} + \tfrac{h}{2} I + O(h^2).
+
+        Args:
+            h: step size, ``0 < h < 2/λ_max(H)`` (see :meth:`max_stable_step`).
+
+        Returns:
+            :math:`\Sigma_h`, shape ``(d, d)``, in the problem's dtype and device.
+        """
+        h = check_float("h", h, minimum=0.0, strict=True)
+        limit = self.max_stable_step()
+        if h >= limit:
+            raise ValueError(
+                f"h must be < 2/lambda_max(H) = {limit:.6g} for ULA to have a stationary "
+                f"distribution, got h={h}"
+            )
+        H = self._precision64()
+        eye = torch.eye(self.dim, dtype=torch.float64, device=H.device)
+        cov = torch.linalg.inv(H @ (eye - 0.5 * h * H))
+        cov = 0.5 * (cov + cov.T)
+        return cov.to(dtype=self.X.dtype)
+
+    def _batch(self, theta: Tensor, idx: Tensor | None) -> tuple[Tensor, Tensor, float]:
+        if not isinstance(theta, Tensor):
+            raise TypeError(f"theta must be a torch.Tensor of shape (..., {self.dim})")
+        if theta.ndim == 0 or theta.shape[-1] != self.dim:
+            raise ValueError(
+                f"theta must have shape (..., {self.dim}), got {tuple(theta.shape)}"
+            )
+        if idx is None:
+            Xb, yb = self.X, self.y
+        else:
+            Xb, yb = self.X[idx], self.y[idx]
+        scale = self.n / Xb.shape[-2]
+        residual = yb - (Xb @ theta.unsqueeze(-1)).squeeze(-1)
+        return Xb, residual, scale
+
+    def neg_log_posterior(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        r"""The sum-scaled minibatch loss of SGWORLD (SPEC §4), up to an additive constant.
+
+        .. math::
+
+            L_B(\theta) = \frac{N}{B}\sum_{i \in B}\frac{(y_i - x_i^\top\theta)^2}{2\sigma^2}
+                + \frac{\lVert\theta\rVert^2}{2 s_0^2},
+
+        which for ``idx=None`` (B = all N points) is :math:`-\log` posterior + const, whose
+        Hessian is :math:`H`.
+
+        Args:
+            theta: weights of shape ``(..., d)`` (e.g. ``(K, d)`` for K chains).
+            idx: ``None`` (full batch), indices ``(B,)`` shared by all chains, or ``(..., B)``
+                matching ``theta``'s leading shape (as from :class:`Minibatcher`).
+
+        Returns:
+            :math:`L_B(\theta)` of shape ``theta.shape[:-1]``.
+        """
+        _, residual, scale = self._batch(theta, idx)
+        data_term = scale * residual.square().sum(-1) / (2 * self.noise_std**2)
+        return data_term + theta.square().sum(-1) / (2 * self.prior_std**2)
+
+    def grad_neg_log_posterior(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
+        r"""Gradient of :meth:`neg_log_posterior` in closed form.
+
+        .. math::
+
+            \nabla L_B(\theta) = -\frac{N}{B\sigma^2}\sum_{i\in B} x_i (y_i - x_i^\top\theta)
+                + \theta / s_0^2 .
+
+        Same arguments as :meth:`neg_log_posterior`; returns a tensor shaped like ``theta``.
+        """
+        Xb, residual, scale = self._batch(theta, idx)
+        data_grad = (Xb.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
+        return -scale * data_grad / self.noise_std**2 + theta / self.prior_std**2
+
+
+def bayesian_linear_regression(
+    n: int = 200,
+    d: int = 2,
+    *,
+    noise_std: float = 1.0,
+    prior_std: float = 1.0,
+    seed: int | torch.Generator,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> BayesianLinearRegression:
+    r"""Draw a Bayesian linear-regression problem with an exact posterior (SPEC §4).
+
+    How the data are drawn (our choice; SPEC §4 only fixes the model): rows of the design
+    matrix :math:`x_i \sim N(0, I_d)`, true weights from the prior
+    :math:`w^\star \sim N(0, s_0^2 I_d)` (so the model is well specified), and
+    :math:`y_i = x_i^\top w^\star + \sigma\varepsilon_i`, :math:`\varepsilon_i \sim N(0, 1)`.
+    Random draws, in order: ``X`` (n·d normals), ``w*`` (d), ``ε`` (n).
+
+    The exact posterior (see :class:`BayesianLinearRegression`) is
+    :math:`H = X^\top X/\sigma^2 + I/s_0^2`, :math:`\mu = H^{-1}X^\top y/\sigma^2`,
+    :math:`\Sigma = H^{-1}`; full-gradient Langevin has stationary covariance
+    :math:`[H(I - hH/2)]^{-1}` (:meth:`BayesianLinearRegression.ula_covariance`).
+
+    Args:
+        n: number of data points :math:`N` (SPEC §4 reference: 200).
+        d: dimension (SPEC §4 reference: 2).
+        noise_std: :math:`\sigma > 0`.
+        prior_std: :math:`s_0 > 0`.
+        seed: int seed or CPU :class:`torch.Generator`.
+        device, dtype: where and in which floating dtype all tensors are returned.
+
+    Example:
+        >>> problem = bayesian_linear_regression(seed=0)
+        >>> problem.X.shape, problem.covariance.shape
+        (torch.Size([200, 2]), torch.Size([2, 2]))
+    """
+    n = check_int("n", n, minimum=1)
+    d = check_int("d", d, minimum=1)
+    noise_std = check_float("noise_std", noise_std, minimum=0.0, strict=True)
+    prior_std = check_float("prior_std", prior_std, minimum=0.0, strict=True)
+    dtype, device = check_float_dtype(dtype), check_device(device)
+    generator = make_generator(seed)
+
+    X = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    w_true = prior_std * torch.randn(d, generator=generator, dtype=torch.float64)
+    y = X @ w_true + noise_std * torch.randn(n, generator=generator, dtype=torch.float64)
+    X, y = X.to(dtype=dtype), y.to(dtype=dtype)
+
+    # Posterior from the data as stored (rounded to dtype), computed in float64.
+    X64, y64 = X.to(torch.float64), y.to(torch.float64)
+    precision = X64.T @ X64 / noise_std**2 + torch.eye(d, dtype=torch.float64) / prior_std**2
+    mean = torch.linalg.solve(precision, X64.T @ y64 / noise_std**2)
+    covariance = torch.linalg.inv(precision)
+    covariance = 0.5 * (covariance + covariance.T)
+
+    def out(t: Tensor) -> Tensor:
+        return t.to(device=device, dtype=dtype)
+
+    return BayesianLinearRegression(
+        X=out(X),
+        y=out(y),
+        weights_true=out(w_true),
+        noise_std=noise_std,
+        prior_std=prior_std,
+        precision=out(precision),
+        mean=out(mean),
+        covariance=out(covariance),
+    )
+
+
+#: The fixed input grid of SPEC §5: x_k = -3.0 + 0.03 k, k = 0..199.
+TANH_GRID_START, TANH_GRID_STEP, TANH_GRID_SIZE = -3.0, 0.03, 200
+
+
+def tanh_regression(
+    seed: int | torch.Generator,
+    *,
+    noise_std: float = 0.1,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    r"""The 1-D regression data of the fluctuation-theorem study (SPEC §5).
+
+    :math:`N = 200` inputs on the grid :math:`x_k = -3.0 + 0.03\,k`, :math:`k = 0..199`
+    (i.e. −3.0, −2.97, …, 2.97), and targets
+
+    .. math:: y_k = e^{-x_k^2} + \sigma\varepsilon_k,\qquad \varepsilon_k \sim N(0, 1),
+
+    with :math:`\sigma` = ``noise_std`` = 0.1 by default. The grid is deterministic; only the
+    noise depends on ``seed``.
+
+    Args:
+        seed: int seed or CPU :class:`torch.Generator`.
+        noise_std: :math:`\sigma \ge 0`.
+        device, dtype: placement and floating dtype of the outputs.
+
+    Returns:
+        ``(x, y)``, both column vectors of shape ``(200, 1)``, so that ``y - model(x)`` with a
+        ``Linear(1, ·)``-based model never broadcasts to ``(200, 200)``.
+
+    Example:
+        >>> x, y = tanh_regression(0)
+        >>> x.shape, round(float(x[1, 0]), 2)
+        (torch.Size([200, 1]), -2.97)
+    """
+    noise_std = check_float("noise_std", noise_std, minimum=0.0)
+    dtype, device = check_float_dtype(dtype), check_device(device)
+    generator = make_generator(seed)
+    k = torch.arange(TANH_GRID_SIZE, dtype=torch.float64)
+    x = TANH_GRID_START + TANH_GRID_STEP * k
+    y = torch.exp(-x.square()) + noise_std * torch.randn(
+        TANH_GRID_SIZE, generator=generator, dtype=torch.float64
+    )
+    return (
+        x.unsqueeze(1).to(device=device, dtype=dtype),
+        y.unsqueeze(1).to(device=device, dtype=dtype),
+    )

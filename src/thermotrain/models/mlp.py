@@ -1,0 +1,154 @@
+r"""Fully connected networks (the paper's SHLP and deeper MLPs), plain or as a seed ensemble.
+
+For widths :math:`(d_0, d_1, \dots, d_L)` and nonlinearity :math:`\phi` the network is
+
+.. math::
+
+    h_0 = x,\qquad h_\ell = \phi(W_\ell h_{\ell-1} + b_\ell)\ (\ell < L),\qquad
+    f(x) = W_L h_{L-1} + b_L ,
+
+with :math:`W_\ell \in \mathbb R^{d_\ell \times d_{\ell-1}}`. The output is the vector of
+*logits* (no sigmoid/softmax): the heads live in :mod:`thermotrain.models.losses`. The
+paper's SHLP (SPEC §6) is ``widths = [d_in, H, d_out]`` with ReLU; the 1-2-1 tanh regression
+net of SPEC §5 is ``MLP([1, 2, 1], activation="tanh")`` (7 parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import skip_init
+
+from ._checks import ACTIVATIONS, check_activation, check_widths
+from .base import StackableModel
+from .initialization import InitLike
+from .layers import EnsembleLinear
+
+__all__ = ["MLP", "SHLP"]
+
+
+class MLP(StackableModel):
+    r"""A multilayer perceptron; with ``ensemble=K``, K independent ones evaluated together.
+
+    Layers are ``self.layers[0], …, self.layers[L-1]``, one module per affine map owning its
+    ``weight`` and ``bias`` (the "layer" of the sampler's partition, SPEC §3); the
+    nonlinearity is parameter-free and applied between them (not after the last).
+
+    * ``ensemble=None``: the layers are ``nn.Linear``; forward ``(B, d_0)`` → ``(B, d_L)``.
+      An ordinary PyTorch model.
+    * ``ensemble=K``: the layers are :class:`~thermotrain.models.EnsembleLinear` with
+      ``weight (K, d_ℓ, d_{ℓ−1})`` and ``bias (K, d_ℓ)``; forward ``(K, B, d_0)`` (member k
+      sees its own batch) or ``(B, d_0)`` (one batch for all) → ``(K, B, d_L)``, one
+      ``baddbmm`` per layer and no Python loop over members. Member k computes exactly
+      the plain network with parameters ``[p[k] for p in self.parameters()]``; pass
+      ``ensemble_dim=0`` to the sampler for these parameters.
+
+    Args:
+        widths: ``[d_in, h_1, …, d_out]``, at least two ints ≥ 1 (``[2, 100, 1]`` is an SHLP
+            with 100 hidden units).
+        activation: ``"relu"`` or ``"tanh"``.
+        ensemble: ``None`` or the number of members K ≥ 1.
+        init: ``"default"`` (PyTorch's :math:`\mathcal U(\pm 1/\sqrt{\text{fan\_in}})` for
+            weights and biases), ``("normal", s)`` (:math:`\mathcal N(0, s^2)` for weights and
+            biases) or an :class:`~thermotrain.models.Init`. See
+            :mod:`thermotrain.models.initialization` for the exact draw order.
+        seed: the initialisation seed. Plain model: an int. Ensemble: an int (member k gets
+            ``seed + k``) or a list of K ints; member k's initial parameters are then
+            bit-identical to ``MLP(widths, seed=s_k)``'s. With ``init="default"`` a plain
+            ``MLP(widths, seed=s)`` is also bit-identical to the ``nn.Linear`` layers that
+            PyTorch builds after ``torch.manual_seed(s)``.
+        device, dtype: of the parameters (the numbers are drawn on the CPU, then moved).
+
+    Example:
+        >>> net = MLP([2, 100, 1], seed=3)                 # one SHLP
+        >>> net(torch.zeros(25, 2)).shape
+        torch.Size([25, 1])
+        >>> ens = MLP([2, 100, 1], ensemble=100, seed=0)  # seeds 0..99
+        >>> ens(torch.zeros(25, 2)).shape
+        torch.Size([100, 25, 1])
+        >>> ens.layers[0].weight.shape
+        torch.Size([100, 100, 2])
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        *,
+        activation: str = "relu",
+        ensemble: int | None = None,
+        init: InitLike = "default",
+        seed: int | Sequence[int] = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.widths = check_widths(widths)
+        self.activation = check_activation(activation)
+        self._phi = ACTIVATIONS[self.activation]
+        fk = self._setup(ensemble, init, seed, device, dtype)
+        k = self.ensemble_size
+        pairs = list(zip(self.widths[:-1], self.widths[1:]))
+        if k is None:
+            layers = [skip_init(nn.Linear, d_in, d_out, **fk) for d_in, d_out in pairs]
+        else:
+            layers = [EnsembleLinear(k, d_in, d_out, init=None, **fk) for d_in, d_out in pairs]
+        self.layers = nn.ModuleList(layers)
+        self._initialize()
+
+    def config(self) -> dict[str, Any]:
+        return {"widths": list(self.widths), "activation": self.activation}
+
+    def layer_modules(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits: ``(B, d_in)`` → ``(B, d_out)``; ensemble: ``(K, B, d_in)`` or ``(B, d_in)``
+        → ``(K, B, d_out)``."""
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = self._phi(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return (
+            f"widths={list(self.widths)}, activation={self.activation!r}, "
+            f"ensemble={self.ensemble_size}"
+        )
+
+
+def SHLP(  # noqa: N802 - the paper's name for the architecture
+    d_in: int,
+    hidden: int,
+    d_out: int = 1,
+    *,
+    activation: str = "relu",
+    ensemble: int | None = None,
+    init: InitLike = "default",
+    seed: int | Sequence[int] = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> MLP:
+    """The paper's single-hidden-layer perceptron: ``MLP([d_in, hidden, d_out], ...)``.
+
+    Linear(d_in, H) → ReLU → Linear(H, d_out); ``d_out = 1`` for the binary (sigmoid + BCE)
+    head, ``d_out = C`` for C-class softmax + cross-entropy (SPEC §6). Keyword arguments as
+    for :class:`MLP`.
+
+    Example:
+        >>> SHLP(2, 20, init=("normal", 0.01), seed=1).widths
+        (2, 20, 1)
+    """
+    return MLP(
+        [d_in, hidden, d_out],
+        activation=activation,
+        ensemble=ensemble,
+        init=init,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )

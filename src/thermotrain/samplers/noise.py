@@ -1,0 +1,169 @@
+"""Explicit, resumable Gaussian noise for the samplers (SPEC §0: random numbers only from an
+owned :class:`torch.Generator`, saved in ``state_dict``).
+
+Layout. Each optimizer step needs ``M`` standard normals per ensemble member (the sum over
+parameter tensors of their per-member size times the number of draws their scheme makes).
+Member ``k`` draws its ``M`` numbers from its own generators, into row ``k`` of a preallocated
+``(K, M)`` buffer. The row is cut into chunks of :data:`CHUNK` entries; chunk ``c`` of member
+``k`` always comes from generator ``(k, c)``. Hence
+
+* member ``k`` of an ensemble seeded ``[s_0, …, s_{K-1}]`` receives exactly the numbers a
+  single run seeded ``s_k`` receives — ensembles equal separate runs bit for bit;
+* the numbers do not depend on how many threads draw them. Large draws (many chunks or many
+  members) are spread over a small thread pool: torch's CPU generator is single-threaded and
+  drawing normals dominates the cost of a Langevin step, so the second core halves it.
+
+Generator ``(k, 0)`` is seeded with ``s_k`` itself; further chunks use seeds derived from
+``(s_k, c)`` with :class:`numpy.random.SeedSequence`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["NoiseSource", "CHUNK", "normalize_seeds"]
+
+#: entries per generator chunk (fixed: changing it changes every trajectory)
+CHUNK = 1 << 20
+#: draws smaller than this many numbers in total are made on the calling thread
+PARALLEL_THRESHOLD = 1 << 19
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        workers = max(1, min(2, os.cpu_count() or 1))
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="thermotrain-noise")
+    return _POOL
+
+
+def normalize_seeds(seed: int | Sequence[int] | None, members: int) -> list[int]:
+    """Seeds of the ``members`` ensemble members.
+
+    ``None`` draws fresh entropy (recorded, so the run can still be resumed); an int ``s``
+    gives members ``s, s+1, …``; a sequence must have one non-negative int per member.
+    """
+    if seed is None:
+        seed = secrets.randbits(62)
+    if isinstance(seed, bool):
+        raise TypeError(f"seed must be an int or a sequence of ints, got {seed!r}")
+    if isinstance(seed, (int, np.integer)):
+        seeds = [int(seed) + k for k in range(members)]
+    elif isinstance(seed, Sequence) and not isinstance(seed, (str, bytes)):
+        seeds = [int(s) for s in seed]
+        if len(seeds) != members:
+            raise ValueError(
+                f"seed lists one seed per ensemble member: got {len(seeds)} seeds for "
+                f"{members} members"
+            )
+    else:
+        raise TypeError(f"seed must be an int or a sequence of ints, got {seed!r}")
+    for s in seeds:
+        if not 0 <= s < 2**63:
+            raise ValueError(f"seeds must be integers in [0, 2**63), got {s}")
+    return seeds
+
+
+def _chunk_seed(seed: int, chunk: int) -> int:
+    if chunk == 0:
+        return seed
+    state = np.random.SeedSequence([seed, chunk]).generate_state(1, dtype=np.uint64)[0]
+    return int(state) >> 1
+
+
+class _Pending:
+    """A draw in progress: ``wait()`` returns the filled ``(K, M)`` buffer."""
+
+    def __init__(self, buffer: Tensor, futures: list[Future]):
+        self.buffer = buffer
+        self._futures = futures
+
+    def wait(self) -> Tensor:
+        for f in self._futures:
+            f.result()
+        self._futures = []
+        return self.buffer
+
+
+class NoiseSource:
+    """Per-member, per-chunk generators and a reusable ``(K, M)`` noise buffer."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str | None = None):
+        self.seeds = list(seeds)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self._generators: list[list[torch.Generator]] = [[] for _ in self.seeds]
+        self._buffer: Tensor | None = None
+
+    @property
+    def members(self) -> int:
+        return len(self.seeds)
+
+    def _generator(self, k: int, c: int) -> torch.Generator:
+        gens = self._generators[k]
+        while len(gens) <= c:
+            g = torch.Generator(device=self.device)
+            g.manual_seed(_chunk_seed(self.seeds[k], len(gens)))
+            gens.append(g)
+        return gens[c]
+
+    def _fill(self, row: Tensor, k: int, c: int) -> None:
+        row[c * CHUNK : (c + 1) * CHUNK].normal_(generator=self._generator(k, c))
+
+    def draw(self, size: int, dtype: torch.dtype) -> _Pending:
+        """Start drawing ``size`` normals per member; returns a handle whose ``wait()`` gives
+        the ``(K, size)`` buffer (valid until the next ``draw``)."""
+        buf = self._buffer
+        if buf is None or buf.shape[1] != size or buf.dtype != dtype:
+            buf = torch.empty((self.members, size), dtype=dtype, device=self.device)
+            self._buffer = buf
+        chunks = max(1, -(-size // CHUNK))
+        jobs = [(k, c) for k in range(self.members) for c in range(chunks)]
+        for k in range(self.members):  # create generators on this thread, in order
+            self._generator(k, chunks - 1)
+        parallel = (
+            self.device.type == "cpu" and len(jobs) > 1 and self.members * size >= PARALLEL_THRESHOLD
+        )
+        if not parallel:
+            for k, c in jobs:
+                self._fill(buf[k], k, c)
+            return _Pending(buf, [])
+        pool = _pool()
+        # one task per worker, each a contiguous share of the jobs
+        workers = pool._max_workers  # noqa: SLF001 - the pool is ours
+        shares = [jobs[i::workers] for i in range(workers)]
+        futures = [
+            pool.submit(lambda share=share: [self._fill(buf[k], k, c) for k, c in share])
+            for share in shares
+            if share
+        ]
+        return _Pending(buf, futures)
+
+    # --- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "seeds": list(self.seeds),
+            "generators": [[g.get_state() for g in gens] for gens in self._generators],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        seeds = [int(s) for s in state["seeds"]]
+        if len(seeds) != self.members:
+            raise ValueError(
+                f"noise state has {len(seeds)} ensemble members, this optimizer has "
+                f"{self.members}"
+            )
+        self.seeds = seeds
+        self._generators = [[] for _ in seeds]
+        for k, states in enumerate(state["generators"]):
+            for c, s in enumerate(states):
+                self._generator(k, c).set_state(s.cpu() if self.device.type == "cpu" else s)
+        self._buffer = None

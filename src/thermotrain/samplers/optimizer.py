@@ -1,0 +1,443 @@
+r"""The optimizer shell: :class:`PartitionedLangevin`, a :class:`torch.optim.Optimizer` whose
+parameter groups each carry a scheme (SPEC §2–§3).
+
+The class only gathers tensors, keeps lazily created per-parameter state (momenta ``p``,
+thermostat ``ξ``, step counts), owns the random generators, and calls the functional core
+(:mod:`.substeps`, :mod:`.schemes`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .noise import NoiseSource, normalize_seeds
+from .schemes import SCHEMES, GroupView, Scheme, get_scheme
+from .substeps import kick, sum_squares
+
+__all__ = ["PartitionedLangevin", "Hyperparameter"]
+
+Hyperparameter = float | Callable[[int], float]
+
+#: hyperparameters that must be finite and non-negative
+NONNEGATIVE = ("lr", "friction", "temperature", "noise", "coupling")
+#: hyperparameters that must be finite (any sign)
+FINITE = ("xi_init",)
+NAN_POLICIES = ("raise", "warn", "ignore")
+
+_GROUP_DEFAULTS: dict[str, Any] = {
+    "scheme": "langevin",
+    "friction": 1.0,
+    "temperature": 0.0,
+    "noise": 0.01,
+    "coupling": 0.05,
+    "xi_init": 0.1,
+    "ensemble_dim": None,
+}
+
+
+def _check_value(key: str, value: Any, where: str) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: {key} must be a real number or a callable of the step, got "
+                        f"{value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {key} must be finite, got {value}")
+    if key in NONNEGATIVE and value < 0:
+        raise ValueError(f"{where}: {key} must be >= 0, got {value}")
+    return value
+
+
+def _resolve(key: str, value: Any, step: int, where: str) -> float:
+    if callable(value):
+        value = value(step)
+        where = f"{where} (schedule at step {step})"
+    return _check_value(key, value, where)
+
+
+class PartitionedLangevin(torch.optim.Optimizer):
+    r"""Partitioned Langevin-type integrator: each parameter group has its own dynamics.
+
+    Every group is advanced by the loop of SPEC §2 — a merged kick
+    :math:`p \leftarrow p - k\,\nabla\tilde L(\theta_n)` (:math:`k = h/2` first, then :math:`h`),
+    followed by the gradient-free part of its scheme (see :mod:`thermotrain.samplers.schemes`):
+
+    * ``"langevin"`` — :math:`A_{h/2} O_h A_{h/2}` with friction :math:`\gamma` and temperature
+      :math:`\tau` (BAOAB);
+    * ``"overdamped"`` — the :math:`\gamma\to\infty` limit, :math:`p \leftarrow \sqrt{\tau}R`;
+    * ``"adaptive"`` — :math:`A_{h/2} C_{h/2} D_{h/2} E_h D_{h/2} C_{h/2} A_{h/2}`, with
+      :math:`\sigma_A` (``noise``), :math:`\varepsilon` (``coupling``), :math:`\xi_0`
+      (``xi_init``), one thermostat :math:`\xi` per tensor and ensemble member;
+    * ``"sgld"`` — :math:`\theta \leftarrow \theta - h\nabla\tilde L + \sqrt{2\tau h}R`.
+
+    Args:
+        params: tensors or param-group dicts (each may set any of the keys below and
+            ``"scheme"``).
+        lr: step size :math:`h` (same number as SGD's ``lr``).
+        scheme: default scheme of groups that do not name one.
+        temperature: :math:`\tau \ge 0`; 0 gives the deterministic limit.
+        friction: :math:`\gamma \ge 0` (langevin groups).
+        noise: :math:`\sigma_A \ge 0` (adaptive groups).
+        coupling: :math:`\varepsilon \ge 0` (adaptive groups).
+        xi_init: :math:`\xi_0` (adaptive groups).
+        ensemble_dim: axis of the tensors that stacks K independent replicas (or ``None``);
+            reductions and thermostats are then per replica, and replica k draws the noise a
+            single run seeded ``seed[k]`` would draw.
+        seed: int (replica k gets ``seed + k``), list of one seed per replica, or ``None``
+            for fresh entropy (recorded in ``state_dict``).
+        foreach: use the ``torch._foreach_*`` fast path (default: yes).
+        nan_policy: what a step producing NaN/inf does: ``"raise"`` a
+            :class:`FloatingPointError` (default), ``"warn"``, or ``"ignore"``.
+
+    Every hyperparameter may be a float or a callable ``step -> float`` (step counts from 0).
+    ``lr`` may also be driven by any :mod:`torch.optim.lr_scheduler`.
+
+    Example:
+        >>> import torch, thermotrain as tt
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(8, 1))
+        >>> opt = tt.PartitionedLangevin([
+        ...     {"params": model[0].parameters(), "scheme": "adaptive", "temperature": 1e-4},
+        ...     {"params": model[2].parameters(), "scheme": "langevin", "temperature": 1e-4,
+        ...      "friction": 0.1}], lr=0.25, seed=0)
+        >>> loss = model(torch.randn(16, 2)).square().mean()
+        >>> loss.backward(); opt.step(); opt.zero_grad()
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        lr: Hyperparameter = 0.1,
+        *,
+        scheme: str = "langevin",
+        temperature: Hyperparameter = 0.0,
+        friction: Hyperparameter = 1.0,
+        noise: Hyperparameter = 0.01,
+        coupling: Hyperparameter = 0.05,
+        xi_init: Hyperparameter = 0.1,
+        ensemble_dim: int | None = None,
+        seed: int | Sequence[int] | None = None,
+        foreach: bool | None = None,
+        nan_policy: str = "raise",
+    ):
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        defaults = dict(
+            lr=lr,
+            scheme=scheme,
+            temperature=temperature,
+            friction=friction,
+            noise=noise,
+            coupling=coupling,
+            xi_init=xi_init,
+            ensemble_dim=ensemble_dim,
+        )
+        self._members: int | None = None
+        self.foreach = True if foreach is None else bool(foreach)
+        self.nan_policy = nan_policy
+        super().__init__(params, defaults)
+        device = next(p.device for g in self.param_groups for p in g["params"])
+        self._noise = NoiseSource(normalize_seeds(seed, self.members), device=device)
+        self._layout_cache: tuple[Any, list[list[list[int]]], int] | None = None
+
+    # ------------------------------------------------------------------ construction
+    @property
+    def members(self) -> int:
+        """Ensemble size K (1 without an ensemble axis)."""
+        return self._members or 1
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each ensemble member."""
+        return list(self._noise.seeds)
+
+    def add_param_group(self, param_group: dict) -> None:
+        index = len(self.param_groups)
+        where = f"{type(self).__name__} param group {index}"
+        for key, value in {**_GROUP_DEFAULTS, **self.defaults}.items():
+            param_group.setdefault(key, value)
+        scheme = get_scheme(param_group["scheme"])
+        for key in ("lr", *scheme.hyperparameters):
+            if not callable(param_group[key]):
+                param_group[key] = _check_value(key, param_group[key], where)
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        if not params:
+            raise ValueError(f"{where} is empty")
+        param_group["params"] = params
+        edim = param_group["ensemble_dim"]
+        if edim is not None and (isinstance(edim, bool) or not isinstance(edim, int)):
+            raise TypeError(f"{where}: ensemble_dim must be an int or None, got {edim!r}")
+        declared = [g["ensemble_dim"] is not None for g in self.param_groups]
+        if declared and any(declared) != (edim is not None):
+            raise ValueError(
+                f"{where}: ensemble_dim={edim!r}, but earlier groups "
+                f"{'do' if any(declared) else 'do not'} stack ensemble members: declare "
+                "ensemble_dim on every group or on none"
+            )
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{where}: parameters must be tensors, got {type(p).__name__}")
+            if edim is None:
+                continue
+            if not 0 <= edim < p.dim():
+                raise ValueError(
+                    f"{where}: ensemble_dim={edim} is out of range for a parameter of "
+                    f"shape {tuple(p.shape)}"
+                )
+            members = p.shape[edim]
+            if self._members is not None and members != self._members:
+                raise ValueError(
+                    f"{where}: a parameter of shape {tuple(p.shape)} has {members} ensemble "
+                    f"members on axis {edim}, but this optimizer has {self._members}"
+                )
+            self._members = members
+        super().add_param_group(param_group)
+        self._layout_cache = None
+
+    # ------------------------------------------------------------------ state access
+    def _state(self, p: Tensor, group: dict, scheme: Scheme) -> dict:
+        st = self.state[p]
+        if not st:
+            st["step"] = 0
+            st["half_kick"] = 0.0
+            if scheme.momentum:
+                st["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if scheme.thermostat:
+                edim = group["ensemble_dim"]
+                shape = [1] * p.dim()
+                if edim is not None:
+                    shape[edim] = p.shape[edim]
+                xi0 = _resolve("xi_init", group["xi_init"], 0, "xi_init")
+                st["xi"] = torch.full(
+                    shape if edim is not None else [], xi0, dtype=p.dtype, device=p.device
+                )
+        return st
+
+    def momenta(self) -> list[list[Tensor | None]]:
+        """Momenta per group and parameter (``None`` before the first step or for SGLD).
+
+        These are the stored momenta, which lag the BAOAB momenta by the closing half kick;
+        call :meth:`finalize` first when true momenta are needed (e.g. kinetic temperature).
+        """
+        return [[self.state[p].get("momentum") for p in g["params"]] for g in self.param_groups]
+
+    def thermostats(self) -> list[list[Tensor | None]]:
+        """Thermostat variables ξ per group and parameter (``None`` for non-adaptive groups);
+        shape ``[]`` or, with an ensemble axis, K along it."""
+        return [[self.state[p].get("xi") for p in g["params"]] for g in self.param_groups]
+
+    @torch.no_grad()
+    def kinetic_temperature(self) -> list[Tensor]:
+        r"""Per group, :math:`\sum p^2 / N` over the group's momenta (per ensemble member: a
+        tensor of shape ``(K,)``; otherwise a scalar). NaN for groups without momenta yet."""
+        out = []
+        for g in self.param_groups:
+            total, count = None, 0
+            for p in g["params"]:
+                m = self.state[p].get("momentum")
+                if m is None:
+                    continue
+                ss = sum_squares(m, g["ensemble_dim"]).reshape(-1)
+                total = ss if total is None else total + ss
+                count += m.numel() // self.members
+            if total is None:
+                out.append(torch.tensor(float("nan")))
+            else:
+                temp = total / count
+                out.append(temp if g["ensemble_dim"] is not None else temp.squeeze(0))
+        return out
+
+    @torch.no_grad()
+    def finalize(self) -> None:
+        """Apply the pending closing half kick with the current gradients, so the stored
+        momenta become BAOAB's full-step momenta. The next :meth:`step` then kicks by h/2 only,
+        so positions are unaffected. Call it after computing the gradient at the current θ."""
+        for group in self.param_groups:
+            scheme = get_scheme(group["scheme"])
+            if not scheme.momentum:
+                continue
+            for p in group["params"]:
+                st = self.state[p]
+                if not st or p.grad is None or st["half_kick"] == 0.0:
+                    continue
+                kick([st["momentum"]], [p.grad], st["half_kick"], False)
+                st["half_kick"] = 0.0
+
+    @torch.no_grad()
+    def permute_state(self, param: Tensor, index: Tensor, dim: int) -> None:
+        """Reorder the per-entry state of ``param`` (its momentum) along ``dim`` with
+        ``index`` — call it together with the same permutation of the parameter itself (swap
+        moves). ``index`` may also have the ensemble axis (shape ``(K, n)``) to permute each
+        member differently when ``dim`` is not the ensemble axis."""
+        if param not in self.state or "momentum" not in self.state[param]:
+            return
+        m = self.state[param]["momentum"]
+        if index.dim() == 1:
+            m.copy_(m.index_select(dim, index.to(m.device)))
+            return
+        group = next(g for g in self.param_groups if any(p is param for p in g["params"]))
+        edim = group["ensemble_dim"]
+        if edim is None:
+            raise ValueError("a 2-D index needs a parameter with an ensemble axis")
+        shape = [1] * m.dim()
+        shape[edim] = m.shape[edim]
+        shape[dim] = index.shape[1]
+        idx = index.to(m.device).reshape(shape).expand(
+            [m.shape[i] if i != dim else index.shape[1] for i in range(m.dim())]
+        )
+        m.copy_(torch.gather(m, dim, idx))
+
+    # ------------------------------------------------------------------ the step
+    def _layout(self) -> tuple[list[list[list[int]]], int]:
+        """Offsets into a member's noise row: ``[group][draw][param] -> offset``."""
+        key = tuple((g["scheme"], len(g["params"])) for g in self.param_groups)
+        if self._layout_cache is not None and self._layout_cache[0] == key:
+            return self._layout_cache[1], self._layout_cache[2]
+        layout, offset = [], 0
+        for g in self.param_groups:
+            scheme = get_scheme(g["scheme"])
+            per_draw = []
+            for _ in range(scheme.draws):
+                offs = []
+                for p in g["params"]:
+                    offs.append(offset)
+                    offset += p.numel() // self.members
+                per_draw.append(offs)
+            layout.append(per_draw)
+        self._layout_cache = (key, layout, offset)
+        return layout, offset
+
+    def _noise_view(self, buf: Tensor, offset: int, p: Tensor, edim: int | None) -> Tensor:
+        n = p.numel() // self.members
+        if edim is None:
+            return buf[0, offset : offset + n].view(p.shape)
+        member_shape = [s for i, s in enumerate(p.shape) if i != edim]
+        view = buf[:, offset : offset + n].view(self.members, *member_shape)
+        return view.movedim(0, edim)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """One step of every group's scheme (see the class docstring)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        layout, size = self._layout()
+        dtype = self.param_groups[0]["params"][0].dtype
+        pending = self._noise.draw(size, dtype)
+        buf = pending.buffer
+
+        work = []
+        for gi, group in enumerate(self.param_groups):
+            scheme = get_scheme(group["scheme"])
+            where = f"{type(self).__name__} param group {gi}"
+            edim = group["ensemble_dim"]
+            view = GroupView([], [], [], [], [], [], self.foreach, 0.0)
+            noise_slots: list[list[Tensor]] = [[] for _ in range(scheme.draws)]
+            step_count, half_kick = None, 0.0
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{where}: sparse gradients are not supported")
+                st = self._state(p, group, scheme)
+                if step_count is None:
+                    step_count, half_kick = st["step"], st["half_kick"]
+                view.params.append(p)
+                view.grads.append(p.grad)
+                if scheme.momentum:
+                    view.momenta.append(st["momentum"])
+                if scheme.thermostat:
+                    view.xis.append(st["xi"])
+                view.counts.append(p.numel() // self.members)
+                view.ensemble_dims.append(edim)
+                for j in range(scheme.draws):
+                    noise_slots[j].append(self._noise_view(buf, layout[gi][j][pi], p, edim))
+            if not view.params:
+                continue
+            hp = {"lr": _resolve("lr", group["lr"], step_count, where)}
+            for key in scheme.hyperparameters:
+                hp[key] = _resolve(key, group[key], step_count, where)
+            view.kick = half_kick + hp["lr"] / 2
+            work.append((group, scheme, view, hp, noise_slots))
+
+        # gradient parts first: they need no noise, so they overlap the noise draw
+        for _, scheme, view, hp, _ in work:
+            scheme.gradient_part(view, hp)
+        pending.wait()
+        for _, scheme, view, hp, slots in work:
+            draws = iter(slots)
+            scheme.gradient_free_part(view, hp, lambda draws=draws: next(draws))
+        for group, _, view, hp, _ in work:
+            for p in view.params:
+                st = self.state[p]
+                st["step"] += 1
+                st["half_kick"] = hp["lr"] / 2
+        if self.nan_policy != "ignore":
+            self._check_finite(work)
+        return loss
+
+    def _check_finite(self, work: list) -> None:
+        tensors = [p for _, _, view, _, _ in work for p in view.params]
+        tensors += [m for _, _, view, _, _ in work for m in view.momenta]
+        if not tensors:
+            return
+        if bool(torch.stack(torch._foreach_norm(tensors, ord=1)).sum().isfinite()):
+            return
+        for gi, (group, scheme, view, _, _) in enumerate(work):
+            for p in view.params:
+                if not bool(torch.isfinite(p).all()):
+                    step = self.state[p]["step"]
+                    msg = (
+                        f"{type(self).__name__}: step {step} produced a non-finite value in a "
+                        f"parameter of shape {tuple(p.shape)} (group {gi}, scheme "
+                        f"{scheme.name!r}); the gradient or the step size/temperature is too "
+                        "large"
+                    )
+                    break
+            else:
+                continue
+            break
+        else:
+            msg = f"{type(self).__name__}: a step produced non-finite momenta"
+        if self.nan_policy == "raise":
+            raise FloatingPointError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["noise"] = self._noise.state_dict()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        noise = state_dict.pop("noise", None)
+        super().load_state_dict(state_dict)
+        if noise is not None:
+            self._noise.load_state_dict(noise)
+        self._layout_cache = None
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}(members={self.members}, seeds={self.seeds[:4]}"
+                 f"{'...' if self.members > 4 else ''})"]
+        for i, g in enumerate(self.param_groups):
+            scheme = get_scheme(g["scheme"])
+            hps = ", ".join(f"{k}={g[k]}" for k in ("lr", *scheme.hyperparameters))
+            n = sum(p.numel() for p in g["params"])
+            lines.append(f"  group {i}: {scheme.name} ({n} entries) {hps}")
+        return "\n".join(lines)
+
+
+# keep the registry importable from here for discoverability
+SCHEME_NAMES = tuple(SCHEMES)

@@ -1,0 +1,234 @@
+r"""The paper's methods as presets of :class:`~thermotrain.samplers.PartitionedLangevin`
+(SPEC §3).
+
+Single-scheme samplers take ``params`` like any torch optimizer. Partitioned presets take a
+model — partitioned *by layer*: a layer is the set of parameters owned directly by one module,
+in registration order (:func:`layers`) — or an explicit list of layers (each an iterable of
+tensors or a param-group dict, which may override hyperparameters), so users decide which
+layer gets which dynamics. The ``*_layers`` arguments choose which layer indices get the
+"first-layer" dynamics (default: layer 0 only).
+
+=============  =====================  ===========================
+preset         layers in ``first``    other layers
+=============  =====================  ===========================
+``BAOAB``      Langevin (γ, τ)        Langevin (γ, τ)
+``LaLa``       Langevin (γ₁, τ₁)      Langevin (γ_ℓ, τ_ℓ) each
+``AdLaLa``     AdL (σ_A, ε, τ₁, ξ₀)   Langevin (γ, τ₂)
+``LOL``        Langevin (γ₁, τ₁)      Overdamped (τ₂)
+=============  =====================  ===========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from .optimizer import Hyperparameter, PartitionedLangevin
+
+__all__ = [
+    "layers",
+    "BAOAB",
+    "SGLD",
+    "OverdampedLangevin",
+    "AdaptiveLangevin",
+    "AdLaLa",
+    "LOL",
+    "LaLa",
+]
+
+
+def layers(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The layers of ``model``: for every module that owns parameters directly (in
+    registration order), the list of those parameters (e.g. ``[weight, bias]``)."""
+    out = []
+    for module in model.modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if own:
+            out.append(own)
+    return out
+
+
+def _layer_groups(model_or_layers: Any, preset: str, minimum: int) -> list[dict]:
+    if isinstance(model_or_layers, nn.Module):
+        found = [{"params": ps} for ps in layers(model_or_layers)]
+        source = f"the model ({type(model_or_layers).__name__})"
+    elif isinstance(model_or_layers, Sequence) and not isinstance(model_or_layers, Tensor):
+        found = []
+        for i, layer in enumerate(model_or_layers):
+            if isinstance(layer, dict):
+                found.append(dict(layer))
+            elif isinstance(layer, Tensor):
+                raise TypeError(
+                    f"{preset} partitions by layer: item {i} is a single tensor; pass the model "
+                    "or a list of layers, each an iterable of parameters or a param-group dict"
+                )
+            elif isinstance(layer, Iterable):
+                found.append({"params": list(layer)})
+            else:
+                raise TypeError(f"{preset}: layer {i} is a {type(layer).__name__}, not an "
+                                "iterable of parameters or a dict")
+        source = "the list of layers"
+    else:
+        raise TypeError(
+            f"{preset} partitions by layer: pass an nn.Module or a list of layers (each an "
+            f"iterable of parameters or a param-group dict), got {type(model_or_layers).__name__}"
+        )
+    if len(found) < minimum:
+        raise ValueError(
+            f"{preset} needs at least {minimum} layers (modules that own parameters), but "
+            f"{source} has {len(found)}"
+        )
+    return found
+
+
+def _pair(value: Any, name: str, preset: str) -> tuple[Hyperparameter, Hyperparameter]:
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{preset}: {name} must be a number or a pair (first layer, other "
+                             f"layers), got {value!r}")
+        return value[0], value[1]
+    return value, value
+
+
+def _first_indices(indices: Sequence[int], n: int, preset: str, name: str) -> set[int]:
+    chosen = set()
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
+            raise ValueError(f"{preset}: {name} must list layer indices in [0, {n}), got {i!r}")
+        chosen.add(i % n)
+    return chosen
+
+
+def _assign(groups: list[dict], chosen: set[int], first: dict, rest: dict) -> list[dict]:
+    out = []
+    for i, g in enumerate(groups):
+        base = first if i in chosen else rest
+        out.append({**base, **g})  # explicit group keys override the preset
+    return out
+
+
+class BAOAB(PartitionedLangevin):
+    r"""Underdamped Langevin dynamics with the BAOAB splitting, all parameters alike.
+
+    .. math::
+        p \leftarrow p - k\nabla\tilde L(\theta);\quad \theta \leftarrow \theta + \tfrac h2 p;\quad
+        p \leftarrow e^{-\gamma h}p + \sqrt{(1-e^{-2\gamma h})\tau}\,R;\quad
+        \theta \leftarrow \theta + \tfrac h2 p
+
+    (k = h/2 on the first step, h afterwards: the authors' merged kicks, SPEC §2). Samples
+    :math:`\propto e^{-L(\theta)/\tau}` with :math:`O(h^2)` configurational bias (exact on
+    quadratics). ``temperature=0`` is the deterministic damped momentum method
+    :math:`p \leftarrow e^{-\gamma h}(p - h g)`, :math:`\theta \leftarrow \theta + \tfrac h2(1+e^{-\gamma h})p'`
+    up to the half-step lag of p; see ``docs/`` for the SGD-with-momentum mapping.
+    """
+
+    def __init__(self, params, lr: Hyperparameter = 0.1, friction: Hyperparameter = 1.0,
+                 temperature: Hyperparameter = 1e-4, **kwargs):
+        super().__init__(params, lr, scheme="langevin", friction=friction,
+                         temperature=temperature, **kwargs)
+
+
+class SGLD(PartitionedLangevin):
+    r"""Stochastic gradient Langevin dynamics:
+    :math:`\theta \leftarrow \theta - h\nabla\tilde L + \sigma\sqrt h R`, :math:`\sigma=\sqrt{2\tau}`.
+
+    ``temperature=0`` is plain SGD. (SPEC §3 [ours]; with epoch-reshuffled minibatches this is
+    SGWORLD, SPEC §4.)
+    """
+
+    def __init__(self, params, lr: Hyperparameter = 0.1, temperature: Hyperparameter = 1e-4,
+                 **kwargs):
+        super().__init__(params, lr, scheme="sgld", temperature=temperature, **kwargs)
+
+
+class OverdampedLangevin(PartitionedLangevin):
+    r"""The overdamped (γ → ∞) limit of BAOAB, in position form
+    :math:`\theta_{n+1} = \theta_n - \tfrac{h^2}{2}\nabla\tilde L + \tfrac h2\sqrt\tau(R_n+R_{n-1})`
+    (Leimkuhler–Matthews). Note the effective time step is :math:`h^2/2`."""
+
+    def __init__(self, params, lr: Hyperparameter = 0.1, temperature: Hyperparameter = 1e-4,
+                 **kwargs):
+        super().__init__(params, lr, scheme="overdamped", temperature=temperature, **kwargs)
+
+
+class AdaptiveLangevin(PartitionedLangevin):
+    r"""Adaptive Langevin (Nosé–Hoover–Langevin) dynamics
+
+    .. math::
+        d\theta = p\,dt,\quad dp = -\nabla L\,dt - \xi p\,dt + \sigma_A\,dW,\quad
+        d\xi = \varepsilon(\|p\|^2 - N\tau)\,dt,
+
+    split as :math:`A_{h/2}C_{h/2}D_{h/2}E_hD_{h/2}C_{h/2}A_{h/2}` after the merged kick, one
+    ξ per tensor (per ensemble member) starting at ``xi_init``. Samples
+    :math:`\propto e^{-L/\tau}` in θ for any :math:`\sigma_A > 0` with
+    :math:`\langle\|p\|^2\rangle/N \to \tau`; ξ absorbs unknown (e.g. minibatch) noise.
+    """
+
+    def __init__(self, params, lr: Hyperparameter = 0.1, temperature: Hyperparameter = 1e-4,
+                 noise: Hyperparameter = 0.01, coupling: Hyperparameter = 0.05,
+                 xi_init: Hyperparameter = 0.1, **kwargs):
+        super().__init__(params, lr, scheme="adaptive", temperature=temperature, noise=noise,
+                         coupling=coupling, xi_init=xi_init, **kwargs)
+
+
+class AdLaLa(PartitionedLangevin):
+    """AdLaLa: adaptive Langevin on the first layer, Langevin on the others (SPEC §3).
+
+    Defaults are the authors' code: h = 0.25, γ = 0.1, τ₁ = τ₂ = 1e-4, σ_A = 0.01, ε = 0.05,
+    ξ₀ = 0.1. ``temperature`` is τ or (τ₁, τ₂); ``adaptive_layers`` picks the AdL layers.
+    """
+
+    def __init__(self, model, lr: Hyperparameter = 0.25, friction: Hyperparameter = 0.1,
+                 temperature: Any = (1e-4, 1e-4), noise: Hyperparameter = 0.01,
+                 coupling: Hyperparameter = 0.05, xi_init: Hyperparameter = 0.1,
+                 adaptive_layers: Sequence[int] = (0,), **kwargs):
+        groups = _layer_groups(model, "AdLaLa", 2)
+        t1, t2 = _pair(temperature, "temperature", "AdLaLa")
+        first = {"scheme": "adaptive", "temperature": t1, "noise": noise, "coupling": coupling,
+                 "xi_init": xi_init}
+        rest = {"scheme": "langevin", "temperature": t2, "friction": friction}
+        chosen = _first_indices(adaptive_layers, len(groups), "AdLaLa", "adaptive_layers")
+        super().__init__(_assign(groups, chosen, first, rest), lr, **kwargs)
+
+
+class LOL(PartitionedLangevin):
+    """LOL: Langevin (γ₁, τ₁) on the first layer, overdamped Langevin (τ₂) on the others.
+
+    Paper defaults: h = 0.1, γ₁ = 0.01, τ₁ = 1e-3; τ₂ = τ₁ unless ``temperature=(τ₁, τ₂)``.
+    """
+
+    def __init__(self, model, lr: Hyperparameter = 0.1, friction: Hyperparameter = 0.01,
+                 temperature: Any = 1e-3, langevin_layers: Sequence[int] = (0,), **kwargs):
+        groups = _layer_groups(model, "LOL", 2)
+        t1, t2 = _pair(temperature, "temperature", "LOL")
+        first = {"scheme": "langevin", "temperature": t1, "friction": friction}
+        rest = {"scheme": "overdamped", "temperature": t2}
+        chosen = _first_indices(langevin_layers, len(groups), "LOL", "langevin_layers")
+        super().__init__(_assign(groups, chosen, first, rest), lr, **kwargs)
+
+
+class LaLa(PartitionedLangevin):
+    """Multi-layer Langevin: BAOAB with its own (γ_ℓ, τ_ℓ) per layer. ``friction`` and
+    ``temperature`` are each one value for all layers or a list with one value per layer."""
+
+    def __init__(self, model, lr: Hyperparameter = 0.1, friction: Any = 1.0,
+                 temperature: Any = 1e-4, **kwargs):
+        groups = _layer_groups(model, "LaLa", 1)
+        n = len(groups)
+        per_layer = {}
+        for name, value in (("friction", friction), ("temperature", temperature)):
+            if isinstance(value, (list, tuple)):
+                if len(value) != n:
+                    raise ValueError(f"LaLa: {name} lists {len(value)} values but there are {n} "
+                                     "layers")
+                per_layer[name] = list(value)
+            else:
+                per_layer[name] = [value] * n
+        out = []
+        for i, g in enumerate(groups):
+            base = {"scheme": "langevin", "friction": per_layer["friction"][i],
+                    "temperature": per_layer["temperature"][i]}
+            out.append({**base, **g})
+        super().__init__(out, lr, **kwargs)
