@@ -31,6 +31,8 @@ __all__ = [
     "read_content",
     "content_digests",
     "check_digests",
+    "check_content",
+    "compare_digests",
     "clear_digest_cache",
 ]
 
@@ -169,6 +171,39 @@ def content_digests(
     return known
 
 
+def compare_digests(
+    actual: dict[str, str], expected: dict[str, str], *, what: str, path: Path | None, fix: str
+) -> None:
+    """Raise :class:`DatasetCorruptError` naming ``what`` unless ``actual`` matches
+    ``expected`` for every algorithm in ``expected``."""
+    for algorithm, want in expected.items():
+        got = actual[algorithm]
+        if got != want.lower():
+            label = algorithm.upper().replace("SHA", "SHA-")
+            raise DatasetCorruptError(
+                f"{what}: {label} of the decompressed content is {got}, expected {want.lower()} "
+                f"(truncated, corrupt or a different file); {fix}",
+                path=path,
+            )
+
+
+def check_content(
+    content: bytes,
+    expected: dict[str, str],
+    *,
+    what: str,
+    path: Path | None = None,
+    fix: str = "delete it and fetch it again",
+) -> None:
+    """Check in-memory (decompressed) ``content`` against ``expected`` digests; no caching."""
+    hashes = {a: _new_hash(a) for a in expected}
+    for h in hashes.values():
+        h.update(content)
+    compare_digests(
+        {a: h.hexdigest() for a, h in hashes.items()}, expected, what=what, path=path, fix=fix
+    )
+
+
 def check_digests(
     path: Path,
     expected: dict[str, str],
@@ -176,26 +211,19 @@ def check_digests(
     content: bytes | None = None,
     fix: str = "delete it and fetch it again",
 ) -> None:
-    """Raise :class:`DatasetCorruptError` unless every ``expected`` digest matches.
+    """Raise :class:`DatasetCorruptError` unless every ``expected`` digest of the decompressed
+    content of ``path`` matches (digests are cached per path, size and mtime).
 
     Args:
         path: the file (raw or ``.gz``; the decompressed content is hashed).
-        expected: algorithm name -> lowercase hex digest; empty means nothing to check.
+        expected: algorithm name -> hex digest; empty means nothing to check.
         content: the decompressed bytes, if already read.
         fix: the remedy appended to the error message.
     """
     if not expected:
         return
     actual = content_digests(path, tuple(expected), content=content)
-    for algorithm, want in expected.items():
-        got = actual[algorithm]
-        if got != want.lower():
-            label = algorithm.upper().replace("SHA", "SHA-")
-            raise DatasetCorruptError(
-                f"{path}: {label} of the decompressed content is {got}, expected {want} "
-                f"(truncated, corrupt or a different file); {fix}",
-                path=path,
-            )
+    compare_digests(actual, expected, what=str(path), path=path, fix=fix)
 
 
 def clear_digest_cache() -> None:

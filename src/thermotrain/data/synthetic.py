@@ -246,15 +246,16 @@ class BayesianLinearRegression:
         if not isinstance(theta, Tensor):
             raise TypeError(f"theta must be a torch.Tensor of shape (..., {self.dim})")
         if theta.ndim == 0 or theta.shape[-1] != self.dim:
-            raise ValueError(
-                f"theta must have shape (..., {self.dim}), got {tuple(theta.shape)}"
-            )
+            raise ValueError(f"theta must have shape (..., {self.dim}), got {tuple(theta.shape)}")
         if idx is None:
             Xb, yb = self.X, self.y
         else:
             Xb, yb = self.X[idx], self.y[idx]
         scale = self.n / Xb.shape[-2]
-        residual = yb - (Xb @ theta.unsqueeze(-1)).squeeze(-1)
+        if Xb.ndim == 2:  # one batch shared by every chain: plain matmuls
+            residual = yb - theta @ Xb.T
+        else:  # per-chain batches (..., B, d)
+            residual = yb - (Xb @ theta.unsqueeze(-1)).squeeze(-1)
         return Xb, residual, scale
 
     def neg_log_posterior(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
@@ -291,7 +292,10 @@ class BayesianLinearRegression:
         Same arguments as :meth:`neg_log_posterior`; returns a tensor shaped like ``theta``.
         """
         Xb, residual, scale = self._batch(theta, idx)
-        data_grad = (Xb.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
+        if Xb.ndim == 2:
+            data_grad = residual @ Xb
+        else:
+            data_grad = (Xb.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
         return -scale * data_grad / self.noise_std**2 + theta / self.prior_std**2
 
 

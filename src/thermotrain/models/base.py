@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ._checks import check_device, check_dtype, check_ensemble
-from .initialization import Init, InitLike, as_init, init_layer_, make_generator, member_seeds
+from .initialization import Init, as_init, init_layer_, make_generator, member_seeds
 
 __all__ = ["StackableModel"]
 

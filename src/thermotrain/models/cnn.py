@@ -169,7 +169,7 @@ class CNN(StackableModel):
             return x, True
         if k is not None and x.ndim == 3 and x.shape[0] == k and x.shape[2] == flat:
             return x.reshape(k, x.shape[1], c, h, w), False
-        if k is not None and x.ndim == 5 and x.shape[0] == k and tuple(x.shape[2:]) == self.in_shape:
+        if k is not None and x.ndim == 5 and x.shape[0] == k and x.shape[2:] == self.in_shape:
             return x, False
         raise ValueError(
             f"CNN with in_shape={self.in_shape} expects input {shapes} with C, H, W = "

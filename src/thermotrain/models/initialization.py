@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -86,9 +86,7 @@ class Init:
                 raise ValueError(f"Init('normal', std) needs a finite std > 0, got {std!r}")
             object.__setattr__(self, "std", float(std))
         else:
-            raise ValueError(
-                f"Init kind must be 'default' or 'normal', got {self.kind!r}"
-            )
+            raise ValueError(f"Init kind must be 'default' or 'normal', got {self.kind!r}")
 
     @classmethod
     def default(cls) -> Init:
@@ -102,7 +100,7 @@ class Init:
 
 
 #: What the ``init=`` arguments accept: ``"default"``, ``("normal", s)`` or an :class:`Init`.
-InitLike = Union[Init, str, tuple]
+InitLike = Init | str | tuple
 
 _INIT_HELP = "'default', ('normal', std) or thermotrain.models.Init"
 
@@ -218,9 +216,7 @@ def init_weight_bias_(
                 bias.normal_(0.0, init.std, generator=generator)
 
 
-def init_layer_(
-    layer: nn.Module, init: Init, generators: Sequence[torch.Generator]
-) -> None:
+def init_layer_(layer: nn.Module, init: Init, generators: Sequence[torch.Generator]) -> None:
     """Initialise one layer (a module owning ``weight`` and ``bias``) in place.
 
     For a plain layer (``nn.Linear``, ``nn.Conv2d``) ``generators`` holds one generator; for
@@ -242,7 +238,7 @@ def init_layer_(
     w_shape = weight.shape if k_members is None else weight.shape[1:]
     b_shape = None if bias is None else (bias.shape if k_members is None else bias.shape[1:])
     with torch.no_grad():
-        for index, gen in zip(indices, generators):
+        for index, gen in zip(indices, generators, strict=True):
             w = torch.empty(w_shape, dtype=weight.dtype)
             b = None if b_shape is None else torch.empty(b_shape, dtype=weight.dtype)
             init_weight_bias_(w, b, init, gen)

@@ -90,7 +90,7 @@ class MLP(StackableModel):
         self._phi = ACTIVATIONS[self.activation]
         fk = self._setup(ensemble, init, seed, device, dtype)
         k = self.ensemble_size
-        pairs = list(zip(self.widths[:-1], self.widths[1:]))
+        pairs = list(zip(self.widths[:-1], self.widths[1:], strict=True))
         if k is None:
             layers = [skip_init(nn.Linear, d_in, d_out, **fk) for d_in, d_out in pairs]
         else:

@@ -38,11 +38,21 @@ PARALLEL_THRESHOLD = 1 << 19
 _POOL: ThreadPoolExecutor | None = None
 
 
+def _single_threaded_worker() -> None:
+    # OpenMP's thread count is per calling thread: the workers draw serially (torch's CPU
+    # generator is serial anyway) instead of each spawning a team that fights for the cores.
+    torch.set_num_threads(1)
+
+
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
         workers = max(1, min(2, os.cpu_count() or 1))
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="thermotrain-noise")
+        _POOL = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="thermotrain-noise",
+            initializer=_single_threaded_worker,
+        )
     return _POOL
 
 
