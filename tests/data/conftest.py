@@ -59,11 +59,11 @@ def http_root(tmp_path: Path) -> Iterator[LocalServer]:
     requests: list[str] = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             requests.append(self.path)
             super().do_GET()
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, *args: object) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(

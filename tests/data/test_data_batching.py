@@ -49,10 +49,10 @@ def test_with_replacement_matches_reference_and_is_not_epoch_structured():
     expected = torch.stack([torch.randperm(n, generator=g)[:b] for _ in range(30)])
     assert torch.equal(batches, expected)
     assert all(len(set(row.tolist())) == b for row in batches)  # B distinct points per step
-    # Over 3 "epochs" worth of steps (n // b = 3 steps each) the index counts are uneven,
-    # unlike without replacement where every epoch covers 18 distinct points exactly once.
+    # In 9 steps (3 "epochs" of n // b = 3 steps) some point is drawn more than 3 times,
+    # impossible without replacement (at most once per epoch).
     counts = torch.bincount(batches[:9].flatten(), minlength=n)
-    assert int(counts.max()) > 3 or int(counts.min()) < 2
+    assert int(counts.max()) > 3
 
 
 @pytest.mark.parametrize("replacement", POLICIES)
@@ -77,9 +77,9 @@ def test_int_seed_with_ensemble_means_consecutive_seeds(replacement):
 @pytest.mark.parametrize("replacement", POLICIES)
 @pytest.mark.parametrize("split_at", [0, 3, 4, 9])  # start, mid-epoch, epoch boundary, later
 def test_resume_is_bit_identical(replacement, split_at):
-    make = lambda seed: Minibatcher(  # noqa: E731
-        19, 4, replacement=replacement, seeds=[seed, seed + 7]
-    )
+    def make(seed: int) -> Minibatcher:
+        return Minibatcher(19, 4, replacement=replacement, seeds=[seed, seed + 7])
+
     reference = make(1)
     _draw(reference, split_at)
     state = reference.state_dict()
@@ -134,7 +134,7 @@ def test_load_state_dict_rejects_mismatches():
         (dict(n=10, batch_size=2, seeds=[]), ValueError, "seeds must not be empty"),
         (dict(n=10, batch_size=2, seeds=[1, -2]), ValueError, r"seeds\[1\] must be an int >= 0"),
         (dict(n=10, batch_size=2, seeds="12"), TypeError, "sequence of ints"),
-        (dict(n=10, batch_size=2, seed=2**64 - 1, ensemble=2), ValueError, "must be < 2\\*\\*64"),
+        (dict(n=10, batch_size=2, seed=2**63 - 1, ensemble=2), ValueError, "must be < 2\\*\\*63"),
         (dict(n=10, batch_size=2, seed=0, replacement=1), TypeError, "replacement must be"),
         (dict(n=10, batch_size=2, seed=0, ensemble=0), ValueError, "ensemble must be"),
     ],

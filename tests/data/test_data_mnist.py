@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,10 @@ from thermotrain.data import (
     load_mnist,
     parse_idx,
     resolve_data_dir,
+    verify,
 )
+from thermotrain.data import mnist as mnist_module
+from thermotrain.data import storage as storage_module
 
 # ----------------------------------------------------------------------------- real data
 
@@ -59,12 +61,17 @@ def test_real_test_split_and_dtype(shared_data):
     assert not torch.equal(f_images[:5].float(), images[:5].float())
 
 
-def test_repeated_loads_are_cached_and_independent(shared_data):
-    load_mnist("train", shared_data)  # warm (verified once per process)
-    start = time.perf_counter()
+def test_repeated_loads_are_cached_and_independent(shared_data, monkeypatch):
+    load_mnist("train", shared_data)  # warm: read, decoded and verified once per process
+    verify("mnist", shared_data)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a cached file was read again")
+
+    monkeypatch.setattr(mnist_module, "read_content", no_reading)
+    monkeypatch.setattr(storage_module, "_iter_content", no_reading)
     first, labels = load_mnist("train", shared_data)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 0.4, f"cached load took {elapsed:.2f}s: the decoded arrays are not cached"
+    assert verify("mnist", shared_data).verified is True  # digests remembered too
     first.fill_(-1.0)
     labels.fill_(-1)
     second, labels2 = load_mnist("train", shared_data)  # a fresh copy, cache unharmed

@@ -12,8 +12,9 @@ import numbers
 
 import torch
 
-#: Seeds accepted by :meth:`torch.Generator.manual_seed` that we allow: 0 <= seed < 2**64.
-SEED_LIMIT = 2**64
+#: Seeds we allow: 0 <= seed < 2**63 (the samplers' range, so one seed fits every component;
+#: :meth:`torch.Generator.manual_seed` itself takes up to 2**64 - 1).
+SEED_LIMIT = 2**63
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
@@ -70,10 +71,10 @@ def check_device(device: object) -> torch.device:
 
 
 def check_seed(name: str, value: object) -> int:
-    """Return ``value`` if it is an int with 0 <= value < 2**64."""
+    """Return ``value`` if it is an int with 0 <= value < 2**63."""
     value = check_int(name, value, minimum=0)
     if value >= SEED_LIMIT:
-        raise ValueError(f"{name} must be < 2**64, got {value}")
+        raise ValueError(f"{name} must be < 2**63, got {value}")
     return value
 
 

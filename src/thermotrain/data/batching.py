@@ -69,7 +69,7 @@ class Minibatcher:
             with ``seeds`` it must equal ``len(seeds)``.
         device: device of the returned index tensors — the device of the data (default CPU).
 
-    Every seed must satisfy ``0 <= seed < 2**64``.
+    Every seed must satisfy ``0 <= seed < 2**63``.
 
     Example:
         >>> batcher = Minibatcher(10, 4, seeds=[0, 1])
@@ -281,7 +281,7 @@ def _resolve_seeds(
     seed = check_seed("seed", seed)
     k = 1 if ensemble is None else check_int("ensemble", ensemble, minimum=1)
     if seed + k > SEED_LIMIT:
-        raise ValueError(f"seed + ensemble - 1 = {seed + k - 1} must be < 2**64")
+        raise ValueError(f"seed + ensemble - 1 = {seed + k - 1} must be < 2**63")
     return tuple(seed + i for i in range(k))
 
 

@@ -129,8 +129,8 @@ def load_mnist(
     :func:`load_idx_dataset` for verification, caching and errors (SPEC §6).
 
     Example:
-        >>> images, labels = load_mnist("test", "/work/shared/data")  # doctest: +SKIP
-        >>> images.shape, labels.dtype
+        >>> images, labels = load_mnist("test", "../shared/data")  # doctest: +SKIP
+        >>> images.shape, labels.dtype  # doctest: +SKIP
         (torch.Size([10000, 1, 28, 28]), torch.int64)
     """
     return load_idx_dataset(MNIST, split, data_dir, device=device, dtype=dtype, normalize=normalize)

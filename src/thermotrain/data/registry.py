@@ -25,6 +25,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,6 +408,8 @@ def check(
             )
         elif not checksums:
             statuses.append(FileStatus(file.name, path, "present", "checksum not checked"))
+        elif not file.digests:
+            statuses.append(FileStatus(file.name, path, "present", "no checksum pinned"))
         else:
             try:
                 check_digests(
@@ -513,8 +516,8 @@ def _progress_bar(enabled: bool, label: str, total: int | None) -> Iterator[Prog
 
 
 def _download(url: str, destination: Path, *, timeout: float, progress: bool) -> None:
-    """Stream ``url`` into the open-for-writing path ``destination``."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+    """Stream the body of ``url`` into the file ``destination`` (created or truncated)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         with (
@@ -633,7 +636,12 @@ def fetch(
     fix = f"the mirror serves a different file for {spec.name}"
 
     status = check(spec, data_dir)
-    needed = [f for f, s in zip(spec.files, status.files, strict=True) if force or s.state != "ok"]
+    # "present" = found but no checksum pinned: nothing to compare a download with either.
+    needed = [
+        f
+        for f, s in zip(spec.files, status.files, strict=True)
+        if force or s.state not in ("ok", "present")
+    ]
     kept = tuple(f.name for f in spec.files if f not in needed)
     downloaded: list[str] = []
 
@@ -684,7 +692,7 @@ def _decompressed(path: Path, *, gz: bool) -> bytes:
         return data
     try:
         return gzip.decompress(data)
-    except (EOFError, OSError) as exc:
+    except (EOFError, OSError, zlib.error) as exc:
         raise DatasetCorruptError(f"downloaded file is not valid gzip ({exc})", path=path) from None
 
 
@@ -756,7 +764,7 @@ def _fetch_from_archive(
                     _remove(temp)
                 _remove(final.with_name(final.name + ".gz"))
                 written.append(file.name)
-    except (tarfile.TarError, EOFError) as exc:
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DatasetCorruptError(
             f"archive {archive.remote} could not be read ({exc})", path=archive_path
         ) from None

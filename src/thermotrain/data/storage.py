@@ -106,7 +106,7 @@ def _is_gzip(path: Path) -> bool:
 
 
 def _open_content(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")  # noqa: SIM115
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
 def _iter_content(path: Path) -> Iterator[bytes]:

@@ -60,7 +60,7 @@ def spirals(
         p: exponent :math:`p` (> 0) of :math:`t^p`; ``p = 0.5`` spreads points evenly in area,
             ``p = 1`` (the paper's Fig. 9) puts more of them near the centre.
         noise: standard deviation :math:`c \ge 0` of the added Gaussian noise.
-        seed: int seed (``0 <= seed < 2**64``) or a CPU :class:`torch.Generator` (advanced in
+        seed: int seed (``0 <= seed < 2**63``) or a CPU :class:`torch.Generator` (advanced in
             place). Draw the test set with a different seed: "test points: a fresh draw".
         device: where the returned tensors live (default CPU).
         dtype: floating dtype of both returned tensors (default float32).

@@ -7,7 +7,7 @@ compositions); optimizer shell: :class:`PartitionedLangevin`; the paper's method
 
 from .noise import NoiseSource
 from .optimizer import PartitionedLangevin
-from .presets import LOL, SGLD, AdaptiveLangevin, AdLaLa, BAOAB, LaLa, OverdampedLangevin, layers
+from .presets import BAOAB, LOL, SGLD, AdaptiveLangevin, AdLaLa, LaLa, OverdampedLangevin, layers
 from .schemes import SCHEMES, Scheme, get_scheme
 
 __all__ = [

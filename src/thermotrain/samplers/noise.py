@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -128,33 +128,54 @@ class NoiseSource:
     def _fill(self, row: Tensor, k: int, c: int) -> None:
         row[c * CHUNK : (c + 1) * CHUNK].normal_(generator=self._generator(k, c))
 
-    def draw(self, size: int, dtype: torch.dtype) -> _Pending:
-        """Start drawing ``size`` normals per member; returns a handle whose ``wait()`` gives
-        the ``(K, size)`` buffer (valid until the next ``draw``)."""
+    def buffer(self, size: int, dtype: torch.dtype) -> Tensor:
+        """The preallocated ``(K, size)`` buffer the next :meth:`draw` fills."""
         buf = self._buffer
         if buf is None or buf.shape[1] != size or buf.dtype != dtype:
             buf = torch.empty((self.members, size), dtype=dtype, device=self.device)
             self._buffer = buf
-        chunks = max(1, -(-size // CHUNK))
+        return buf
+
+    def chunks(self, size: int) -> int:
+        """Number of generator chunks of a member's row of ``size`` numbers."""
+        return max(1, -(-size // CHUNK))
+
+    def parallel(self, size: int) -> bool:
+        """Whether a draw of ``size`` numbers per member is spread over the worker threads."""
+        jobs = self.members * self.chunks(size)
+        return self.device.type == "cpu" and jobs > 1 and self.members * size >= PARALLEL_THRESHOLD
+
+    def draw(
+        self,
+        size: int,
+        dtype: torch.dtype,
+        after_chunk: Callable[[int, int, Tensor], None] | None = None,
+    ) -> _Pending:
+        """Start drawing ``size`` normals per member; returns a handle whose ``wait()`` gives
+        the ``(K, size)`` buffer (valid until the next ``draw``).
+
+        ``after_chunk(k, c, buffer)``, if given, runs right after chunk ``c`` of member ``k``
+        is drawn, on the same thread, while the chunk is still in cache (the optimizer uses it
+        to apply elementwise schemes chunk by chunk on the worker threads)."""
+        buf = self.buffer(size, dtype)
+        chunks = self.chunks(size)
         jobs = [(k, c) for k in range(self.members) for c in range(chunks)]
         for k in range(self.members):  # create generators on this thread, in order
             self._generator(k, chunks - 1)
-        parallel = (
-            self.device.type == "cpu" and len(jobs) > 1 and self.members * size >= PARALLEL_THRESHOLD
-        )
-        if not parallel:
-            for k, c in jobs:
+
+        def run(share: list[tuple[int, int]]) -> None:
+            for k, c in share:
                 self._fill(buf[k], k, c)
+                if after_chunk is not None:
+                    after_chunk(k, c, buf)
+
+        if not self.parallel(size):
+            run(jobs)
             return _Pending(buf, [])
         pool = _pool()
-        # one task per worker, each a contiguous share of the jobs
+        # one task per worker, each an interleaved share of the jobs
         workers = pool._max_workers  # noqa: SLF001 - the pool is ours
-        shares = [jobs[i::workers] for i in range(workers)]
-        futures = [
-            pool.submit(lambda share=share: [self._fill(buf[k], k, c) for k, c in share])
-            for share in shares
-            if share
-        ]
+        futures = [pool.submit(run, jobs[i::workers]) for i in range(workers) if jobs[i::workers]]
         return _Pending(buf, futures)
 
     # --- state -------------------------------------------------------------------------

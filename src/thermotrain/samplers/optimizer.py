@@ -12,12 +12,13 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .noise import NoiseSource, normalize_seeds
+from .noise import CHUNK, NoiseSource, normalize_seeds
 from .schemes import SCHEMES, GroupView, Scheme, get_scheme
 from .substeps import kick, sum_squares
 
@@ -61,6 +62,51 @@ def _resolve(key: str, value: Any, step: int, where: str) -> float:
         value = value(step)
         where = f"{where} (schedule at step {step})"
     return _check_value(key, value, where)
+
+
+@dataclass
+class _Work:
+    """One group's share of a step."""
+
+    group: dict
+    scheme: Scheme
+    view: GroupView
+    hp: dict
+    noise: list[list[Tensor]]
+    offsets: list[int]  # row offset of each tensor's (first) noise draw
+    chunked: bool = False
+
+
+class _ChunkPlan:
+    """Which slices of which tensors each noise chunk covers; ``run`` is the noise source's
+    per-chunk callback (executed on a worker thread)."""
+
+    def __init__(self, chunks: int):
+        self.segments: list[list[tuple[_Work, int, int, int, int]]] = [[] for _ in range(chunks)]
+        self.finite = True
+
+    @torch.no_grad()  # grad mode is per thread: the workers need their own
+    def run(self, member: int, chunk: int, buf: Tensor) -> None:
+        by_work: dict[int, tuple[_Work, GroupView, list[Tensor]]] = {}
+        for w, i, lo, hi, row in self.segments[chunk]:
+            if id(w) not in by_work:
+                v = w.view
+                by_work[id(w)] = (w, GroupView([], [], [], [], [], [], True, v.kick), [])
+            _, sv, noise = by_work[id(w)]
+            sv.params.append(w.view.params[i].view(-1)[lo:hi])
+            sv.grads.append(w.view.grads[i].view(-1)[lo:hi])
+            if w.scheme.momentum:
+                sv.momenta.append(w.view.momenta[i].view(-1)[lo:hi])
+            noise.append(buf[member, row : row + hi - lo])
+        finite = True
+        for w, sv, noise in by_work.values():
+            w.scheme.gradient_part(sv, w.hp)
+            w.scheme.gradient_free_part(sv, w.hp, lambda noise=noise: noise)
+            finite = finite and bool(
+                torch.stack(torch._foreach_norm(sv.params, ord=1)).sum().isfinite()
+            )
+        if not finite:
+            self.finite = False
 
 
 class PartitionedLangevin(torch.optim.Optimizer):
@@ -334,8 +380,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
 
         layout, size = self._layout()
         dtype = self.param_groups[0]["params"][0].dtype
-        pending = self._noise.draw(size, dtype)
-        buf = pending.buffer
+        buf = self._noise.buffer(size, dtype)
 
         work = []
         for gi, group in enumerate(self.param_groups):
@@ -343,6 +388,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
             where = f"{type(self).__name__} param group {gi}"
             edim = group["ensemble_dim"]
             view = GroupView([], [], [], [], [], [], self.foreach, 0.0)
+            offsets: list[int] = []
             noise_slots: list[list[Tensor]] = [[] for _ in range(scheme.draws)]
             step_count, half_kick = None, 0.0
             for pi, p in enumerate(group["params"]):
@@ -361,6 +407,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
                     view.xis.append(st["xi"])
                 view.counts.append(p.numel() // self.members)
                 view.ensemble_dims.append(edim)
+                offsets.append(layout[gi][0][pi])
                 for j in range(scheme.draws):
                     noise_slots[j].append(self._noise_view(buf, layout[gi][j][pi], p, edim))
             if not view.params:
@@ -369,47 +416,67 @@ class PartitionedLangevin(torch.optim.Optimizer):
             for key in scheme.hyperparameters:
                 hp[key] = _resolve(key, group[key], step_count, where)
             view.kick = half_kick + hp["lr"] / 2
-            work.append((group, scheme, view, hp, noise_slots))
+            work.append(_Work(group, scheme, view, hp, noise_slots, offsets))
 
-        # gradient parts first: they need no noise, so they overlap the noise draw
-        for _, scheme, view, hp, _ in work:
-            scheme.gradient_part(view, hp)
+        chunked = self._chunk_plan(work, size)
+        pending = self._noise.draw(size, dtype, chunked.run if chunked else None)
+        # the remaining groups: gradient parts first (no noise needed: they overlap the draw)
+        rest = [w for w in work if not (chunked and w.chunked)]
+        for w in rest:
+            w.scheme.gradient_part(w.view, w.hp)
         pending.wait()
-        for _, scheme, view, hp, slots in work:
-            draws = iter(slots)
-            scheme.gradient_free_part(view, hp, lambda draws=draws: next(draws))
-        for group, _, view, hp, _ in work:
-            for p in view.params:
+        for w in rest:
+            draws = iter(w.noise)
+            w.scheme.gradient_free_part(w.view, w.hp, lambda draws=draws: next(draws))
+        for w in work:
+            for p in w.view.params:
                 st = self.state[p]
                 st["step"] += 1
-                st["half_kick"] = hp["lr"] / 2
+                st["half_kick"] = w.hp["lr"] / 2
         if self.nan_policy != "ignore":
-            self._check_finite(work)
+            finite = chunked.finite if chunked else True
+            checked = [p for w in rest for p in w.view.params]
+            if checked:
+                finite = finite and bool(
+                    torch.stack(torch._foreach_norm(checked, ord=1)).sum().isfinite()
+                )
+            if not finite:
+                self._report_non_finite(work)
         return loss
 
-    def _check_finite(self, work: list) -> None:
-        tensors = [p for _, _, view, _, _ in work for p in view.params]
-        tensors += [m for _, _, view, _, _ in work for m in view.momenta]
-        if not tensors:
-            return
-        if bool(torch.stack(torch._foreach_norm(tensors, ord=1)).sum().isfinite()):
-            return
-        for gi, (group, scheme, view, _, _) in enumerate(work):
-            for p in view.params:
-                if not bool(torch.isfinite(p).all()):
-                    step = self.state[p]["step"]
-                    msg = (
-                        f"{type(self).__name__}: step {step} produced a non-finite value in a "
-                        f"parameter of shape {tuple(p.shape)} (group {gi}, scheme "
-                        f"{scheme.name!r}); the gradient or the step size/temperature is too "
-                        "large"
-                    )
-                    break
-            else:
+    def _chunk_plan(self, work: list[_Work], size: int) -> _ChunkPlan | None:
+        """For large single-member draws on the CPU, hand elementwise groups (no reductions)
+        to the noise workers: each applies the whole step to the slices of the tensors that
+        its noise chunk covers, while the chunk is in cache, using both cores."""
+        if not (self.foreach and self.members == 1 and self._noise.parallel(size)):
+            return None
+        plan = _ChunkPlan(self._noise.chunks(size))
+        for w in work:
+            tensors = w.view.params + w.view.grads + w.view.momenta
+            if not w.scheme.elementwise or w.scheme.draws != 1:
                 continue
-            break
-        else:
-            msg = f"{type(self).__name__}: a step produced non-finite momenta"
+            if not all(t.is_contiguous() for t in tensors):
+                continue
+            w.chunked = True
+            for i, (p, off) in enumerate(zip(w.view.params, w.offsets, strict=True)):
+                n = p.numel()
+                for c in range(off // CHUNK, (off + n - 1) // CHUNK + 1):
+                    lo, hi = max(off, c * CHUNK), min(off + n, (c + 1) * CHUNK)
+                    plan.segments[c].append((w, i, lo - off, hi - off, lo))
+        return plan if any(w.chunked for w in work) else None
+
+    def _report_non_finite(self, work: list[_Work]) -> None:
+        msg = f"{type(self).__name__}: a step produced a non-finite value"
+        for gi, w in enumerate(work):
+            bad = next((p for p in w.view.params if not bool(torch.isfinite(p).all())), None)
+            if bad is not None:
+                msg = (
+                    f"{type(self).__name__}: step {self.state[bad]['step']} produced a "
+                    f"non-finite value in a parameter of shape {tuple(bad.shape)} (group {gi}, "
+                    f"scheme {w.scheme.name!r}); the gradient or the step size/temperature is "
+                    "too large"
+                )
+                break
         if self.nan_policy == "raise":
             raise FloatingPointError(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)

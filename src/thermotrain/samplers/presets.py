@@ -119,9 +119,9 @@ class BAOAB(PartitionedLangevin):
 
     (k = h/2 on the first step, h afterwards: the authors' merged kicks, SPEC §2). Samples
     :math:`\propto e^{-L(\theta)/\tau}` with :math:`O(h^2)` configurational bias (exact on
-    quadratics). ``temperature=0`` is the deterministic damped momentum method
-    :math:`p \leftarrow e^{-\gamma h}(p - h g)`, :math:`\theta \leftarrow \theta + \tfrac h2(1+e^{-\gamma h})p'`
-    up to the half-step lag of p; see ``docs/`` for the SGD-with-momentum mapping.
+    quadratics). ``temperature=0`` is the deterministic damped momentum (heavy-ball) method
+    with momentum :math:`e^{-\gamma h}` and SGD step :math:`h^2(1+e^{-\gamma h})/2`; see
+    ``docs/conventions.md`` for the mapping from SGD with momentum.
     """
 
     def __init__(self, params, lr: Hyperparameter = 0.1, friction: Hyperparameter = 1.0,
@@ -132,7 +132,8 @@ class BAOAB(PartitionedLangevin):
 
 class SGLD(PartitionedLangevin):
     r"""Stochastic gradient Langevin dynamics:
-    :math:`\theta \leftarrow \theta - h\nabla\tilde L + \sigma\sqrt h R`, :math:`\sigma=\sqrt{2\tau}`.
+    :math:`\theta \leftarrow \theta - h\nabla\tilde L + \sigma\sqrt h R`,
+    :math:`\sigma=\sqrt{2\tau}`.
 
     ``temperature=0`` is plain SGD. (SPEC §3 [ours]; with epoch-reshuffled minibatches this is
     SGWORLD, SPEC §4.)

@@ -13,14 +13,14 @@ those of the textbook splitting; the stored :math:`p` lags by the closing half k
 
 A new scheme is a function composing sub-steps plus one :data:`SCHEMES` entry.
 
-=============  =========================================================  ==================
-scheme         gradient-free part                                         invariant measure
-=============  =========================================================  ==================
-``langevin``   :math:`A_{h/2}\,O_h\,A_{h/2}` (BAOAB)                        :math:`e^{-L/\tau}`
-``overdamped`` :math:`A_{h/2}\,O^\infty\,A_{h/2}`, :math:`p \leftarrow \sqrt\tau R`   :math:`e^{-L/\tau}`
-``adaptive``   :math:`A_{h/2} C_{h/2} D_{h/2} E_h D_{h/2} C_{h/2} A_{h/2}`    :math:`e^{-L/\tau}`
-``sgld``       :math:`\theta \leftarrow \theta - h\nabla\tilde L + \sqrt{2\tau h}\,R`  :math:`e^{-L/\tau}`
-=============  =========================================================  ==================
+=============  =============================================================
+scheme         gradient-free part (all sample :math:`\propto e^{-L/\tau}`)
+=============  =============================================================
+``langevin``   :math:`A_{h/2}\,O_h\,A_{h/2}` (BAOAB)
+``overdamped`` :math:`A_{h/2}\,O^\infty\,A_{h/2}`, :math:`p \leftarrow \sqrt\tau R`
+``adaptive``   :math:`A_{h/2} C_{h/2} D_{h/2} E_h D_{h/2} C_{h/2} A_{h/2}`
+``sgld``       :math:`\theta \leftarrow \theta - h\nabla\tilde L + \sqrt{2\tau h}\,R`
+=============  =============================================================
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ class Scheme:
     gradient_part: Callable[[GroupView, dict], None]
     gradient_free_part: Callable[[GroupView, dict, NoiseFn], None]
     thermostat: bool = False
+    #: no reductions: the scheme may be applied to slices of tensors independently
+    elementwise: bool = True
     description: str = ""
 
 
@@ -136,6 +138,7 @@ SCHEMES: dict[str, Scheme] = {
             gradient_part=_merged_kick,
             gradient_free_part=_adaptive,
             thermostat=True,
+            elementwise=False,
             description="adaptive Langevin (Nosé–Hoover–Langevin), ACDEDCA",
         ),
         Scheme(

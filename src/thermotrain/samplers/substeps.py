@@ -116,13 +116,15 @@ def inject(momenta: Sequence[Tensor], noise: Sequence[Tensor], scale: float, for
 
 
 def sum_squares(p: Tensor, ensemble_dim: int | None) -> Tensor:
-    r""":math:`p^\top p`, per ensemble member (shaped like ξ) when ``ensemble_dim`` is set."""
+    r""":math:`p^\top p`, per ensemble member (shaped like ξ) when ``ensemble_dim`` is set.
+
+    Computed as a squared 2-norm: one read-only pass, no temporary the size of ``p``."""
     if ensemble_dim is None:
-        return torch.sum(p * p)
+        return torch.linalg.vector_norm(p).square()
     dims = [i for i in range(p.dim()) if i != ensemble_dim]
     if not dims:
         return p * p
-    return torch.sum(p * p, dim=dims, keepdim=True)
+    return torch.linalg.vector_norm(p, dim=dims, keepdim=True).square()
 
 
 def thermostat(
