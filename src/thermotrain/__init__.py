@@ -5,6 +5,7 @@ Langevin, SGLD and the partitioned AdLaLa, LOL and LaLa), data, models and seed 
 diagnostics, and reproducible studies of the papers' experiments.
 """
 
+from . import data, models, samplers
 from .samplers import (
     BAOAB,
     LOL,
@@ -29,5 +30,8 @@ __all__ = [
     "LaLa",
     "PartitionedLangevin",
     "layers",
+    "data",
+    "models",
+    "samplers",
     "__version__",
 ]

@@ -1,0 +1,29 @@
+"""Reproducible studies of the papers' experiments (SPEC §7): configs, runner, report.
+
+* :mod:`.config` — one TOML file per study, validated into dataclasses;
+* :mod:`.studies` — where the study files live (``studies/``) and how to find one;
+* :mod:`.builders` — data, ensemble models and optimizers from a study;
+* :mod:`.runner` — train each method's seeds as one ensemble, with checkpoints and resume;
+* :mod:`.report` — tables and figures from a run folder (never trains).
+
+The experiments use the library (samplers, data, models); the library never imports them.
+"""
+
+from .config import ConfigError, MethodConfig, StudyConfig, load_study, parse_study
+from .runner import RunError, run_study, summarize, train_method
+from .studies import find_study, list_studies, studies_dir
+
+__all__ = [
+    "ConfigError",
+    "RunError",
+    "StudyConfig",
+    "MethodConfig",
+    "load_study",
+    "parse_study",
+    "run_study",
+    "train_method",
+    "summarize",
+    "find_study",
+    "list_studies",
+    "studies_dir",
+]
