@@ -10,12 +10,16 @@ The experiments use the library (samplers, data, models); the library never impo
 """
 
 from .config import ConfigError, MethodConfig, StudyConfig, load_study, parse_study
+from .report import ReportError, comparison_table, write_report
 from .runner import RunError, run_study, summarize, train_method
 from .studies import find_study, list_studies, studies_dir
 
 __all__ = [
     "ConfigError",
     "RunError",
+    "ReportError",
+    "comparison_table",
+    "write_report",
     "StudyConfig",
     "MethodConfig",
     "load_study",

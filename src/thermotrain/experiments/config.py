@@ -360,7 +360,7 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------- parsing
 _TOP_KEYS = ("name", "description", "source", "data", "model", "training", "methods", "paper",
              "quick")
-_QUICK_KEYS = ("data", "model", "training", "sweep_limit", "seeds", "steps")
+_QUICK_KEYS = ("data", "model", "training", "sweep_limit")
 _METHOD_KEYS = ("name", "optimizer", "init", "init_std", "sweep")
 
 
@@ -616,9 +616,9 @@ def parse_study(raw: Mapping[str, Any], file: str = "<study>", *, quick: bool = 
     _reject_unknown(top, raw, _TOP_KEYS)
     quick_table = _table(_Where(file, ""), "[quick]", raw.pop("quick", {}))
     sweep_limit = None
+    wq = _Where(file, "quick")
+    _reject_unknown(wq, quick_table, _QUICK_KEYS)
     if quick:
-        wq = _Where(file, "quick")
-        _reject_unknown(wq, quick_table, _QUICK_KEYS)
         if "sweep_limit" in quick_table:
             sweep_limit = _int(wq, "sweep_limit", quick_table.pop("sweep_limit"), 1)
         for key in ("data", "model", "training"):

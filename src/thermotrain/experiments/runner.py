@@ -56,6 +56,8 @@ __all__ = [
     "write_metrics",
     "read_metrics",
     "atomic_save",
+    "check_folder",
+    "finish_run",
 ]
 
 #: columns of ``metrics.csv``
@@ -362,8 +364,10 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def summarize(study: StudyConfig, rows: Sequence[Sequence[Any]],
               timings: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """The ``summary.json`` content: for every method the final-evaluation mean and sample
-    standard deviation (ddof = 1) over seeds of test/train accuracy and loss, plus timings and
-    the paper's numbers."""
+    standard deviation (ddof = 1) over seeds of test/train accuracy and loss, plus timings
+    (``seconds``: training time without evaluations and checkpoints, summed over resumes;
+    ``steps_per_second``: ensemble steps per second, all K members at once) and the paper's
+    numbers."""
     steps = study.training.steps
     methods: dict[str, Any] = {}
     for m in study.methods:
@@ -399,7 +403,9 @@ def summarize(study: StudyConfig, rows: Sequence[Sequence[Any]],
 
 
 # --------------------------------------------------------------------------- the study
-def _check_folder(out: Path, study: StudyConfig, resume: bool) -> None:
+def check_folder(out: Path, study: StudyConfig, resume: bool) -> None:
+    """Create the run folder and write ``config.json``; refuse a folder holding another run
+    (or any run, unless ``resume``)."""
     config_path = out / "config.json"
     resolved = study.to_dict()
     resolved.pop("path", None)
@@ -449,7 +455,7 @@ def run_study(
         RunError: the folder holds a different run, or a checkpoint does not match.
     """
     out = Path(out)
-    _check_folder(out, study, resume)
+    check_folder(out, study, resume)
     data = load_data(study.data, data_dir)
     if progress is None:
         progress = os.isatty(2) and "PYTEST_CURRENT_TEST" not in os.environ
@@ -481,6 +487,12 @@ def run_study(
     finally:
         if threads is not None:
             torch.set_num_threads(previous_threads)
+    return finish_run(study, out, rows, timings)
+
+
+def finish_run(study: StudyConfig, out: Path, rows: Sequence[Sequence[Any]],
+               timings: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Write ``metrics.csv`` and ``summary.json`` of a finished run; return the summary."""
     write_metrics(rows, out / "metrics.csv")
     summary = summarize(study, rows, timings)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,189 @@
+"""The ``thermotrain`` command line.
+
+::
+
+    thermotrain list
+    thermotrain run STUDY|FILE [--seeds N] [--steps N] [--quick] [--set key=value ...]
+                    [--methods NAME,...] [--out DIR] [--resume] [--backend local|ray]
+                    [--address ADDR] [--data-dir DIR] [--no-progress] [--no-report]
+    thermotrain report RUN_DIR
+    thermotrain datasets {list,verify,fetch} ...
+
+Exit codes: 0 success, 1 a failure while running (e.g. a corrupt data file, NaNs), 2 a user
+mistake (unknown study or key, bad value, run folder in use), 130 interrupted (the run can be
+continued with ``--resume``). Every error is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from . import datasets as datasets_cli
+
+__all__ = ["main", "build_parser"]
+
+PROG = "thermotrain"
+
+
+class UsageError(Exception):
+    """A user mistake detected by the CLI itself (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _error(message: object) -> None:
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``thermotrain`` command."""
+    parser = _Parser(prog=PROG, description="Thermodynamic training of neural networks: "
+                     "reproducible studies of the papers' experiments.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p_list = sub.add_parser("list", help="list the studies with one-line descriptions")
+    p_list.set_defaults(func=_cmd_list)
+
+    p_run = sub.add_parser("run", help="train a study and write its run folder and report")
+    p_run.add_argument("study", metavar="STUDY|FILE", help="study name (see `list`) or a .toml")
+    p_run.add_argument("--seeds", type=_positive_int, metavar="N", help="number of seeds K")
+    p_run.add_argument("--steps", type=_positive_int, metavar="N", help="steps per run")
+    p_run.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    p_run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       dest="overrides", help="override a config value, e.g. "
+                       "training.batch_size=50 or methods.AdLaLa.lr=0.1 (repeatable)")
+    p_run.add_argument("--methods", metavar="NAME,...", help="only these methods")
+    p_run.add_argument("--out", metavar="DIR", help="run folder (default runs/STUDY[-quick])")
+    p_run.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p_run.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="local (default) or ray (needs `pip install thermotrain[ray]`)")
+    p_run.add_argument("--address", metavar="ADDR", help="ray cluster address (--backend ray)")
+    p_run.add_argument("--data-dir", metavar="DIR", help="data root for MNIST-like sets")
+    p_run.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                       help="torch threads (default 1: fastest for small networks)")
+    p_run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_run.add_argument("--no-report", action="store_true", help="skip report.md and figures")
+    p_run.set_defaults(func=_cmd_run)
+
+    p_report = sub.add_parser("report", help="write report.md and figures of a run folder")
+    p_report.add_argument("run_dir", metavar="RUN_DIR")
+    p_report.set_defaults(func=_cmd_report)
+
+    datasets_cli.register(sub)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- commands
+def _cmd_list(args: argparse.Namespace) -> int:
+    from ..experiments import list_studies, studies_dir
+
+    studies = list_studies()
+    width = max((len(name) for name, _ in studies), default=0)
+    print(f"studies in {studies_dir()}:")
+    for name, text in studies:
+        print(f"  {name:<{width}}  {text}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ..experiments import find_study, load_study, run_study
+    from ..experiments.report import comparison_table, write_report
+
+    if args.address and args.backend != "ray":
+        raise UsageError("--address only applies to --backend ray")
+    path = find_study(args.study)
+    methods = None
+    if args.methods is not None:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if not methods:
+            raise UsageError("--methods needs at least one method name")
+    study = load_study(path, quick=args.quick, overrides=args.overrides, seeds=args.seeds,
+                       steps=args.steps, methods=methods)
+    out = Path(args.out) if args.out else Path("runs") / (
+        study.name + ("-quick" if args.quick else ""))
+    progress = False if args.no_progress else None
+    if args.backend == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--backend ray needs ray: pip install thermotrain[ray]")
+        from ..experiments.distributed import run_study_ray
+
+        summary = run_study_ray(study, out, resume=args.resume, data_dir=args.data_dir,
+                                address=args.address, threads=args.threads, log=print)
+    else:
+        summary = run_study(study, out, resume=args.resume, data_dir=args.data_dir,
+                            progress=progress, threads=args.threads, log=print)
+    print()
+    print(comparison_table(summary))
+    if not args.no_report:
+        report = write_report(out)
+        print(f"\nrun folder: {out}  (report: {report})")
+    else:
+        print(f"\nrun folder: {out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ..experiments.report import write_report
+
+    report = write_report(Path(args.run_dir))
+    print(f"wrote {report}")
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``thermotrain`` command with ``argv`` (default ``sys.argv[1:]``); return the
+    exit code (0 ok, 1 failure, 2 user mistake, 130 interrupted)."""
+    from ..data import DatasetError, DatasetNotFoundError, UnknownDatasetError
+    from ..experiments import ConfigError, RunError
+    from ..experiments.report import ReportError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2, already printed)
+        return int(exc.code or 0)
+    try:
+        return int(args.func(args))
+    except (UsageError, ConfigError, RunError, ReportError, UnknownDatasetError,
+            DatasetNotFoundError) as exc:
+        _error(exc)
+        return 2
+    except DatasetError as exc:
+        _error(exc)
+        return 1
+    except FloatingPointError as exc:
+        _error(f"{exc} (the run diverged; lower the step size)")
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted; continue with the same command plus --resume")
+        return 130
+    except OSError as exc:
+        _error(f"{exc.strerror or exc}: {exc.filename or ''}")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The runner: ensemble = separate runs, bit-identical resume, run folder contents."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from thermotrain.experiments import RunError, run_study
+from thermotrain.experiments.config import slug
+from thermotrain.experiments.runner import METRIC_COLUMNS, read_metrics
+
+ALL_OPTIMIZERS = [
+    {"name": "AdLaLa", "optimizer": "adlala", "lr": 0.1, "temperature": [1e-3, 1e-4]},
+    {"name": "LOL", "optimizer": "lol", "lr": 0.1},
+    {"name": "LaLa", "optimizer": "lala", "lr": 0.1, "friction": [1.0, 2.0]},
+    {"name": "BAOAB", "optimizer": "baoab", "lr": 0.1, "temperature": 1e-3},
+    {"name": "SGLD", "optimizer": "sgld", "lr": 0.1, "sigma": 0.05},
+    {"name": "SGD", "optimizer": "sgd", "lr": 0.1, "momentum": 0.5},
+    {"name": "Adam", "optimizer": "adam", "lr": 0.01},
+]
+
+
+def _final(out: Path, method: str) -> dict:
+    return torch.load(out / "methods" / slug(method) / "checkpoint.pt", weights_only=True)
+
+
+class Stop(Exception):
+    """Simulates a crash (no checkpoint is written on it)."""
+
+
+def test_ensemble_equals_separate_runs(tiny_study, tmp_path: Path):
+    methods = ALL_OPTIMIZERS
+    ens = tiny_study(methods=methods, training={"replacement": True})
+    run_study(ens, tmp_path / "ens")
+    rows_ens = read_metrics(tmp_path / "ens" / "metrics.csv")
+    for k, seed in enumerate([5, 6, 7]):
+        one = tiny_study(methods=methods, training={"seeds": 1, "seed": seed,
+                                                    "replacement": True})
+        run_study(one, tmp_path / f"one{seed}")
+        rows_one = read_metrics(tmp_path / f"one{seed}" / "metrics.csv")
+        for m in methods:
+            name = m["name"]
+            big = _final(tmp_path / "ens", name)["model"]
+            small = _final(tmp_path / f"one{seed}", name)["model"]
+            for key in big:
+                torch.testing.assert_close(big[key][k], small[key][0], rtol=1e-5, atol=1e-6,
+                                           msg=f"{name} {key} member {k}")
+            mine = [r for r in rows_ens if r["method"] == name and r["seed"] == seed]
+            ref = [r for r in rows_one if r["method"] == name]
+            assert [(r["step"], r["split"]) for r in mine] == [(r["step"], r["split"])
+                                                                for r in ref]
+            for a, b in zip(mine, ref, strict=True):
+                assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-6)
+                assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+    # the members really differ (different seeds), so the comparison above is not vacuous
+    w = _final(tmp_path / "ens", "AdLaLa")["model"]["layers.0.weight"]
+    assert not torch.equal(w[0], w[1])
+
+
+@pytest.mark.parametrize("how", ["keyboard", "crash"])
+def test_resume_is_bit_identical(tiny_study, tmp_path: Path, how: str):
+    # epochs of 6 steps (60 / 10), checkpoints every 8 steps: interrupts fall mid-epoch
+    study = tiny_study(
+        methods=ALL_OPTIMIZERS[:1] + ALL_OPTIMIZERS[4:],
+        training={"steps": 40, "checkpoint_every": 8, "eval_every": 5},
+    )
+    run_study(study, tmp_path / "straight")
+
+    def interrupt(method: str, step: int) -> None:
+        if method == "SGD" and step == 19:
+            raise KeyboardInterrupt if how == "keyboard" else Stop()
+
+    with pytest.raises(KeyboardInterrupt if how == "keyboard" else Stop):
+        run_study(study, tmp_path / "resumed", callback=interrupt)
+    ckpt = _final(tmp_path / "resumed", "SGD")
+    # Ctrl-C saves the current step; a crash leaves the last periodic checkpoint
+    assert (ckpt["step"], ckpt["done"]) == ((19, False) if how == "keyboard" else (16, False))
+    assert _final(tmp_path / "resumed", "AdLaLa")["done"]
+    assert not (tmp_path / "resumed" / "summary.json").exists()
+    with pytest.raises(RunError, match="already holds a run"):
+        run_study(study, tmp_path / "resumed")
+    run_study(study, tmp_path / "resumed", resume=True)
+
+    for m in ("AdLaLa", "SGLD", "SGD", "Adam"):
+        a, b = _final(tmp_path / "straight", m), _final(tmp_path / "resumed", m)
+        for key in a["model"]:
+            assert torch.equal(a["model"][key], b["model"][key]), (m, key)
+        assert a["rows"] == b["rows"]
+    assert (tmp_path / "straight" / "metrics.csv").read_text() == (
+        tmp_path / "resumed" / "metrics.csv").read_text()
+    sa = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    for m in sa["methods"]:
+        assert sa["methods"][m]["test_accuracy_mean"] == sb["methods"][m]["test_accuracy_mean"]
+
+
+def test_resume_rejects_another_config(tiny_study, tmp_path: Path):
+    run_study(tiny_study(), tmp_path / "run")
+    with pytest.raises(RunError, match=r"different configuration \(differs in: training\)"):
+        run_study(tiny_study(training={"steps": 31}), tmp_path / "run", resume=True)
+    # resuming a finished run is a no-op that rewrites the same results
+    before = (tmp_path / "run" / "metrics.csv").read_text()
+    run_study(tiny_study(), tmp_path / "run", resume=True)
+    assert (tmp_path / "run" / "metrics.csv").read_text() == before
+
+
+def test_run_folder_contents(tiny_study, tmp_path: Path):
+    study = tiny_study()
+    summary = run_study(study, tmp_path / "run")
+    out = tmp_path / "run"
+    assert json.loads((out / "config.json").read_text())["training"]["steps"] == 30
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == METRIC_COLUMNS
+    # 2 methods × 3 seeds × 4 evaluations (0, 10, 20, 30) × 2 splits
+    assert len(rows) - 1 == 2 * 3 * 4 * 2
+    accs = [float(r[6]) for r in rows[1:]]
+    assert all(0 <= a <= 1 for a in accs)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    for name, m in on_disk["methods"].items():
+        assert {"test_accuracy_mean", "test_accuracy_std", "n_seeds", "steps"} <= set(m)
+        assert m["n_seeds"] == 3 and m["steps"] == 30 and m["steps_per_second"] > 0
+        final = [float(r[6]) for r in rows[1:] if r[1] == name and r[3] == "30"
+                 and r[4] == "test"]
+        assert m["test_accuracy_mean"] == pytest.approx(sum(final) / 3)
+    assert on_disk["methods"]["AdLaLa"]["paper"]["test_accuracy"] == 0.9
+    snaps = torch.load(out / "methods" / "AdLaLa" / "snapshots.pt", weights_only=True)
+    assert [s["step"] for s in snaps["snapshots"]] == [0, 10, 30]
+    last = snaps["snapshots"][-1]
+    assert last["first_weight"].shape == (3, 8, 2)  # all members
+    assert last["members"]["layers.0.weight"].shape == (2, 8, 2)  # saved_members = 2
+    final_model = _final(out, "AdLaLa")["model"]
+    assert torch.equal(last["first_weight"], final_model["layers.0.weight"])
+    assert not list(out.rglob(".*tmp*"))  # atomic writes leave no temporary files
