@@ -72,8 +72,7 @@ class _Work:
     scheme: Scheme
     view: GroupView
     hp: dict
-    noise: list[list[Tensor]]
-    offsets: list[int]  # row offset of each tensor's (first) noise draw
+    offsets: list[list[int]]  # [draw][tensor] -> offset in a member's noise row
     chunked: bool = False
 
 
@@ -193,6 +192,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
         device = next(p.device for g in self.param_groups for p in g["params"])
         self._noise = NoiseSource(normalize_seeds(seed, self.members), device=device)
         self._layout_cache: tuple[Any, list[list[list[int]]], int] | None = None
+        self._view_cache: dict[tuple, tuple[Tensor, list[list[Tensor]]]] = {}
 
     # ------------------------------------------------------------------ construction
     @property
@@ -370,6 +370,23 @@ class PartitionedLangevin(torch.optim.Optimizer):
         view = buf[:, offset : offset + n].view(self.members, *member_shape)
         return view.movedim(0, edim)
 
+    def _noise_views(self, buf: Tensor, w: _Work) -> list[list[Tensor]]:
+        """Views of ``buf`` holding each draw's noise for each tensor of ``w`` (cached: the
+        buffers are reused step after step)."""
+        # the entry holds ``buf`` itself, so its id cannot be reused while the entry exists
+        key = (id(buf), tuple(id(p) for p in w.view.params), tuple(map(tuple, w.offsets)))
+        hit = self._view_cache.get(key)
+        if hit is not None and hit[0] is buf:
+            return hit[1]
+        if len(self._view_cache) > 64:
+            self._view_cache.clear()
+        edims = w.view.ensemble_dims
+        views = [[self._noise_view(buf, off, p, e)
+                  for off, p, e in zip(offs, w.view.params, edims, strict=True)]
+                 for offs in w.offsets]
+        self._view_cache[key] = (buf, views)
+        return views
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """One step of every group's scheme (see the class docstring)."""
@@ -380,7 +397,6 @@ class PartitionedLangevin(torch.optim.Optimizer):
 
         layout, size = self._layout()
         dtype = self.param_groups[0]["params"][0].dtype
-        buf = self._noise.buffer(size, dtype)
 
         work = []
         for gi, group in enumerate(self.param_groups):
@@ -388,8 +404,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
             where = f"{type(self).__name__} param group {gi}"
             edim = group["ensemble_dim"]
             view = GroupView([], [], [], [], [], [], self.foreach, 0.0)
-            offsets: list[int] = []
-            noise_slots: list[list[Tensor]] = [[] for _ in range(scheme.draws)]
+            offsets: list[list[int]] = [[] for _ in range(scheme.draws)]
             step_count, half_kick = None, 0.0
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
@@ -407,26 +422,28 @@ class PartitionedLangevin(torch.optim.Optimizer):
                     view.xis.append(st["xi"])
                 view.counts.append(p.numel() // self.members)
                 view.ensemble_dims.append(edim)
-                offsets.append(layout[gi][0][pi])
                 for j in range(scheme.draws):
-                    noise_slots[j].append(self._noise_view(buf, layout[gi][j][pi], p, edim))
+                    offsets[j].append(layout[gi][j][pi])
             if not view.params:
                 continue
             hp = {"lr": _resolve("lr", group["lr"], step_count, where)}
             for key in scheme.hyperparameters:
                 hp[key] = _resolve(key, group[key], step_count, where)
             view.kick = half_kick + hp["lr"] / 2
-            work.append(_Work(group, scheme, view, hp, noise_slots, offsets))
+            work.append(_Work(group, scheme, view, hp, offsets))
 
         chunked = self._chunk_plan(work, size)
-        pending = self._noise.draw(size, dtype, chunked.run if chunked else None)
+        if chunked is not None or self._noise.parallel(size):
+            pending = self._noise.draw(size, dtype, chunked.run if chunked else None)
+        else:
+            pending = None  # small draw: double-buffered, prefetched during the last step
         # the remaining groups: gradient parts first (no noise needed: they overlap the draw)
         rest = [w for w in work if not (chunked and w.chunked)]
         for w in rest:
             w.scheme.gradient_part(w.view, w.hp)
-        pending.wait()
+        buf = pending.wait() if pending is not None else self._noise.next(size, dtype)
         for w in rest:
-            draws = iter(w.noise)
+            draws = iter(self._noise_views(buf, w))
             w.scheme.gradient_free_part(w.view, w.hp, lambda draws=draws: next(draws))
         for w in work:
             for p in w.view.params:
@@ -458,7 +475,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
             if not all(t.is_contiguous() for t in tensors):
                 continue
             w.chunked = True
-            for i, (p, off) in enumerate(zip(w.view.params, w.offsets, strict=True)):
+            for i, (p, off) in enumerate(zip(w.view.params, w.offsets[0], strict=True)):
                 n = p.numel()
                 for c in range(off // CHUNK, (off + n - 1) // CHUNK + 1):
                     lo, hi = max(off, c * CHUNK), min(off + n, (c + 1) * CHUNK)
@@ -494,6 +511,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
         if noise is not None:
             self._noise.load_state_dict(noise)
         self._layout_cache = None
+        self._view_cache.clear()
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}(members={self.members}, seeds={self.seeds[:4]}"

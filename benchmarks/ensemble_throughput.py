@@ -1,0 +1,95 @@
+"""Seed-ensemble throughput: the ``notebook-4turn`` AdLaLa protocol (4-turn spiral, 500 train
+points, batch 25, 2-100-1 ReLU net, AdLaLa with the authors' defaults) for K seeds,
+
+(a) as one vectorized ensemble (``models.MLP(ensemble=K)``, ``AdLaLa(ensemble_dim=0)``,
+    ``data.Minibatcher``: what ``thermotrain run`` does), versus
+(b) the same algorithm one seed at a time in a standard PyTorch loop like the authors'
+    script: ``nn.Sequential`` + ``DataLoader(TensorDataset, batch_size=25, shuffle=True)`` +
+    ``BCELoss``, one optimizer per seed.
+
+Both run the same number of steps per seed (shortened). (b) is timed on ``--baseline-seeds``
+seeds and scaled linearly to K (it is a loop over seeds: its cost is exactly linear).
+Usage::
+
+    python benchmarks/ensemble_throughput.py [--members 100] [--steps 1000]
+
+Target (issue 4): ≥ 100× at K = 100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import thermotrain as tt
+from thermotrain.data import Minibatcher, spirals
+from thermotrain.models import MLP, ensemble_loss
+
+BATCH = 25
+
+
+def vectorized(x: torch.Tensor, y: torch.Tensor, members: int, steps: int) -> float:
+    seeds = list(range(members))
+    model = MLP([2, 100, 1], ensemble=members, seed=seeds)
+    opt = tt.AdLaLa(model, ensemble_dim=0, seed=[s + 2_000_006 for s in seeds])
+    batcher = Minibatcher(len(x), BATCH, seeds=[s + 1_000_003 for s in seeds])
+    start = time.perf_counter()
+    for _ in range(steps):
+        idx = batcher.next()
+        loss = ensemble_loss(model(x[idx]), y[idx]).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def one_seed(x: torch.Tensor, y: torch.Tensor, seed: int, steps: int) -> float:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(2, 100), nn.ReLU(), nn.Linear(100, 1), nn.Sigmoid())
+    opt = tt.AdLaLa(model, seed=seed)
+    loader = DataLoader(TensorDataset(x, y[:, None]), batch_size=BATCH, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    loss_fn = nn.BCELoss()
+    start = time.perf_counter()
+    done = 0
+    while done < steps:
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--members", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--baseline-seeds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for both (the runner's default is 1)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    x, y = spirals(500, turns=4, seed=0)
+    vectorized(x, y, args.members, 20)  # warm-up
+    t_vec = vectorized(x, y, args.members, args.steps)
+    one_seed(x, y, 0, 20)
+    t_loop = sum(one_seed(x, y, s, args.steps) for s in range(args.baseline_seeds))
+    t_loop_all = t_loop / args.baseline_seeds * args.members
+    print(f"notebook-4turn AdLaLa protocol, K = {args.members} seeds × {args.steps} steps, "
+          f"torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"(a) vectorized ensemble:         {t_vec:8.2f} s  "
+          f"({args.steps / t_vec:7.0f} ensemble steps/s)")
+    print(f"(b) one seed at a time, DataLoader: {t_loop_all:8.2f} s  "
+          f"(measured on {args.baseline_seeds} seeds, {t_loop / args.baseline_seeds:.2f} s each)")
+    print(f"speed-up (b)/(a): {t_loop_all / t_vec:.1f}×")
+
+
+if __name__ == "__main__":
+    main()
