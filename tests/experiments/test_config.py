@@ -12,8 +12,8 @@ from thermotrain.experiments import ConfigError, find_study, list_studies, load_
 from thermotrain.experiments.config import apply_overrides, stream_seeds
 from thermotrain.experiments.studies import studies_dir
 
-FIGURES = ["fig1", "fig3-spiral", "fig4", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11",
-           "fig12", "fig13", "fig14", "fig15", "fig16", "notebook-4turn", "mnist-mlp"]
+FIGURES = ["fig1", "fig3-spiral", "fig3-mnist", "fig4", "fig6", "fig7", "fig8", "fig9", "fig10",
+           "fig11", "fig12", "fig13", "fig14", "fig15", "fig16", "notebook-4turn", "mnist-mlp"]
 
 
 def test_every_study_is_present_and_valid():

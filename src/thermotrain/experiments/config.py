@@ -266,6 +266,12 @@ class TrainingConfig:
             and the last step are always included.
         saved_members: how many members' full parameters to keep (decision boundaries).
         eval_batch: evaluation chunk size (bounds memory on large data sets).
+        snapshot_average: W ≥ 1; with W > 1 every snapshot at step s also keeps the
+            parameters of the ``saved_members`` members at the last W steps
+            ``max(0, s - W + 1), …, s`` (key ``"window"`` of the snapshot), and the report
+            draws the classifier averaged over them: the mean of the W predicted
+            probabilities (paper Fig. 9: "the classifier was averaged over the last 10 steps
+            of training"). 1 (default): no averaging.
     """
 
     steps: int
@@ -279,6 +285,7 @@ class TrainingConfig:
     snapshot_at: tuple[int, ...] = ()
     saved_members: int = 3
     eval_batch: int = 10_000
+    snapshot_average: int = 1
 
     @property
     def run_seeds(self) -> list[int]:
@@ -447,9 +454,12 @@ def _parse_training(raw: dict, file: str) -> TrainingConfig:
     kw: dict[str, Any] = {}
     for key, minimum in (("steps", 1), ("batch_size", 1), ("seeds", 1), ("seed", 0),
                          ("eval_every", 1), ("checkpoint_every", 0), ("saved_members", 0),
-                         ("eval_batch", 1)):
+                         ("eval_batch", 1), ("snapshot_average", 1)):
         if key in raw:
             kw[key] = _int(w, key, raw[key], minimum)
+    if kw.get("snapshot_average", 1) > 1 and kw.get("saved_members", 3) == 0:
+        raise w.fail("snapshot_average", f"({kw['snapshot_average']}) needs saved_members >= 1 "
+                                         "(the averaged classifier uses the saved members)")
     for key in ("eval_at", "snapshot_at"):
         if key in raw:
             kw[key] = _int_list(w, key, raw[key])

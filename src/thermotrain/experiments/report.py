@@ -7,14 +7,23 @@ From ``config.json``, ``summary.json``, ``metrics.csv`` and ``methods/*/snapshot
 * ``figures/curves.png`` — mean ± std over seeds of train/test accuracy and loss per method;
 * ``figures/boundaries.png`` — for 2-D data, the classifier's probability
   :math:`\\sigma(f(x))` on a grid with the test points, for the first seed of each method at
-  its snapshot steps (like the paper's Figs. 1, 4, 9, 16);
+  its snapshot steps (like the paper's Figs. 1, 4, 9, 16). With ``training.snapshot_average
+  = W > 1`` the panel shows the classifier averaged over the last W steps (paper Fig. 9): the
+  mean of the W predicted probabilities :math:`\\frac1W\\sum_{t=s-W+1}^{s}\\sigma(f_{\\theta_t}(x))`
+  (:func:`averaged_probability`; a trajectory average of the predictive, the natural reading
+  for a sampler), not the classifier of the averaged parameters; the test accuracy in the
+  title is that of the averaged probability (threshold 0.5);
 * ``figures/histograms.png`` — first-layer weights and biases of all seeds at the snapshot
   steps (Figs. 6–8);
 * ``figures/sweep.png`` — final test accuracy against a swept hyperparameter (Figs. 1, 10,
   16), ``figures/heatmap.png`` — the same over a two-parameter grid (Fig. 15);
-* ``figures/line.png`` — for two methods from the same initialisation, the loss along the
-  line :math:`(1-\\alpha)\\theta_A + \\alpha\\theta_B`, :math:`\\alpha \\in [-0.5, 1.5]`, of each
-  saved seed (Fig. 3, SPEC §8). Evaluating saved parameters is analysis, not training.
+* ``figures/line.png`` (and ``figures/line.csv``, a report section with the endpoint losses
+  and the barrier) — for two methods from the same initialisation, the train and test loss
+  along the line :math:`(1-\\alpha)\\theta_A + \\alpha\\theta_B`, :math:`\\alpha \\in [-0.5, 1.5]`,
+  of each saved seed (Fig. 3, SPEC §8), on generated data or MLPs on image data (MNIST; the
+  files are found from ``data_dir``, the run's ``data.json``, ``$THERMOTRAIN_DATA``, in
+  that order; if they are missing the figure is skipped with a note). Evaluating saved
+  parameters is analysis, not training.
 """
 
 from __future__ import annotations
@@ -28,9 +37,10 @@ from typing import Any
 import torch
 
 from .config import DataConfig, slug
-from .runner import atomic_write_text, read_metrics
+from .runner import atomic_write_text, evaluate, read_metrics
 
-__all__ = ["ReportError", "comparison_table", "write_report"]
+__all__ = ["ReportError", "comparison_table", "write_report", "averaged_probability",
+           "line_losses"]
 
 _MAX_PANELS = 12
 
@@ -135,11 +145,55 @@ def _mlp_from_members(members: dict[str, torch.Tensor], activation: str):
     return model
 
 
-def _boundaries(run_dir: Path, config: dict, methods: list[str], path: Path) -> bool:
-    data_cfg = DataConfig(**{k: (tuple(v) if isinstance(v, list) else v)
-                             for k, v in config["data"].items()})
+@torch.no_grad()
+def averaged_probability(states: dict[str, torch.Tensor], x: torch.Tensor,
+                         activation: str = "relu") -> torch.Tensor:
+    """The classifier averaged over W parameter states: the mean of their predicted
+    probabilities (sigmoid for one output, softmax otherwise).
+
+    Args:
+        states: MLP ensemble parameters with a leading state axis, ``name -> (W, K, ...)``
+            (a snapshot's ``window["members"]``).
+        x: inputs ``(N, d)``.
+
+    Returns:
+        ``(K, N, out)`` probabilities :math:`\\frac1W \\sum_w p_{\\theta_w}(x)`.
+    """
+    total = None
+    width = next(iter(states.values())).shape[0]
+    for w in range(width):  # one state at a time: memory stays that of one forward pass
+        logits = _mlp_from_members({k: v[w] for k, v in states.items()}, activation)(x)
+        prob = torch.sigmoid(logits) if logits.shape[-1] == 1 else torch.softmax(logits, -1)
+        total = prob if total is None else total + prob
+    assert total is not None
+    return total / width
+
+
+def _data_config(config: dict) -> DataConfig:
+    return DataConfig(**{k: (tuple(v) if isinstance(v, list) else v)
+                         for k, v in config["data"].items()})
+
+
+def _load_run_data(run_dir: Path, config: dict, data_dir: str | Path | None):
+    """The run's data set: generated again, or image files from ``data_dir``, else the
+    data root recorded in ``data.json``, else ``$THERMOTRAIN_DATA`` / the user cache."""
+    from .builders import load_data
+
+    data_cfg = _data_config(config)
+    if not data_cfg.binary and data_dir is None and (run_dir / "data.json").exists():
+        recorded = _load_json(run_dir / "data.json").get("data_dir")
+        if recorded and Path(recorded).is_dir():
+            data_dir = recorded
+    return load_data(data_cfg, data_dir)
+
+
+def _boundaries(run_dir: Path, config: dict, methods: list[str], path: Path) -> int:
+    """Draw the classifiers; return 0 (not drawn) or the largest number of parameter
+    states averaged in a panel (1: no averaging, e.g. snapshots merged by the ray backend,
+    which keeps no windows)."""
+    data_cfg = _data_config(config)
     if not data_cfg.binary or config["model"]["kind"] != "mlp":
-        return False
+        return 0
     from .builders import load_data
 
     data = load_data(data_cfg)
@@ -153,7 +207,8 @@ def _boundaries(run_dir: Path, config: dict, methods: list[str], path: Path) -> 
             continue
         panels.append((name, chosen[-4:]))
     if not panels:
-        return False
+        return 0
+    averaged = 1
     plt = _plt()
     ncol = max(len(c) for _, c in panels)
     fig, axes = plt.subplots(len(panels), ncol, figsize=(3.2 * ncol, 3.0 * len(panels)),
@@ -172,19 +227,30 @@ def _boundaries(run_dir: Path, config: dict, methods: list[str], path: Path) -> 
                 ax.axis("off")
                 continue
             snap = snaps[j]
-            model = _mlp_from_members(snap["members"], config["model"]["activation"])
-            with torch.no_grad():
-                prob = torch.sigmoid(model(grid)[0, :, 0]).reshape(gx.shape)
-                acc = float(((model(x)[0, :, 0] > 0).float() == y).float().mean())
+            act = config["model"]["activation"]
+            window = snap.get("window")
+            if window and len(window["steps"]) > 1:  # Fig. 9: averaged over the last W steps
+                first = {k: v[:, :1] for k, v in window["members"].items()}
+                prob = averaged_probability(first, grid, act)[0, :, 0].reshape(gx.shape)
+                p_test = averaged_probability(first, x, act)[0, :, 0]
+                acc = float(((p_test > 0.5).float() == y).float().mean())
+                label = f"step {snap['step']} (mean of last {len(window['steps'])})"
+                averaged = max(averaged, len(window["steps"]))
+            else:
+                model = _mlp_from_members(snap["members"], act)
+                with torch.no_grad():
+                    prob = torch.sigmoid(model(grid)[0, :, 0]).reshape(gx.shape)
+                    acc = float(((model(x)[0, :, 0] > 0).float() == y).float().mean())
+                label = f"step {snap['step']}"
             ax.imshow(prob.numpy(), origin="lower", extent=(-lim, lim, -lim, lim),
                       cmap="RdBu_r", vmin=0, vmax=1, alpha=0.8)
             ax.scatter(x[:, 0], x[:, 1], c=y, cmap="RdBu_r", s=3, edgecolors="k",
                        linewidths=0.2, vmin=0, vmax=1)
-            ax.set_title(f"{name}\nstep {snap['step']}, test {100 * acc:.1f} %", fontsize=8)
+            ax.set_title(f"{name}\n{label}, test {100 * acc:.1f} %", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-    return True
+    return averaged
 
 
 def _histograms(run_dir: Path, methods: list[str], path: Path) -> bool:
@@ -274,62 +340,120 @@ def _sweeps(summary: dict, fig_dir: Path) -> list[str]:
     return made
 
 
-def _line(run_dir: Path, config: dict, methods: list[str], path: Path) -> bool:
-    """Loss along the line between the final parameters of two methods, per saved seed."""
+@torch.no_grad()
+def line_losses(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor,
+                y: torch.Tensor, alphas: torch.Tensor, activation: str = "relu",
+                chunk: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and accuracy along the line :math:`(1-\\alpha)\\theta_A + \\alpha\\theta_B`.
+
+    Args:
+        a, b: MLP ensemble parameters ``name -> (K, ...)`` (member k of ``a`` is paired with
+            member k of ``b``).
+        x, y: the data set (evaluated in chunks of ``chunk`` points).
+        alphas: the values of :math:`\\alpha`.
+
+    Returns:
+        ``(len(alphas), K)`` mean losses and accuracies.
+    """
+    losses, accs = [], []
+    for alpha in alphas.tolist():
+        model = _mlp_from_members({k: (1 - alpha) * a[k] + alpha * b[k] for k in a}, activation)
+        loss, acc = evaluate(model, x, y, chunk)
+        losses.append(loss)
+        accs.append(acc)
+    return torch.stack(losses), torch.stack(accs)
+
+
+def _line(run_dir: Path, config: dict, methods: list[str], path: Path,
+          data_dir: str | Path | None = None) -> tuple[bool, list[str]]:
+    """Loss along the line between the final parameters of two methods, per saved seed.
+
+    Returns whether ``line.png`` was drawn and the lines of its report section."""
     bases = {m["base"] for m in config["methods"] if m["name"] in methods}
     if len(methods) != 2 or len(bases) != 2 or config["model"]["kind"] != "mlp":
-        return False
+        return False, []
     inits = {(m["init"], m["init_std"]) for m in config["methods"]}
     if len(inits) != 1:
-        return False  # not the same initialisation
-    data_cfg = DataConfig(**{k: (tuple(v) if isinstance(v, list) else v)
-                             for k, v in config["data"].items()})
-    if not data_cfg.binary:
-        return False  # generated data only: the report never needs the image files
+        return False, []  # not the same initialisation
     snaps = [_snapshots(run_dir, m) for m in methods]
     if not all(snaps) or not snaps[0][-1]["members"]:
-        return False
+        return False, []
     a, b = snaps[0][-1]["members"], snaps[1][-1]["members"]
     if next(iter(a.values())).shape[0] == 0:
-        return False
-    from ..models import ensemble_loss
-    from .builders import load_data
+        return False, []
+    from ..data import DatasetError
 
-    data = load_data(data_cfg)
+    try:
+        data = _load_run_data(run_dir, config, data_dir)
+    except DatasetError as exc:
+        note = " ".join(str(exc).split())
+        return False, [f"Line plot skipped: the data set could not be loaded ({note}). Set "
+                       "THERMOTRAIN_DATA or pass data_dir to write_report.", ""]
     alphas = torch.linspace(-0.5, 1.5, 41)
+    i0, i1 = int((alphas - 0).abs().argmin()), int((alphas - 1).abs().argmin())
+    alphas[i0], alphas[i1] = 0.0, 1.0
     act = config["model"]["activation"]
-    curves = {"train": [], "test": []}
-    with torch.no_grad():
-        for alpha in alphas.tolist():
-            members = {k: (1 - alpha) * a[k] + alpha * b[k] for k in a}
-            model = _mlp_from_members(members, act)
-            for split, (x, y) in (("train", (data.x_train, data.y_train)),
-                                  ("test", (data.x_test, data.y_test))):
-                curves[split].append(ensemble_loss(model(x), y))
+    chunk = int(config["training"].get("eval_batch", 10_000))
+    curves = {split: line_losses(a, b, xs, ys, alphas, act, chunk)
+              for split, xs, ys in (("train", data.x_train, data.y_train),
+                                    ("test", data.x_test, data.y_test))}
+    seeds = [int(config["training"]["seed"]) + k for k in range(curves["train"][0].shape[1])]
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for split, style in (("train", "-"), ("test", "--")):
-        values = torch.stack(curves[split])  # (alphas, members)
+        values = curves[split][0]  # (alphas, members)
         for k in range(values.shape[1]):
             ax.plot(alphas, values[:, k], style, color=f"C{k}",
-                    label=f"{split}, seed #{k}" if k < 3 else None)
+                    label=f"{split}, seed {seeds[k]}" if k < 3 else None)
     ax.axvline(0, color="k", lw=0.5)
     ax.axvline(1, color="k", lw=0.5)
     ax.set_yscale("log")
     ax.set_xlabel(f"alpha: 0 = {methods[0]}, 1 = {methods[1]}")
     ax.set_ylabel("loss")
+    ax.set_title(f"{config['data']['kind']}: loss along the line between the solutions",
+                 fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return True
+
+    csv_lines = ["alpha,seed,split,loss,accuracy"]
+    for split, (loss, acc) in curves.items():
+        for i, alpha in enumerate(alphas.tolist()):
+            for k, seed in enumerate(seeds):
+                csv_lines.append(f"{alpha:.4g},{seed},{split},{float(loss[i, k]):.6g},"
+                                 f"{float(acc[i, k]):.6g}")
+    atomic_write_text(path.with_suffix(".csv"), "\n".join(csv_lines) + "\n")
+
+    inside = (alphas >= 0) & (alphas <= 1)
+    section = [
+        "## Loss along the line between the two solutions (Fig. 3)",
+        "",
+        f"θ(α) = (1 − α) θ_{methods[0]} + α θ_{methods[1]}, final parameters of the same "
+        f"seed (same initialisation), {len(alphas)} values of α in [−0.5, 1.5] "
+        "(`figures/line.csv`). Barrier = max over α ∈ [0, 1] of L(α) − max(L(0), L(1)), "
+        "0 when the loss never rises above both endpoints.",
+        "",
+        f"| seed | split | loss α=0 ({methods[0]}) | loss α=1 ({methods[1]}) | barrier | "
+        f"acc. % α=0 | acc. % α=1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, seed in enumerate(seeds):
+        for split, (loss, acc) in curves.items():
+            l0, l1 = float(loss[i0, k]), float(loss[i1, k])
+            barrier = max(0.0, float(loss[inside, k].max()) - max(l0, l1))
+            section.append(f"| {seed} | {split} | {l0:.4g} | {l1:.4g} | {barrier:.3g} | "
+                           f"{_pct(float(acc[i0, k]))} | {_pct(float(acc[i1, k]))} |")
+    return True, section + [""]
 
 
 # --------------------------------------------------------------------------- report
-def write_report(run_dir: str | Path) -> Path:
+def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Path:
     """Write ``report.md`` and ``figures/*.png`` for a finished run folder; return the
-    path of ``report.md``.
+    path of ``report.md``. ``data_dir``: data root of image data sets (only the Fig. 3 line
+    reloads them; default: the run's ``data.json``, then ``$THERMOTRAIN_DATA``).
 
     Raises:
         ReportError: the folder is not a finished run folder.
@@ -348,15 +472,19 @@ def write_report(run_dir: str | Path) -> Path:
     figures: list[tuple[str, str]] = []
     _curves(rows, methods, fig_dir / "curves.png")
     figures.append(("curves.png", "Accuracy and loss over training (mean ± std over seeds)"))
-    if _boundaries(run_dir, config, methods, fig_dir / "boundaries.png"):
+    width = _boundaries(run_dir, config, methods, fig_dir / "boundaries.png")
+    if width:
+        averaged = (f"; classifier averaged over the last {width} steps (mean of the "
+                    f"predicted probabilities)") if width > 1 else ""
         figures.append(("boundaries.png", "Classifier probability on the plane with the test "
-                        "points, first seed of each method, at the snapshot steps"))
+                        f"points, first seed of each method, at the snapshot steps{averaged}"))
     if _histograms(run_dir, methods, fig_dir / "histograms.png"):
         figures.append(("histograms.png", "First-layer weights and biases over time (all "
                         "seeds)"))
     for name in _sweeps(summary, fig_dir):
         figures.append((name, "Final test accuracy over the swept hyperparameters"))
-    if _line(run_dir, config, methods, fig_dir / "line.png"):
+    drawn, line_section = _line(run_dir, config, methods, fig_dir / "line.png", data_dir)
+    if drawn:
         figures.append(("line.png", "Loss along the line between the two methods' solutions "
                         "from the same initialisation (per saved seed)"))
 
@@ -398,7 +526,7 @@ def write_report(run_dir: str | Path) -> Path:
              if m.get("paper") and m["paper"].get("note")]
     if notes:
         lines += ["", "Paper notes:", ""] + [f"- {n}: {text}" for n, text in notes]
-    lines += ["", "## Figures", ""]
+    lines += [""] + line_section + ["## Figures", ""]
     for file, caption in figures:
         lines += [f"![{caption}](figures/{file})", "", f"*{caption}.*", ""]
     report = run_dir / "report.md"

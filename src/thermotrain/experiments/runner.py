@@ -15,6 +15,8 @@ A run folder holds::
     summary.json                 final test accuracy mean/std per method, timings, paper numbers
     methods/<method>/checkpoint.pt   model + optimizer + minibatcher state + metrics so far
     methods/<method>/snapshots.pt    parameters at the snapshot steps (for the report)
+    data.json                    the resolved data root (image data sets only; the report
+                                 reloads the data from it for the Fig. 3 line)
 
 Checkpoints are written every ``training.checkpoint_every`` steps, at the end, and when the
 run is interrupted (Ctrl-C is deferred to the end of the current step), always atomically
@@ -58,6 +60,7 @@ __all__ = [
     "atomic_save",
     "check_folder",
     "finish_run",
+    "record_data_dir",
 ]
 
 #: columns of ``metrics.csv``
@@ -206,10 +209,16 @@ def _fingerprint(study: StudyConfig, method: MethodConfig, seeds: Sequence[int])
     keep = {k: d[k] for k in ("data", "model", "training")}
     keep["training"] = {k: v for k, v in keep["training"].items()
                         if k not in ("checkpoint_every", "seeds")}
+    if keep["training"].get("snapshot_average") == 1:  # the default: as before the option
+        del keep["training"]["snapshot_average"]
     keep["method"] = {"optimizer": method.optimizer, "hyperparameters": method.hyperparameters,
                       "init": method.init, "init_std": method.init_std}
     keep["seeds"] = list(seeds)
     return json.dumps(keep, sort_keys=True)
+
+
+def _members(model: StackableModel, saved: int) -> dict[str, Tensor]:
+    return {name: p.detach()[:saved].clone() for name, p in model.named_parameters()}
 
 
 def _snapshot(model: StackableModel, step: int, saved: int) -> dict[str, Any]:
@@ -218,8 +227,28 @@ def _snapshot(model: StackableModel, step: int, saved: int) -> dict[str, Any]:
         "step": step,
         "first_weight": first.weight.detach().clone(),
         "first_bias": first.bias.detach().clone(),
-        "members": {name: p.detach()[:saved].clone() for name, p in model.named_parameters()},
+        "members": _members(model, saved),
     }
+
+
+def _window_steps(snap_steps: Sequence[int], width: int) -> set[int]:
+    """The steps whose parameters the averaged classifiers need (``snapshot_average``)."""
+    if width <= 1:
+        return set()
+    return {t for s in snap_steps for t in range(max(0, s - width + 1), s + 1)}
+
+
+def _attach_window(snap: dict[str, Any], window: list, width: int,
+                   later: Sequence[int]) -> list:
+    """Add the last ``width`` parameter states (ending at the snapshot's step) to ``snap``
+    as ``snap["window"] = {"steps": [...], "members": {name: (W, saved, ...)}}``; return
+    the states still needed by the ``later`` snapshot steps."""
+    s = snap["step"]
+    states = [(t, m) for t, m in window if s - width < t <= s]
+    snap["window"] = {"steps": [t for t, _ in states],
+                      "members": {k: torch.stack([m[k] for _, m in states])
+                                  for k in states[0][1]}}
+    return [(t, m) for t, m in window if any(t > s2 - width for s2 in later)]
 
 
 def train_method(
@@ -261,6 +290,7 @@ def train_method(
                           seeds=stream_seeds(seeds, "batches"))
     rows: list[tuple] = []
     snapshots: list[dict] = []
+    window: list = []  # (step, members) states for the averaged classifiers
     start, elapsed = 0, 0.0
 
     if resume and ckpt_path.exists():
@@ -270,6 +300,7 @@ def train_method(
                            f"{method.name!r}; start a new run folder")
         rows = [tuple(r) for r in ckpt["rows"]]
         snapshots = ckpt["snapshots"]
+        window = [(int(t), m) for t, m in ckpt.get("window", [])]
         start, elapsed = int(ckpt["step"]), float(ckpt["seconds"])
         if ckpt["done"]:
             if progress is not None:
@@ -285,9 +316,14 @@ def train_method(
     eval_steps = set(t.eval_steps())
     snap_steps = set(t.snapshot_steps())
     saved = min(t.saved_members, len(seeds))
+    width = t.snapshot_average if saved else 1
+    window_steps = _window_steps(sorted(snap_steps), width)
     x, y = data.x_train, data.y_train
 
     def record(step: int) -> None:
+        nonlocal window
+        if step in window_steps:
+            window.append((step, _members(model, saved)))
         if step in eval_steps:
             was = model.training
             model.eval()
@@ -298,12 +334,16 @@ def train_method(
             model.train(was)
         if step in snap_steps:
             snapshots.append(_snapshot(model, step, saved))
+            if window_steps:
+                window = _attach_window(snapshots[-1], window, width,
+                                        [s for s in snap_steps if s > step])
 
     def save(step: int, done: bool) -> None:
         atomic_save({
             "fingerprint": fingerprint, "step": step, "done": done, "seconds": elapsed,
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "batcher": batcher.state_dict(), "rows": rows, "snapshots": snapshots,
+            **({"window": [[t, m] for t, m in window]} if window_steps else {}),
         }, ckpt_path)
 
     if start == 0:
@@ -322,7 +362,7 @@ def train_method(
                 loss.backward()
                 opt.step()
                 step += 1
-                if step in eval_steps or step in snap_steps:
+                if step in eval_steps or step in snap_steps or step in window_steps:
                     now = time.perf_counter()
                     elapsed += now - tick
                     record(step)
@@ -419,6 +459,8 @@ def check_folder(out: Path, study: StudyConfig, resume: bool) -> None:
             raise RunError(f"{config_path} is unreadable ({exc}); start a new run folder") \
                 from None
         previous.pop("path", None)
+        if isinstance(previous.get("training"), dict):  # written before snapshot_average
+            previous["training"].setdefault("snapshot_average", 1)
         if previous != resolved:
             changed = sorted(k for k in resolved if previous.get(k) != resolved[k])
             raise RunError(f"{out} was run with a different configuration (differs in: "
@@ -457,6 +499,8 @@ def run_study(
     out = Path(out)
     check_folder(out, study, resume)
     data = load_data(study.data, data_dir)
+    if not study.data.binary:
+        record_data_dir(out, data_dir)
     if progress is None:
         progress = os.isatty(2) and "PYTEST_CURRENT_TEST" not in os.environ
     previous_threads = torch.get_num_threads()
@@ -488,6 +532,15 @@ def run_study(
         if threads is not None:
             torch.set_num_threads(previous_threads)
     return finish_run(study, out, rows, timings)
+
+
+def record_data_dir(out: Path, data_dir: str | os.PathLike[str] | None) -> None:
+    """Write ``data.json`` (the resolved data root) so that the report can reload image
+    data sets (the Fig. 3 line) without ``--data-dir``."""
+    from ..data import resolve_data_dir
+
+    atomic_write_text(out / "data.json",
+                      json.dumps({"data_dir": str(resolve_data_dir(data_dir).resolve())}) + "\n")
 
 
 def finish_run(study: StudyConfig, out: Path, rows: Sequence[Sequence[Any]],

@@ -1,0 +1,78 @@
+"""Fig. 3 (MNIST half): the quick study, its line plot and report section; the line itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _experiments_helpers import SHARED_DATA
+
+from thermotrain.experiments import find_study, load_study, run_study, write_report
+from thermotrain.experiments.report import line_losses
+from thermotrain.experiments.runner import evaluate, read_metrics
+from thermotrain.models import MLP
+
+
+def test_line_endpoints_are_the_two_solutions():
+    x, y = torch.randn(30, 5), torch.randint(0, 3, (30,))
+    a = MLP([5, 4, 3], ensemble=2, seed=[0, 1])
+    b = MLP([5, 4, 3], ensemble=2, seed=[2, 3])
+    loss, acc = line_losses(a.state_dict(), b.state_dict(), x, y, torch.tensor([0.0, 0.5, 1.0]),
+                            chunk=7)
+    assert loss.shape == acc.shape == (3, 2)
+    for i, model in ((0, a), (2, b)):
+        ref_loss, ref_acc = evaluate(model, x, y)
+        torch.testing.assert_close(loss[i], ref_loss)
+        torch.testing.assert_close(acc[i], ref_acc)
+    mid = MLP([5, 4, 3], ensemble=2)
+    mid.load_state_dict({k: (a.state_dict()[k] + b.state_dict()[k]) / 2 for k in a.state_dict()})
+    torch.testing.assert_close(loss[1], evaluate(mid, x, y)[0])
+
+
+def test_fig3_mnist_study_is_the_same_init_comparison():
+    for quick in (False, True):
+        s = load_study(find_study("fig3-mnist"), quick=quick)
+        assert s.data.kind == "mnist" and s.model.hidden == (100,)
+        assert [m.base for m in s.methods] == ["AdLaLa", "Adam"]
+        assert {(m.init, m.init_std) for m in s.methods} == {(None, None)}  # same init
+        assert s.training.saved_members >= 2
+    quick = load_study(find_study("fig3-mnist"), quick=True)
+    assert (quick.data.n_train, quick.data.n_test) == (1000, 500)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(),
+                    reason=f"MNIST files not found in {SHARED_DATA / 'mnist'} (../shared/data "
+                           "relative to the repository); the Fig. 3 MNIST half needs them")
+def test_fig3_mnist_quick_run_draws_the_line(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("THERMOTRAIN_DATA", raising=False)
+    study = load_study(find_study("fig3-mnist"), quick=True)
+    out = tmp_path / "run"
+    run_study(study, out, data_dir=SHARED_DATA)
+    # the report finds the files through the run's data.json (no data_dir, no env var)
+    assert Path(json.loads((out / "data.json").read_text())["data_dir"]) == SHARED_DATA.resolve()
+    text = write_report(out).read_text()
+    line = out / "figures" / "line.png"
+    assert line.stat().st_size > 1000 and "figures/line.png" in text
+    assert "## Loss along the line between the two solutions (Fig. 3)" in text
+    assert "θ(α) = (1 − α) θ_AdLaLa + α θ_Adam" in text
+    for seed in study.training.run_seeds:
+        assert f"| {seed} | train |" in text and f"| {seed} | test |" in text
+    rows = (out / "figures" / "line.csv").read_text().splitlines()
+    assert rows[0] == "alpha,seed,split,loss,accuracy"
+    assert len(rows) == 1 + 41 * 2 * study.training.seeds
+    assert rows[1].startswith("-0.5,") and any(r.startswith("1.5,") for r in rows)
+    # the line's endpoints are the two methods' final losses of the same seed
+    line_loss = {tuple(r.split(",")[:3]): float(r.split(",")[3]) for r in rows[1:]}
+    for r in read_metrics(out / "metrics.csv"):
+        if r["step"] == study.training.steps:
+            alpha = "0" if r["method"] == "AdLaLa" else "1"
+            assert line_loss[(alpha, str(r["seed"]), r["split"])] == pytest.approx(
+                r["loss"], rel=1e-4)
+    # without the files the figure is skipped with a note, not an error
+    (out / "data.json").write_text(json.dumps({"data_dir": str(tmp_path / "nowhere")}))
+    monkeypatch.setenv("THERMOTRAIN_DATA", str(tmp_path / "empty"))
+    line.unlink()
+    text = write_report(out).read_text()
+    assert "Line plot skipped" in text and not line.exists()
