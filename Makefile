@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/thermotrain run notebook-4turn --out runs/notebook-4turn
+	# --resume: a second `make run` finishes or re-reports the same run instead of failing
+	$(VENV)/bin/thermotrain run notebook-4turn --out runs/notebook-4turn --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -30,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/ensemble_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -13,11 +13,12 @@ from thermotrain.samplers import noise as noise_mod
 
 @pytest.fixture
 def tiny_chunks(monkeypatch):
-    monkeypatch.setattr(noise_mod, "CHUNK", 4)
+    monkeypatch.setattr(noise_mod, "CHUNK", 7)
     monkeypatch.setattr(noise_mod, "PARALLEL_THRESHOLD", 0)
     import thermotrain.samplers.optimizer as opt_mod
 
-    monkeypatch.setattr(opt_mod, "CHUNK", 4)
+    monkeypatch.setattr(opt_mod, "CHUNK", 7)
+    monkeypatch.setattr(opt_mod, "BLOCK", 3)  # cache blocks that do not divide chunks
 
 
 def _flat(layers):
