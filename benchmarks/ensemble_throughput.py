@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import thermotrain as tt
 from thermotrain.data import Minibatcher, spirals
 from thermotrain.models import MLP, ensemble_loss
+from thermotrain.perf import tune_malloc
 
 BATCH = 25
 
@@ -76,6 +77,7 @@ def main() -> None:
                     help="torch threads for both (the runner's default is 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    tune_malloc()  # as `thermotrain run` does; process-wide, so (a) and (b) alike
     x, y = spirals(500, turns=4, seed=0)
     vectorized(x, y, args.members, 20)  # warm-up
     t_vec = vectorized(x, y, args.members, args.steps)

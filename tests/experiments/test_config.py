@@ -97,6 +97,8 @@ def test_sweeps_expand_into_methods():
         ({"paper": {"Nope": {"test_accuracy": 0.5}}}, "[paper] 'Nope' is not a method"),
         ({"paper": {"Adam": {"test_accuracy": 88.2}}}, "test_accuracy is a fraction"),
         ({"paper": {"Adam": {"acc": 0.5}}}, "[paper.Adam] 'acc' is not a known key"),
+        ({"notes": 3}, "notes must be a non-empty string or a list of them"),
+        ({"notes": ["ok", ""]}, "notes must be a non-empty string or a list of them"),
     ],
 )
 def test_errors_name_file_and_key(change, fragment):

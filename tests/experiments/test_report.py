@@ -51,3 +51,27 @@ def test_report_reads_results_only(tiny_study, tmp_path: Path, monkeypatch):
     assert f"| AdLaLa | {100 * mean:.1f} ±" in text and "| 90.0 ± 5.0 |" in text
     figures = {p.name for p in (tmp_path / "run" / "figures").glob("*.png")}
     assert {"curves.png", "boundaries.png", "histograms.png", "line.png"} <= figures
+
+
+def test_study_notes_are_shown_and_do_not_block_resume(tmp_path: Path):
+    from _experiments_helpers import tiny_raw
+
+    from thermotrain.experiments import parse_study
+    from thermotrain.experiments.runner import check_folder
+
+    assert parse_study(tiny_raw(notes="one  note"), "tiny.toml").notes == ("one note",)
+    study = parse_study(tiny_raw(notes=["Our SGLD is higher:", "a second paragraph."]),
+                        "tiny.toml")
+    assert study.notes == ("Our SGLD is higher:", "a second paragraph.")
+    assert parse_study(tiny_raw(), "tiny.toml").notes == ()
+    run_study(study, tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["notes"] == list(study.notes)
+    text = write_report(tmp_path / "run").read_text()
+    assert "## Notes\n\n- Our SGLD is higher:\n- a second paragraph.\n" in text
+    assert text.index("## Notes") > text.index("## Final test accuracy")
+    # editing the notes is not a different run: --resume accepts it and records the new notes
+    edited = parse_study(tiny_raw(notes="edited"), "tiny.toml")
+    check_folder(tmp_path / "run", edited, resume=True)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["notes"] == ["edited"]
+    assert "- edited" in write_report(tmp_path / "run").read_text()

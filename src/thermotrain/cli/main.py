@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from ..perf import tune_malloc
 from . import datasets as datasets_cli
 
 __all__ = ["main", "build_parser"]
@@ -124,6 +125,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / (
         study.name + ("-quick" if args.quick else ""))
     progress = False if args.no_progress else None
+    tune_malloc()  # keep freed activations in the process: no page faults every step
     if args.backend == "ray":
         if importlib.util.find_spec("ray") is None:
             raise UsageError("--backend ray needs ray: pip install thermotrain[ray]")

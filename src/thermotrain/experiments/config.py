@@ -11,6 +11,9 @@ A study file (see ``studies/*.toml``) has the tables
   hyperparameters, an optional ``init`` override and an optional ``[methods.sweep]`` whose
   lists are expanded (Cartesian product) into one method per combination;
 * ``[paper.NAME]`` — the paper's reported numbers for method ``NAME`` (:class:`PaperResult`);
+* ``notes`` — free text on the comparison with the paper (a string or a list of strings, one
+  paragraph each: e.g. why our numbers differ); copied to the run's ``config.json`` and shown
+  under "Notes" in ``report.md``;
 * ``[quick]`` — overrides merged into the tables above by ``--quick`` (plus ``sweep_limit``:
   keep only the first n values of each sweep list).
 
@@ -348,6 +351,7 @@ class StudyConfig:
     paper: dict[str, PaperResult]
     source: str = ""
     path: str = ""
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-serialisable) of the resolved configuration."""
@@ -365,8 +369,8 @@ def _jsonable(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- parsing
-_TOP_KEYS = ("name", "description", "source", "data", "model", "training", "methods", "paper",
-             "quick")
+_TOP_KEYS = ("name", "description", "source", "notes", "data", "model", "training", "methods",
+             "paper", "quick")
 _QUICK_KEYS = ("data", "model", "training", "sweep_limit")
 _METHOD_KEYS = ("name", "optimizer", "init", "init_std", "sweep")
 
@@ -611,6 +615,14 @@ def _parse_paper(raw: object, file: str, names: Sequence[str]) -> dict[str, Pape
     return out
 
 
+def _parse_notes(raw: object, file: str) -> tuple[str, ...]:
+    w = _Where(file, "")
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
+        raise w.fail("notes", f"must be a non-empty string or a list of them, got {raw!r}")
+    return tuple(" ".join(x.split()) for x in items)
+
+
 def parse_study(raw: Mapping[str, Any], file: str = "<study>", *, quick: bool = False,
                 name: str | None = None) -> StudyConfig:
     """Validate the raw TOML content of a study (after overrides) into a :class:`StudyConfig`.
@@ -643,6 +655,7 @@ def parse_study(raw: Mapping[str, Any], file: str = "<study>", *, quick: bool = 
     study_name = _str(top, "name", study_name)
     description = _str(top, "description", raw.get("description", ""))
     source = _str(top, "source", raw.get("source", ""))
+    notes = _parse_notes(raw["notes"], file) if "notes" in raw else ()
     data = _parse_data(_table(top, "[data]", raw["data"]), file)
     model = _parse_model(_table(top, "[model]", raw.get("model", {})), file)
     training = _parse_training(_table(top, "[training]", raw["training"]), file)
@@ -657,7 +670,7 @@ def parse_study(raw: Mapping[str, Any], file: str = "<study>", *, quick: bool = 
     all_names = [m.name for m in _parse_methods(raw.get("methods"), file, None)]
     paper = _parse_paper(raw.get("paper", {}), file, all_names)
     return StudyConfig(study_name, description, data, model, training, methods, paper, source,
-                       file)
+                       file, notes)
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 From ``config.json``, ``summary.json``, ``metrics.csv`` and ``methods/*/snapshots.pt``:
 
 * the comparison table *method | ours (mean ± std over seeds) | paper | gap* (final test
-  accuracy, percent);
+  accuracy, percent), then the study's ``notes`` (from ``config.json``; e.g. why ours
+  differs from the paper);
 * ``figures/curves.png`` — mean ± std over seeds of train/test accuracy and loss per method;
 * ``figures/boundaries.png`` — for 2-D data, the classifier's probability
   :math:`\\sigma(f(x))` on a grid with the test points, for the first seed of each method at
@@ -510,6 +511,11 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Pat
         "Std is the sample standard deviation over seeds (ddof = 1). Gap = ours − paper in "
         "percentage points.",
         "",
+    ]
+    study_notes = config.get("notes") or []
+    if study_notes:
+        lines += ["## Notes", ""] + [f"- {text}" for text in study_notes] + [""]
+    lines += [
         "## Methods",
         "",
         "| method | optimizer | hyperparameters | train acc. % | steps/s |",

@@ -459,10 +459,13 @@ def check_folder(out: Path, study: StudyConfig, resume: bool) -> None:
             raise RunError(f"{config_path} is unreadable ({exc}); start a new run folder") \
                 from None
         previous.pop("path", None)
+        # notes are commentary, not part of what was run: editing them keeps --resume working
+        previous.pop("notes", None)
         if isinstance(previous.get("training"), dict):  # written before snapshot_average
             previous["training"].setdefault("snapshot_average", 1)
-        if previous != resolved:
-            changed = sorted(k for k in resolved if previous.get(k) != resolved[k])
+        compared = {k: v for k, v in resolved.items() if k != "notes"}
+        if previous != compared:
+            changed = sorted(k for k in compared if previous.get(k) != compared[k])
             raise RunError(f"{out} was run with a different configuration (differs in: "
                            f"{', '.join(changed)}); use the same options or another --out")
     out.mkdir(parents=True, exist_ok=True)
