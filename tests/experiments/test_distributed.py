@@ -1,72 +1,91 @@
-"""The ray backend's cell splitting and gathering, with a stand-in for ray (which is an
-optional extra and not installed for the tests): a cell split must not change results."""
+"""The ray backend's pure parts, without ray: seed chunks, snapshot gathering, address
+checks and the missing-ray error. The backend itself runs on a real ray in
+``test_ray_backend.py``."""
 
 from __future__ import annotations
 
-import importlib.machinery
+import socket
 import sys
-import types
-from pathlib import Path
 
 import pytest
 import torch
 
-from thermotrain.cli.main import main
-from thermotrain.experiments import run_study
-from thermotrain.experiments.distributed import run_study_ray, split_seeds
-from thermotrain.experiments.runner import read_metrics
-
-
-@pytest.fixture
-def fake_ray(monkeypatch):
-    """A synchronous stand-in for the parts of ray the backend uses."""
-    module = types.ModuleType("ray")
-    module.__spec__ = importlib.machinery.ModuleSpec("ray", None)
-    calls = {"init": [], "tasks": 0}
-
-    class Remote:
-        def __init__(self, fn):
-            self.fn = fn
-
-        def remote(self, *args):
-            calls["tasks"] += 1
-            return self.fn(*args)
-
-    module.is_initialized = lambda: bool(calls["init"])
-    module.init = lambda address=None, **kw: calls["init"].append(address)
-    module.remote = lambda **opts: Remote
-    module.get = lambda futures: list(futures)
-    monkeypatch.setitem(sys.modules, "ray", module)
-    return calls
+from thermotrain.experiments import RunError
+from thermotrain.experiments.distributed import (
+    _merge_snapshots,
+    check_address,
+    ray_session,
+    split_seeds,
+)
 
 
 def test_split_seeds():
     assert split_seeds([0, 1, 2, 3, 4], 2) == [[0, 1], [2, 3], [4]]
+    assert split_seeds([7], 10) == [[7]]
 
 
-def test_ray_cells_equal_local_run(tiny_study, tmp_path: Path, fake_ray):
-    study = tiny_study()
-    run_study(study, tmp_path / "local")
-    run_study_ray(study, tmp_path / "ray", seeds_per_task=2, address="auto")
-    assert fake_ray["init"] == ["auto"] and fake_ray["tasks"] == 2 * 2  # 2 methods × 2 chunks
-    local, ray = (read_metrics(tmp_path / d / "metrics.csv") for d in ("local", "ray"))
-    assert [(r["method"], r["seed"], r["step"], r["split"]) for r in local] == [
-        (r["method"], r["seed"], r["step"], r["split"]) for r in ray]
-    for a, b in zip(local, ray, strict=True):
-        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-6)
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
-    sa = torch.load(tmp_path / "local" / "methods" / "Adam" / "snapshots.pt", weights_only=True)
-    sb = torch.load(tmp_path / "ray" / "methods" / "Adam" / "snapshots.pt", weights_only=True)
-    for x, y in zip(sa["snapshots"], sb["snapshots"], strict=True):
-        assert x["step"] == y["step"]
-        torch.testing.assert_close(x["first_weight"], y["first_weight"], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(x["members"]["layers.1.weight"],
-                                   y["members"]["layers.1.weight"], rtol=1e-5, atol=1e-6)
+def _snap(step: int, members: list[int], saved: int, window: bool) -> dict:
+    """A snapshot as :func:`train_method` writes it for an ensemble whose member k holds the
+    value ``members[k]`` everywhere (``saved`` members kept; window values add the step)."""
+    v = torch.tensor(members, dtype=torch.float32)
+    kept = v[: min(saved, len(members))]
+    snap = {"step": step, "first_weight": v.view(-1, 1, 1).expand(-1, 3, 2).clone(),
+            "first_bias": v.view(-1, 1).expand(-1, 3).clone(),
+            "members": {"layers.0.weight": kept.view(-1, 1, 1).expand(-1, 3, 2).clone()}}
+    if window:  # snapshot_average = 2: (W, saved, ...) per parameter
+        w = torch.stack([kept + step - 1, kept + step]).view(2, -1, 1, 1).expand(-1, -1, 3, 2)
+        snap["window"] = {"steps": [step - 1, step], "members": {"layers.0.weight": w.clone()}}
+    return snap
 
 
-def test_cli_ray_backend(tmp_path: Path, fake_ray, capsys):
-    code = main(["run", "fig4", "--quick", "--steps", "10", "--backend", "ray", "--address",
-                 "ray://head:10001", "--out", str(tmp_path / "r"), "--no-report"])
-    assert code == 0
-    assert fake_ray["init"] == ["ray://head:10001"]
-    assert "| AdLaLa |" in capsys.readouterr().out
+@pytest.mark.parametrize("window", [False, True])
+def test_merge_snapshots_is_one_ensemble(window: bool):
+    # seeds [0, 1, 2, 3, 4] in parts [0, 1], [2, 3], [4]; 3 saved members
+    parts = [[_snap(s, p, 3, window) for s in (1, 5)] for p in ([0, 1], [2, 3], [4])]
+    whole = [_snap(s, [0, 1, 2, 3, 4], 3, window) for s in (1, 5)]
+    merged = _merge_snapshots(parts, saved=3)
+    assert [m["step"] for m in merged] == [1, 5]
+    for got, ref in zip(merged, whole, strict=True):
+        for key in ("first_weight", "first_bias"):
+            assert torch.equal(got[key], ref[key])
+        assert torch.equal(got["members"]["layers.0.weight"],
+                           ref["members"]["layers.0.weight"])
+        assert ("window" in got) == window
+        if window:
+            assert got["window"]["steps"] == ref["window"]["steps"]
+            assert torch.equal(got["window"]["members"]["layers.0.weight"],
+                               ref["window"]["members"]["layers.0.weight"])
+
+
+def test_merge_snapshots_rejects_mismatched_parts():
+    with pytest.raises(RunError, match="different snapshot steps"):
+        _merge_snapshots([[_snap(1, [0], 1, False)], [_snap(2, [1], 1, False)]], saved=1)
+
+
+@pytest.mark.parametrize("address", ["nonsense:xx", "no-port", ":123", "ray://:5"])
+def test_check_address_rejects_malformed(address: str):
+    with pytest.raises(RunError, match="bad ray address"):
+        check_address(address)
+
+
+def test_check_address_needs_a_listener():
+    with socket.socket() as s:  # a port that is surely closed: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(RunError, match=f"cannot reach the ray cluster at 127.0.0.1:{port}"):
+            check_address(f"127.0.0.1:{port}", timeout=2)
+        with pytest.raises(RunError, match="cannot reach"):
+            check_address(f"ray://127.0.0.1:{port}", timeout=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        check_address(f"127.0.0.1:{s.getsockname()[1]}", timeout=2)
+    for left_to_ray in ("auto", "local", "ray://head", "anyscale://x"):
+        check_address(left_to_ray)
+
+
+def test_missing_ray_is_a_run_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(RunError, match=r"pip install thermotrain\[ray\]"):
+        with ray_session():
+            pass

@@ -185,6 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         _error(f"{exc.strerror or exc}: {exc.filename or ''}")
         return 1
+    except Exception as exc:  # a Ray worker crash is a runtime failure, not a bug of ours
+        if type(exc).__module__.split(".")[0] != "ray":
+            raise
+        _error(f"the Ray cluster failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,10 +33,18 @@ from typing import Any
 
 import torch
 
-from . import runner
+from ..data import resolve_data_dir
 from .builders import load_data
 from .config import StudyConfig, slug
-from .runner import RunError, _fingerprint, atomic_save, check_folder, finish_run, train_method
+from .runner import (
+    RunError,
+    _fingerprint,
+    atomic_save,
+    check_folder,
+    finish_run,
+    record_data_dir,
+    train_method,
+)
 
 __all__ = ["run_study_ray", "split_seeds", "ray_session", "check_address"]
 
@@ -199,13 +207,19 @@ def run_study_ray(
     seeds = list(study.training.run_seeds)
     chunk = seeds_per_task or max(1, math.ceil(len(seeds) / math.ceil(len(seeds) / 10)))
     chunks = split_seeds(seeds, chunk)
-    data_arg = None if data_dir is None else str(Path(data_dir).resolve())
+    if data_dir is not None:
+        data_arg: str | None = str(Path(data_dir).resolve())  # workers' cwd differs
+    elif address is None:  # our own machine: the data root as resolved here
+        data_arg = str(resolve_data_dir(None))
+    else:  # a cluster's nodes resolve their own default data root
+        data_arg = None
 
+    if (out / "config.json").exists():
+        check_folder(out, study, resume)  # a folder in use fails before ray starts
     with ray_session(address, num_cpus=num_cpus) as ray:
-        check_folder(out, study, resume)
-        record = getattr(runner, "record_data_dir", None)  # data.json, as run_study
-        if record is not None and not study.data.binary:
-            record(out, data_dir)
+        check_folder(out, study, resume)  # written only once connected
+        if not study.data.binary:  # data.json for the report, as run_study
+            record_data_dir(out, data_dir)
         cell = ray.remote(num_cpus=threads)(_cell)
         study_ref = ray.put(study)
         futures: dict[Any, tuple[int, int]] = {}
