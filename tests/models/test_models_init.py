@@ -247,7 +247,7 @@ def test_init_is_device_independent():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"dtype": torch.int64}, TypeError, "torch.int64"),
+        ({"dtype": torch.int64}, ValueError, "torch.int64"),  # right kind, wrong value
         ({"dtype": "float32"}, TypeError, "'float32'"),
         ({"device": "nonsense"}, ValueError, "'nonsense'"),
         ({"device": 1.5}, TypeError, "1.5"),

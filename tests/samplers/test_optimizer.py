@@ -204,7 +204,7 @@ def test_construction_errors():
     with pytest.raises(ValueError, match="ensemble members"):
         tt.BAOAB([torch.zeros(4, 3, requires_grad=True), torch.zeros(5, requires_grad=True)],
                  ensemble_dim=0)
-    with pytest.raises(ValueError, match="seeds must be"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
         tt.BAOAB([p], seed=-1)
 
 

@@ -13,6 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_device, check_float_dtype, check_int, is_int
+
+__all__ = [
+    "ACTIVATIONS",
+    "check_activation",
+    "check_device",
+    "check_dtype",
+    "check_ensemble",
+    "check_positive_int",
+    "check_widths",
+    "is_int",
+]
+
 #: Hidden-layer nonlinearities by name (a name, not a callable, so that a model's configuration
 #: is plain data that can be written to a run's config file and rebuilt).
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -21,27 +34,9 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def is_int(value: object) -> bool:
-    """True for Python / NumPy integers, False for ``bool`` (a common silent mistake)."""
-    if isinstance(value, bool):
-        return False
-    try:
-        import numpy as np
-
-        if isinstance(value, np.integer):
-            return True
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        pass
-    return isinstance(value, int)
-
-
 def check_positive_int(name: str, value: object) -> int:
     """Return ``int(value)`` if it is an integer ≥ 1, else raise naming ``name``."""
-    if not is_int(value):
-        raise TypeError(f"{name} must be an int >= 1, got {value!r} of type {type(value).__name__}")
-    if int(value) < 1:  # type: ignore[call-overload]
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return check_int(name, value, minimum=1)
 
 
 def check_ensemble(ensemble: object) -> int | None:
@@ -87,28 +82,5 @@ def check_activation(activation: object) -> str:
     return activation
 
 
-def check_dtype(dtype: object) -> torch.dtype:
-    """A floating-point ``torch.dtype``."""
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(
-            f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}"
-        )
-    if not dtype.is_floating_point:
-        raise TypeError(
-            f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype}"
-        )
-    return dtype
-
-
-def check_device(device: object) -> torch.device:
-    """``None`` (the default device, normally the CPU), a string or a ``torch.device``."""
-    if device is None:
-        return torch.empty(0).device
-    if isinstance(device, (str, torch.device)) or is_int(device):
-        try:
-            return torch.device(device)  # type: ignore[arg-type]
-        except (RuntimeError, ValueError) as err:
-            raise ValueError(f"device {device!r} is not a valid torch device: {err}") from None
-    raise TypeError(
-        f"device must be None, a string like 'cpu' / 'cuda:0' or a torch.device, got {device!r}"
-    )
+#: a floating-point ``torch.dtype`` (shared check)
+check_dtype = check_float_dtype

@@ -36,6 +36,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_seed
 from ._checks import is_int
 
 __all__ = [
@@ -131,15 +132,6 @@ def as_init(init: object) -> Init:
     raise TypeError(f"init must be {_INIT_HELP}, got {init!r} of type {type(init).__name__}")
 
 
-def _check_seed(name: str, seed: object) -> int:
-    if not is_int(seed):
-        raise TypeError(f"{name} must be an int, got {seed!r} of type {type(seed).__name__}")
-    seed = int(seed)  # type: ignore[call-overload]
-    if not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"{name} must be in [0, 2**63 - 1], got {seed}")
-    return seed
-
-
 def member_seeds(seed: object, ensemble: int | None) -> tuple[int, ...]:
     """The seeds of the networks of a model: ``(seed,)`` or ``(s_0, …, s_{K−1})``.
 
@@ -163,9 +155,9 @@ def member_seeds(seed: object, ensemble: int | None) -> tuple[int, ...]:
                 f"seed must be an int for a plain model (ensemble=None), got {seed!r} of type "
                 f"{type(seed).__name__}; a list of seeds needs ensemble=len(seeds)"
             )
-        return (_check_seed("seed", seed),)
+        return (check_seed("seed", seed),)
     if is_int(seed):
-        first = _check_seed("seed", seed)
+        first = check_seed("seed", seed)
         if first + ensemble - 1 > _MAX_SEED:
             raise ValueError(
                 f"seed + ensemble - 1 must be <= 2**63 - 1, got seed={first}, ensemble={ensemble}"
@@ -181,7 +173,7 @@ def member_seeds(seed: object, ensemble: int | None) -> tuple[int, ...]:
             f"seed must list exactly one seed per member: ensemble={ensemble} but "
             f"len(seed)={len(seed)} (seed={list(seed)!r})"
         )
-    return tuple(_check_seed(f"seed[{k}]", s) for k, s in enumerate(seed))
+    return tuple(check_seed(f"seed[{k}]", s) for k, s in enumerate(seed))
 
 
 def make_generator(seed: int) -> torch.Generator:

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_seed
+
 __all__ = ["NoiseSource", "CHUNK", "normalize_seeds"]
 
 #: entries per generator chunk (fixed: changing it changes every trajectory)
@@ -69,7 +71,7 @@ def normalize_seeds(seed: int | Sequence[int] | None, members: int) -> list[int]
     if isinstance(seed, (int, np.integer)):
         seeds = [int(seed) + k for k in range(members)]
     elif isinstance(seed, Sequence) and not isinstance(seed, (str, bytes)):
-        seeds = [int(s) for s in seed]
+        seeds = list(seed)
         if len(seeds) != members:
             raise ValueError(
                 f"seed lists one seed per ensemble member: got {len(seeds)} seeds for "
@@ -77,10 +79,7 @@ def normalize_seeds(seed: int | Sequence[int] | None, members: int) -> list[int]
             )
     else:
         raise TypeError(f"seed must be an int or a sequence of ints, got {seed!r}")
-    for s in seeds:
-        if not 0 <= s < 2**63:
-            raise ValueError(f"seeds must be integers in [0, 2**63), got {s}")
-    return seeds
+    return [check_seed("seed", s) for s in seeds]
 
 
 def _chunk_seed(seed: int, chunk: int) -> int:
