@@ -36,6 +36,9 @@ __all__ = ["NoiseSource", "CHUNK", "normalize_seeds"]
 CHUNK = 1 << 20
 #: draws smaller than this many numbers in total are made on the calling thread
 PARALLEL_THRESHOLD = 1 << 19
+#: small draws of at least this many numbers in total are prefetched on a worker thread
+#: (below it the thread hand-off costs more than drawing: ~3 ns per number)
+PREFETCH_THRESHOLD = 1 << 14
 
 _POOL: ThreadPoolExecutor | None = None
 
@@ -199,7 +202,7 @@ class NoiseSource:
             for row, gen in self._fill_targets(size, dtype, slot):
                 row.normal_(generator=gen)
         buf = self.buffer(size, dtype, slot)
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and self.members * size >= PREFETCH_THRESHOLD:
             nxt = 1 - slot
             targets = self._fill_targets(size, dtype, nxt)
 
