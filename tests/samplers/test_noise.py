@@ -55,13 +55,13 @@ def test_worker_chunk_path_reports_non_finite(tiny_chunks):
         opt.step()
 
 
-# ------------------------------------------------------------------ double buffering
+# ------------------------------------------------------------------ the streams
 def _reference_stream(seed, sizes, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(n, generator=g, dtype=dtype) for n in sizes]
 
 
-def test_prefetched_draws_equal_plain_generator_draws_even_when_the_size_changes():
+def test_draws_equal_plain_generator_draws_even_when_the_size_changes():
     src = noise_mod.NoiseSource([5])
     sizes = [7, 7, 7, 11, 11, 7, 3]
     got = [src.next(n, torch.float32)[0].clone() for n in sizes]
@@ -69,9 +69,9 @@ def test_prefetched_draws_equal_plain_generator_draws_even_when_the_size_changes
         assert torch.equal(a, b)
 
 
-def test_state_dict_excludes_the_prefetched_draw():
+def test_state_dict_resumes_the_stream():
     src = noise_mod.NoiseSource([9, 10])
-    first = src.next(6, torch.float64).clone()  # a prefetch of the next draw is now pending
+    first = src.next(6, torch.float64).clone()
     state = src.state_dict()
     second = src.next(6, torch.float64).clone()
     other = noise_mod.NoiseSource([0, 0])
@@ -82,8 +82,7 @@ def test_state_dict_excludes_the_prefetched_draw():
         assert torch.equal(first[k], a) and torch.equal(second[k], b)
 
 
-def test_add_param_group_mid_run_gives_the_unprefetched_noise():
-    """The prefetched draw for the old layout is discarded and the generator rewound."""
+def test_state_dict_calls_do_not_perturb_a_run_with_a_layout_change():
     def traj(checkpoint_between: bool):
         a = torch.zeros(3, dtype=torch.float64, requires_grad=True)
         b = torch.zeros(2, dtype=torch.float64, requires_grad=True)
@@ -92,7 +91,7 @@ def test_add_param_group_mid_run_gives_the_unprefetched_noise():
             if n == 3:
                 opt.add_param_group({"params": [b]})
             if checkpoint_between:
-                opt.state_dict()  # settles any prefetch
+                opt.state_dict()
             a.grad = a.detach().clone()
             b.grad = b.detach().clone()
             opt.step()

@@ -36,9 +36,6 @@ __all__ = ["NoiseSource", "CHUNK", "normalize_seeds"]
 CHUNK = 1 << 20
 #: draws smaller than this many numbers in total are made on the calling thread
 PARALLEL_THRESHOLD = 1 << 19
-#: small draws of at least this many numbers in total are prefetched on a worker thread
-#: (below it the thread hand-off costs more than drawing: ~3 ns per number)
-PREFETCH_THRESHOLD = 1 << 14
 
 _POOL: ThreadPoolExecutor | None = None
 
@@ -107,24 +104,19 @@ class _Pending:
 
 
 class NoiseSource:
-    """Per-member, per-chunk generators and reusable ``(K, M)`` noise buffers.
+    """Per-member, per-chunk generators and a reusable ``(K, M)`` noise buffer.
 
-    Small draws (the usual case for seed ensembles of small networks) are double-buffered:
-    right after a step takes its numbers, the next step's are drawn on a worker thread while
-    the caller computes (its arithmetic, the next forward and backward pass). The logical
-    generator state — what :meth:`state_dict` saves — never includes a prefetched draw: the
-    generators are rewound to their states before it whenever a prefetch is not used as is.
+    (Drawing the next step's numbers ahead on a worker thread during the forward/backward
+    pass was tried and measured slower for seed ensembles: the worker's per-member calls
+    contend with the main thread for the interpreter. Large draws use the worker threads.)
     """
 
     def __init__(self, seeds: Sequence[int], device: torch.device | str | None = None):
         self.seeds = list(seeds)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self._generators: list[list[torch.Generator]] = [[] for _ in self.seeds]
-        self._buffers: dict[tuple[int, int, torch.dtype], Tensor] = {}
-        self._targets: dict[tuple[int, int, torch.dtype], list] = {}
-        self._slot = 0
-        # (size, dtype, slot, future, generator states before the prefetched draw)
-        self._prefetch: tuple[int, torch.dtype, int, Future, list] | None = None
+        self._buffer: Tensor | None = None
+        self._targets: list[tuple[Tensor, torch.Generator]] = []
 
     @property
     def members(self) -> int:
@@ -141,15 +133,18 @@ class NoiseSource:
     def _fill(self, row: Tensor, k: int, c: int) -> None:
         row[c * CHUNK : (c + 1) * CHUNK].normal_(generator=self._generator(k, c))
 
-    def buffer(self, size: int, dtype: torch.dtype, slot: int = 0) -> Tensor:
-        """The preallocated ``(K, size)`` buffer of a slot (0 or 1)."""
-        key = (slot, size, dtype)
-        buf = self._buffers.get(key)
-        if buf is None:
-            self._buffers = {k: v for k, v in self._buffers.items() if k[1:] == (size, dtype)}
-            self._targets = {k: v for k, v in self._targets.items() if k in self._buffers}
+    def buffer(self, size: int, dtype: torch.dtype) -> Tensor:
+        """The preallocated ``(K, size)`` buffer that draws fill."""
+        buf = self._buffer
+        if buf is None or buf.shape[1] != size or buf.dtype != dtype:
             buf = torch.empty((self.members, size), dtype=dtype, device=self.device)
-            self._buffers[key] = buf
+            self._buffer = buf
+            chunks = self.chunks(size)
+            self._targets = [
+                (buf[k, c * CHUNK : (c + 1) * CHUNK], self._generator(k, c))
+                for k in range(self.members)
+                for c in range(chunks)
+            ]
         return buf
 
     def chunks(self, size: int) -> int:
@@ -161,63 +156,12 @@ class NoiseSource:
         jobs = self.members * self.chunks(size)
         return self.device.type == "cpu" and jobs > 1 and self.members * size >= PARALLEL_THRESHOLD
 
-    def _fill_targets(self, size: int, dtype: torch.dtype, slot: int) -> list:
-        """(row chunk, generator) pairs of a slot's buffer, built once."""
-        key = (slot, size, dtype)
-        targets = self._targets.get(key)
-        if targets is None:
-            buf = self.buffer(size, dtype, slot)
-            chunks = self.chunks(size)
-            targets = [
-                (buf[k, c * CHUNK : (c + 1) * CHUNK], self._generator(k, c))
-                for k in range(self.members)
-                for c in range(chunks)
-            ]
-            self._targets[key] = targets
-        return targets
-
-    def _settle(self) -> None:
-        """Drop a pending prefetch and rewind the generators to before it."""
-        if self._prefetch is None:
-            return
-        size, _, _, future, states = self._prefetch
-        future.result()
-        self._prefetch = None
-        chunks = self.chunks(size)
-        for k in range(self.members):
-            for c in range(chunks):
-                self._generator(k, c).set_state(states[k][c])
-
     def next(self, size: int, dtype: torch.dtype) -> Tensor:
-        """The next ``(K, size)`` standard normals (a small draw), and start prefetching the
-        following ones on a worker thread. The returned buffer stays valid for one step."""
-        pre = self._prefetch
-        if pre is not None and pre[0] == size and pre[1] == dtype:
-            pre[3].result()
-            self._prefetch = None
-            slot = pre[2]
-        else:
-            self._settle()
-            slot = self._slot
-            for row, gen in self._fill_targets(size, dtype, slot):
-                row.normal_(generator=gen)
-        buf = self.buffer(size, dtype, slot)
-        if self.device.type == "cpu" and self.members * size >= PREFETCH_THRESHOLD:
-            nxt = 1 - slot
-            targets = self._fill_targets(size, dtype, nxt)
-
-            chunks = self.chunks(size)
-            states: list[list[Tensor]] = []
-
-            def prefetch() -> None:
-                # remember where the generators were, then draw (all on the worker)
-                states.extend([self._generator(k, c).get_state() for c in range(chunks)]
-                              for k in range(self.members))
-                for row, gen in targets:
-                    row.normal_(generator=gen)
-
-            self._prefetch = (size, dtype, nxt, _pool().submit(prefetch), states)
-            self._slot = nxt
+        """The next ``(K, size)`` standard normals, drawn on this thread (small draws). The
+        buffer is reused by the next draw."""
+        buf = self.buffer(size, dtype)
+        for row, gen in self._targets:
+            row.normal_(generator=gen)
         return buf
 
     def draw(
@@ -232,7 +176,6 @@ class NoiseSource:
         ``after_chunk(k, c, buffer)``, if given, runs right after chunk ``c`` of member ``k``
         is drawn, on the same thread, while the chunk is still in cache (the optimizer uses it
         to apply elementwise schemes chunk by chunk on the worker threads)."""
-        self._settle()
         buf = self.buffer(size, dtype)
         chunks = self.chunks(size)
         jobs = [(k, c) for k in range(self.members) for c in range(chunks)]
@@ -256,7 +199,6 @@ class NoiseSource:
 
     # --- state -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        self._settle()
         return {
             "seeds": list(self.seeds),
             "generators": [[g.get_state() for g in gens] for gens in self._generators],
@@ -269,10 +211,9 @@ class NoiseSource:
                 f"noise state has {len(seeds)} ensemble members, this optimizer has "
                 f"{self.members}"
             )
-        self._settle()
         self.seeds = seeds
         self._generators = [[] for _ in seeds]
-        self._buffers, self._targets = {}, {}
+        self._buffer, self._targets = None, []
         for k, states in enumerate(state["generators"]):
             for c, s in enumerate(states):
                 self._generator(k, c).set_state(s.cpu())
