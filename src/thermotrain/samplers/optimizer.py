@@ -392,7 +392,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
 
     def _noise_views(self, buf: Tensor, w: _Work) -> list[list[Tensor]]:
         """Views of ``buf`` holding each draw's noise for each tensor of ``w`` (cached: the
-        buffers are reused step after step)."""
+        buffer is reused step after step)."""
         # the entry holds ``buf`` itself, so its id cannot be reused while the entry exists
         key = (id(buf), tuple(id(p) for p in w.view.params), tuple(map(tuple, w.offsets)))
         hit = self._view_cache.get(key)
@@ -456,8 +456,9 @@ class PartitionedLangevin(torch.optim.Optimizer):
         if chunked is not None or self._noise.parallel(size):
             pending = self._noise.draw(size, dtype, chunked.run if chunked else None)
         else:
-            pending = None  # small draw: double-buffered, prefetched during the last step
-        # the remaining groups: gradient parts first (no noise needed: they overlap the draw)
+            pending = None  # a small draw: made on this thread below
+        # the remaining groups: gradient parts first (they need no noise: with worker threads
+        # drawing, they overlap the draw)
         rest = [w for w in work if not (chunked and w.chunked)]
         for w in rest:
             w.scheme.gradient_part(w.view, w.hp)
