@@ -179,6 +179,19 @@ class AdLaLa(PartitionedLangevin):
 
     Defaults are the authors' code: h = 0.25, γ = 0.1, τ₁ = τ₂ = 1e-4, σ_A = 0.01, ε = 0.05,
     ξ₀ = 0.1. ``temperature`` is τ or (τ₁, τ₂); ``adaptive_layers`` picks the AdL layers.
+
+    Example:
+        >>> import torch, thermotrain as tt
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 100), torch.nn.ReLU(),
+        ...                           torch.nn.Linear(100, 1))
+        >>> opt = tt.AdLaLa(net, seed=0)
+        >>> [g["scheme"] for g in opt.param_groups]
+        ['adaptive', 'langevin']
+        >>> torch.nn.functional.binary_cross_entropy_with_logits(
+        ...     net(torch.randn(25, 2)), torch.ones(25, 1)).backward()
+        >>> opt.step()
+        >>> [tuple(xi.shape) for xi in opt.thermostats()[0]]  # one ξ per tensor
+        [(), ()]
     """
 
     def __init__(self, model, lr: Hyperparameter = 0.25, friction: Hyperparameter = 0.1,
