@@ -19,28 +19,16 @@ import torch
 from torch import Tensor
 
 from .noise import CHUNK, NoiseSource, normalize_seeds
-from .schemes import SCHEMES, GroupView, Scheme, get_scheme
+from .schemes import GroupView, Scheme, get_scheme
 from .substeps import kick, sum_squares
 
 __all__ = ["PartitionedLangevin", "Hyperparameter"]
 
 Hyperparameter = float | Callable[[int], float]
 
-#: hyperparameters that must be finite and non-negative
+#: hyperparameters that must also be non-negative (every one must be finite)
 NONNEGATIVE = ("lr", "friction", "temperature", "noise", "coupling")
-#: hyperparameters that must be finite (any sign)
-FINITE = ("xi_init",)
 NAN_POLICIES = ("raise", "warn", "ignore")
-
-_GROUP_DEFAULTS: dict[str, Any] = {
-    "scheme": "langevin",
-    "friction": 1.0,
-    "temperature": 0.0,
-    "noise": 0.01,
-    "coupling": 0.05,
-    "xi_init": 0.1,
-    "ensemble_dim": None,
-}
 
 
 def _check_value(key: str, value: Any, where: str) -> float:
@@ -228,7 +216,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         index = len(self.param_groups)
         where = f"{type(self).__name__} param group {index}"
-        for key, value in {**_GROUP_DEFAULTS, **self.defaults}.items():
+        for key, value in self.defaults.items():
             param_group.setdefault(key, value)
         scheme = get_scheme(param_group["scheme"])
         for key in ("lr", *scheme.hyperparameters):
@@ -540,7 +528,3 @@ class PartitionedLangevin(torch.optim.Optimizer):
             n = sum(p.numel() for p in g["params"])
             lines.append(f"  group {i}: {scheme.name} ({n} entries) {hps}")
         return "\n".join(lines)
-
-
-# keep the registry importable from here for discoverability
-SCHEME_NAMES = tuple(SCHEMES)
