@@ -64,19 +64,19 @@ def _reference_stream(seed, sizes, dtype=torch.float32):
 def test_draws_equal_plain_generator_draws_even_when_the_size_changes():
     src = noise_mod.NoiseSource([5])
     sizes = [7, 7, 7, 11, 11, 7, 3]
-    got = [src.next(n, torch.float32)[0].clone() for n in sizes]
+    got = [src.draw(n, torch.float32).wait()[0].clone() for n in sizes]
     for a, b in zip(got, _reference_stream(5, sizes), strict=True):
         assert torch.equal(a, b)
 
 
 def test_state_dict_resumes_the_stream():
     src = noise_mod.NoiseSource([9, 10])
-    first = src.next(6, torch.float64).clone()
+    first = src.draw(6, torch.float64).wait().clone()
     state = src.state_dict()
-    second = src.next(6, torch.float64).clone()
+    second = src.draw(6, torch.float64).wait().clone()
     other = noise_mod.NoiseSource([0, 0])
     other.load_state_dict(state)
-    assert torch.equal(other.next(6, torch.float64), second)
+    assert torch.equal(other.draw(6, torch.float64).wait(), second)
     for k, seed in enumerate([9, 10]):
         a, b = _reference_stream(seed, [6, 6], torch.float64)
         assert torch.equal(first[k], a) and torch.equal(second[k], b)

@@ -116,7 +116,7 @@ class NoiseSource:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self._generators: list[list[torch.Generator]] = [[] for _ in self.seeds]
         self._buffer: Tensor | None = None
-        self._targets: list[tuple[Tensor, torch.Generator]] = []
+        self._targets: list[tuple[int, int, Tensor, torch.Generator]] = []
 
     @property
     def members(self) -> int:
@@ -130,9 +130,6 @@ class NoiseSource:
             gens.append(g)
         return gens[c]
 
-    def _fill(self, row: Tensor, k: int, c: int) -> None:
-        row[c * CHUNK : (c + 1) * CHUNK].normal_(generator=self._generator(k, c))
-
     def buffer(self, size: int, dtype: torch.dtype) -> Tensor:
         """The preallocated ``(K, size)`` buffer that draws fill."""
         buf = self._buffer
@@ -140,8 +137,9 @@ class NoiseSource:
             buf = torch.empty((self.members, size), dtype=dtype, device=self.device)
             self._buffer = buf
             chunks = self.chunks(size)
+            # the (member, chunk, row slice, generator) jobs of a draw, built once per buffer
             self._targets = [
-                (buf[k, c * CHUNK : (c + 1) * CHUNK], self._generator(k, c))
+                (k, c, buf[k, c * CHUNK : (c + 1) * CHUNK], self._generator(k, c))
                 for k in range(self.members)
                 for c in range(chunks)
             ]
@@ -156,35 +154,25 @@ class NoiseSource:
         jobs = self.members * self.chunks(size)
         return self.device.type == "cpu" and jobs > 1 and self.members * size >= PARALLEL_THRESHOLD
 
-    def next(self, size: int, dtype: torch.dtype) -> Tensor:
-        """The next ``(K, size)`` standard normals, drawn on this thread (small draws). The
-        buffer is reused by the next draw."""
-        buf = self.buffer(size, dtype)
-        for row, gen in self._targets:
-            row.normal_(generator=gen)
-        return buf
-
     def draw(
         self,
         size: int,
         dtype: torch.dtype,
         after_chunk: Callable[[int, int, Tensor], None] | None = None,
     ) -> _Pending:
-        """Start drawing ``size`` normals per member (no prefetch; large draws); returns a
-        handle whose ``wait()`` gives the ``(K, size)`` buffer (valid until the next draw).
+        """Start drawing ``size`` normals per member; returns a handle whose ``wait()`` gives
+        the ``(K, size)`` buffer (valid until the next draw). Small draws are made on this
+        thread before returning; large ones are shared among the worker threads.
 
         ``after_chunk(k, c, buffer)``, if given, runs right after chunk ``c`` of member ``k``
         is drawn, on the same thread, while the chunk is still in cache (the optimizer uses it
         to apply elementwise schemes chunk by chunk on the worker threads)."""
         buf = self.buffer(size, dtype)
-        chunks = self.chunks(size)
-        jobs = [(k, c) for k in range(self.members) for c in range(chunks)]
-        for k in range(self.members):  # create generators on this thread, in order
-            self._generator(k, chunks - 1)
+        jobs = self._targets
 
-        def run(share: list[tuple[int, int]]) -> None:
-            for k, c in share:
-                self._fill(buf[k], k, c)
+        def run(share: list[tuple[int, int, Tensor, torch.Generator]]) -> None:
+            for k, c, row, gen in share:
+                row.normal_(generator=gen)
                 if after_chunk is not None:
                     after_chunk(k, c, buf)
 

@@ -441,16 +441,13 @@ class PartitionedLangevin(torch.optim.Optimizer):
             work.append(_Work(group, scheme, view, hp, offsets))
 
         chunked = self._chunk_plan(work, size)
-        if chunked is not None or self._noise.parallel(size):
-            pending = self._noise.draw(size, dtype, chunked.run if chunked else None)
-        else:
-            pending = None  # a small draw: made on this thread below
+        pending = self._noise.draw(size, dtype, chunked.run if chunked else None)
         # the remaining groups: gradient parts first (they need no noise: with worker threads
         # drawing, they overlap the draw)
         rest = [w for w in work if not (chunked and w.chunked)]
         for w in rest:
             w.scheme.gradient_part(w.view, w.hp)
-        buf = pending.wait() if pending is not None else self._noise.next(size, dtype)
+        buf = pending.wait()
         for w in rest:
             draws = iter(self._noise_views(buf, w))
             w.scheme.gradient_free_part(w.view, w.hp, lambda draws=draws: next(draws))
