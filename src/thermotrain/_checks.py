@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import torch
 
@@ -84,3 +85,44 @@ def check_seed(name: str, value: object) -> int:
     if value >= SEED_LIMIT:
         raise ValueError(f"{name} must be < 2**63, got {value}")
     return value
+
+
+def member_seeds(seed: object, members: int, name: str = "seed") -> tuple[int, ...]:
+    """The seeds of ``members`` ensemble members: an int ``s`` gives ``s, s + 1, …``; a
+    sequence must hold exactly one seed per member. Every seed is checked."""
+    if is_int(seed):
+        first = check_seed(name, seed)
+        if first + members > SEED_LIMIT:
+            raise ValueError(
+                f"{name} + ensemble - 1 = {first + members - 1} must be < 2**63 "
+                f"({name}={first}, ensemble={members})"
+            )
+        return tuple(first + k for k in range(members))
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence):
+        raise TypeError(
+            f"{name} must be an int or a sequence of {members} ints (one per member), got "
+            f"{seed!r} of type {type(seed).__name__}"
+        )
+    if len(seed) != members:
+        raise ValueError(
+            f"{name} must list one seed per ensemble member: ensemble={members} but "
+            f"len({name})={len(seed)} ({name}={list(seed)!r})"
+        )
+    return tuple(check_seed(f"{name}[{k}]", s) for k, s in enumerate(seed))
+
+
+def make_generator(seed: int | torch.Generator) -> torch.Generator:
+    """A CPU :class:`torch.Generator` from an int seed, or ``seed`` itself if it is one.
+
+    Passing a generator lets a caller draw several data sets from one stream; it is advanced
+    in place. Generators must live on the CPU so that the numbers do not depend on the
+    device the data is finally moved to.
+    """
+    if isinstance(seed, torch.Generator):
+        if seed.device.type != "cpu":
+            raise ValueError(
+                f"seed generator must be a CPU torch.Generator, got one on {seed.device}; "
+                "data are drawn on the CPU and then moved to `device`"
+            )
+        return seed
+    return torch.Generator(device="cpu").manual_seed(check_seed("seed", seed))

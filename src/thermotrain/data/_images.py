@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_device, check_float_dtype
+from .._checks import check_device, check_float_dtype
 from .errors import DatasetCorruptError
 from .registry import DatasetSpec
 

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from ._checks import SEED_LIMIT, check_device, check_int, check_seed
+from .._checks import check_device, check_int, check_seed, member_seeds
 
 __all__ = ["Minibatcher", "take"]
 
@@ -270,19 +270,15 @@ def _resolve_seeds(
     if seeds is not None:
         if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence):
             raise TypeError(f"seeds must be a sequence of ints, got {seeds!r}")
-        resolved = tuple(check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds))
-        if not resolved:
+        if not seeds:
             raise ValueError("seeds must not be empty")
-        if ensemble is not None and check_int("ensemble", ensemble, minimum=1) != len(resolved):
-            raise ValueError(f"ensemble={ensemble} does not match len(seeds)={len(resolved)}")
-        return resolved
+        if ensemble is not None and check_int("ensemble", ensemble, minimum=1) != len(seeds):
+            raise ValueError(f"ensemble={ensemble} does not match len(seeds)={len(seeds)}")
+        return member_seeds(seeds, len(seeds), "seeds")
     if seed is None:
         raise TypeError("Minibatcher needs an explicit seed=int or seeds=[...] (no global RNG)")
-    seed = check_seed("seed", seed)
     k = 1 if ensemble is None else check_int("ensemble", ensemble, minimum=1)
-    if seed + k > SEED_LIMIT:
-        raise ValueError(f"seed + ensemble - 1 = {seed + k - 1} must be < 2**63")
-    return tuple(seed + i for i in range(k))
+    return member_seeds(seed, k)
 
 
 T = TypeVar("T", Tensor, tuple, list)

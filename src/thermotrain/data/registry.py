@@ -32,7 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from ._checks import check_float
+from .._checks import check_float
 from .errors import (
     DatasetCorruptError,
     DatasetDownloadError,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._checks import check_device, check_float, check_float_dtype, check_int, make_generator
+from .._checks import check_device, check_float, check_float_dtype, check_int, make_generator
 
 __all__ = [
     "spirals",

@@ -36,8 +36,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_seed
-from ._checks import is_int
+from .._checks import check_seed, make_generator
+from .._checks import member_seeds as shared_member_seeds
 
 __all__ = [
     "Init",
@@ -49,7 +49,6 @@ __all__ = [
     "init_layer_",
 ]
 
-_MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -156,31 +155,7 @@ def member_seeds(seed: object, ensemble: int | None) -> tuple[int, ...]:
                 f"{type(seed).__name__}; a list of seeds needs ensemble=len(seeds)"
             )
         return (check_seed("seed", seed),)
-    if is_int(seed):
-        first = check_seed("seed", seed)
-        if first + ensemble - 1 > _MAX_SEED:
-            raise ValueError(
-                f"seed + ensemble - 1 must be <= 2**63 - 1, got seed={first}, ensemble={ensemble}"
-            )
-        return tuple(first + k for k in range(ensemble))
-    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence):
-        raise TypeError(
-            f"seed must be an int or a sequence of {ensemble} ints (one per member), got "
-            f"{seed!r} of type {type(seed).__name__}"
-        )
-    if len(seed) != ensemble:
-        raise ValueError(
-            f"seed must list exactly one seed per member: ensemble={ensemble} but "
-            f"len(seed)={len(seed)} (seed={list(seed)!r})"
-        )
-    return tuple(check_seed(f"seed[{k}]", s) for k, s in enumerate(seed))
-
-
-def make_generator(seed: int) -> torch.Generator:
-    """A fresh CPU :class:`torch.Generator` seeded with ``seed``."""
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(seed)
-    return gen
+    return shared_member_seeds(seed, ensemble)
 
 
 def init_weight_bias_(

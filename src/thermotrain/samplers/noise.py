@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_seed
+from .._checks import member_seeds
 
 __all__ = ["NoiseSource", "CHUNK", "normalize_seeds"]
 
@@ -66,20 +66,7 @@ def normalize_seeds(seed: int | Sequence[int] | None, members: int) -> list[int]
     """
     if seed is None:
         seed = secrets.randbits(62)
-    if isinstance(seed, bool):
-        raise TypeError(f"seed must be an int or a sequence of ints, got {seed!r}")
-    if isinstance(seed, (int, np.integer)):
-        seeds = [int(seed) + k for k in range(members)]
-    elif isinstance(seed, Sequence) and not isinstance(seed, (str, bytes)):
-        seeds = list(seed)
-        if len(seeds) != members:
-            raise ValueError(
-                f"seed lists one seed per ensemble member: got {len(seeds)} seeds for "
-                f"{members} members"
-            )
-    else:
-        raise TypeError(f"seed must be an int or a sequence of ints, got {seed!r}")
-    return [check_seed("seed", s) for s in seeds]
+    return list(member_seeds(seed, members))
 
 
 def _chunk_seed(seed: int, chunk: int) -> int:
