@@ -38,6 +38,12 @@ OPTIMIZERS = {
     "BAOAB": lambda m: tt.BAOAB(m.parameters(), lr=1e-3, friction=1.0, temperature=1e-6, seed=0),
     "AdLaLa": lambda m: tt.AdLaLa(m, lr=1e-3, seed=0),
     "SGLD": lambda m: tt.SGLD(m.parameters(), lr=1e-3, temperature=1e-6, seed=0),
+    # the same samplers with the counter-based noise source
+    "BAOAB/philox": lambda m: tt.BAOAB(m.parameters(), lr=1e-3, friction=1.0,
+                                       temperature=1e-6, seed=0, rng="philox"),
+    "AdLaLa/philox": lambda m: tt.AdLaLa(m, lr=1e-3, seed=0, rng="philox"),
+    "SGLD/philox": lambda m: tt.SGLD(m.parameters(), lr=1e-3, temperature=1e-6, seed=0,
+                                     rng="philox"),
 }
 
 
@@ -62,9 +68,9 @@ def bench(model: nn.Module, rounds: int, steps: int) -> dict[str, float]:
 def report(title: str, n_params: int, med: dict[str, float]) -> None:
     print(f"\n{title}: {n_params / 1e6:.2f}M parameters, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'optimizer':<12}{'step (ms)':>11}{'× Adam':>9}{'× SGD':>8}")
+    print(f"{'optimizer':<15}{'step (ms)':>11}{'× Adam':>9}{'× SGD':>8}")
     for name, t in med.items():
-        print(f"{name:<12}{t * 1e3:>11.3f}{t / med['Adam']:>9.2f}{t / med['SGD(m=0.9)']:>8.2f}")
+        print(f"{name:<15}{t * 1e3:>11.3f}{t / med['Adam']:>9.2f}{t / med['SGD(m=0.9)']:>8.2f}")
 
 
 def main() -> None:

@@ -60,3 +60,12 @@ SAMPLERS = [
                 dict(lr=0.1, temperature=1e-4, noise=0.01, coupling=0.05),
                 dict(temperature=0.0, noise=0.0), True),
 ]
+
+# The counter-based noise source: every generic property must hold with it too.
+SAMPLERS += [
+    SamplerSpec(f"{name}-philox", spec.build, {**spec.kwargs, "rng": "philox"},
+                spec.zero_noise, spec.partitioned)
+    for spec in list(SAMPLERS)
+    for name in [spec.name]
+    if spec.name in ("BAOAB", "SGLD", "AdLaLa", "LOL", "PartitionedLangevin")
+]

@@ -52,8 +52,12 @@ def test_state_dict_round_trip(spec):
             else:
                 assert value == other_value, key
     assert a["noise"]["seeds"] == b["noise"]["seeds"] == [0]
-    for ga, gb in zip(a["noise"]["generators"], b["noise"]["generators"], strict=True):
-        assert all(torch.equal(x, y) for x, y in zip(ga, gb, strict=True))
+    assert a["noise"]["rng"] == b["noise"]["rng"] == spec.kwargs.get("rng", "torch")
+    if a["noise"]["rng"] == "philox":
+        assert a["noise"]["draws"] == b["noise"]["draws"] == 7
+    else:
+        for ga, gb in zip(a["noise"]["generators"], b["noise"]["generators"], strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(ga, gb, strict=True))
 
 
 @pytest.mark.parametrize("spec", SAMPLERS, ids=ids)
@@ -85,7 +89,14 @@ def test_foreach_equals_reference(spec):
     la, lb = make_layers(), make_layers()
     a = run(spec.build(la, seed=1, foreach=True, **spec.kwargs), la, 25)
     b = run(spec.build(lb, seed=1, foreach=False, **spec.kwargs), lb, 25)
-    _equal(a, b)
+    if spec.kwargs.get("rng") == "philox":
+        # the fast path is the fused C kernel: the same maps in the same order, but the
+        # compiler may fuse multiply-adds and pᵀp is summed in float64 (fused.py), so the
+        # paths agree to rounding (float64 here: 25 steps of O(1) values)
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-13)
+    else:
+        _equal(a, b)
 
 
 @pytest.mark.parametrize("spec", SAMPLERS, ids=ids)

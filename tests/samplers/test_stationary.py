@@ -112,6 +112,13 @@ LINEAR_CASES = [
      [("langevin", 0.5, TAU), ("langevin", 3.0, TAU)], 0.3),
     ("LOL", lambda L, s: tt.LOL(L, lr=0.3, friction=1.0, temperature=TAU, seed=s),
      [("langevin", 1.0, TAU), ("overdamped", 0.0, TAU)], 0.3),
+    # the counter-based noise source must sample the same laws
+    ("BAOAB-philox", lambda L, s: tt.BAOAB(_flat(L), lr=0.3, friction=1.0, temperature=TAU,
+                                           seed=s, rng="philox"),
+     [("langevin", 1.0, TAU)] * 2, 0.3),
+    ("SGLD-philox", lambda L, s: tt.SGLD(_flat(L), lr=0.1, temperature=TAU, seed=s,
+                                         rng="philox"),
+     [("sgld", 0.0, TAU)] * 2, 0.1),
 ]
 
 
@@ -120,7 +127,7 @@ def test_linear_schemes_match_exact_discrete_covariance(name, build, schemes, h)
     exact = exact_linear_covariance(schemes, h)
     mean, se = sample_covariance(build, h, chains=2000, burn=300, steps=2500)
     assert np.all(np.abs(mean - exact) < 5 * se), (mean, exact, se)
-    if name == "SGLD":
+    if name.startswith("SGLD"):
         # ULA's exact covariance τ[A(I − hA/2)]⁻¹ (SPEC §4), visibly different from τA⁻¹
         ula = TAU * np.linalg.inv(A @ (np.eye(2) - h * A / 2))
         np.testing.assert_allclose(exact, ula, rtol=1e-10)

@@ -15,6 +15,11 @@ Member ``k`` draws its ``M`` numbers from its own generators, into row ``k`` of 
 
 Generator ``(k, 0)`` is seeded with ``s_k`` itself; further chunks use seeds derived from
 ``(s_k, c)`` with :class:`numpy.random.SeedSequence`.
+
+``rng="philox"`` replaces the generators by the counter-based stream of :mod:`.philox`: draw
+``d`` of member ``k`` is entries ``[0, M)`` of the Philox stream ``(s_k, d)``. It is about
+twice as fast, its state is just the draw counter, and a whole ensemble is filled by one
+kernel call.
 """
 
 from __future__ import annotations
@@ -29,8 +34,12 @@ import torch
 from torch import Tensor
 
 from .._checks import member_seeds
+from .philox import Keys, philox_axpby_many_, philox_normal_
 
-__all__ = ["NoiseSource", "CHUNK", "normalize_seeds"]
+__all__ = ["NoiseSource", "CounterNoise", "CHUNK", "RNGS", "normalize_seeds"]
+
+#: the noise sources a sampler can use (``rng=``)
+RNGS = ("torch", "philox")
 
 #: entries per generator chunk (fixed: changing it changes every trajectory)
 CHUNK = 1 << 20
@@ -90,6 +99,39 @@ class _Pending:
         return self.buffer
 
 
+class CounterNoise:
+    """One draw's noise for the tensors of a group, never materialized: sub-steps call
+    :meth:`axpby_` (``x ← a·x + b·R``) and the Philox kernel makes ``R`` in cache (see
+    :func:`.philox.philox_axpby_`). Tensor ``i``'s entries take stream entries from
+    ``offsets[i]`` on, member by member, exactly where the ``(K, M)`` buffer of
+    :meth:`NoiseSource.draw` would hold them."""
+
+    def __init__(self, source: NoiseSource, draw: int, offsets: Sequence[int],
+                 ensemble_dims: Sequence[int | None]):
+        self.source, self.draw = source, draw
+        self.offsets, self.ensemble_dims = list(offsets), list(ensemble_dims)
+
+    def axpby_(self, tensors: Sequence[Tensor], a: float, b: float) -> None:
+        keys, members = self.source._keys, self.source.members  # noqa: SLF001 - same module
+        assert keys is not None
+        pieces: list[tuple[Tensor, int]] = []
+        for t, off, edim in zip(tensors, self.offsets, self.ensemble_dims, strict=True):
+            n = t.numel() // members
+            if t.is_contiguous() and (edim is None or edim == 0 or members == 1):
+                pieces.append((t.view(members, n), off))
+                continue
+            # another layout: materialize the member rows, then one torch update
+            z = philox_normal_(torch.empty(members, n, dtype=t.dtype, device=t.device),
+                               keys, self.draw, off)
+            z = z.view(members, *[s for i, s in enumerate(t.shape) if i != edim])
+            z = z.movedim(0, edim) if edim is not None else z.view(t.shape)
+            if a == 0.0:
+                t.copy_(z).mul_(b)
+            else:
+                t.mul_(a).add_(z, alpha=b)
+        philox_axpby_many_(pieces, keys, self.draw, a, b)
+
+
 class NoiseSource:
     """Per-member, per-chunk generators and a reusable ``(K, M)`` noise buffer.
 
@@ -98,16 +140,30 @@ class NoiseSource:
     contend with the main thread for the interpreter. Large draws use the worker threads.)
     """
 
-    def __init__(self, seeds: Sequence[int], device: torch.device | str | None = None):
+    def __init__(self, seeds: Sequence[int], device: torch.device | str | None = None,
+                 rng: str = "torch"):
+        if rng not in RNGS:
+            raise ValueError(f"rng must be one of {RNGS}, got {rng!r}")
+        self.rng = rng
         self.seeds = list(seeds)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self._generators: list[list[torch.Generator]] = [[] for _ in self.seeds]
+        self._keys = Keys(self.seeds) if rng == "philox" else None
+        self._draws = 0  # draws made so far (the philox counter)
         self._buffer: Tensor | None = None
-        self._targets: list[tuple[int, int, Tensor, torch.Generator]] = []
+        self._targets: list[tuple[int, int, Tensor, torch.Generator | None]] = []
 
     @property
     def members(self) -> int:
         return len(self.seeds)
+
+    def advance(self) -> int:
+        """Reserve the next draw of a counter-based (``"philox"``) source; returns its index."""
+        if self._keys is None:
+            raise RuntimeError("advance() is for rng='philox' sources")
+        draw = self._draws
+        self._draws += 1
+        return draw
 
     def _generator(self, k: int, c: int) -> torch.Generator:
         gens = self._generators[k]
@@ -126,7 +182,8 @@ class NoiseSource:
             chunks = self.chunks(size)
             # the (member, chunk, row slice, generator) jobs of a draw, built once per buffer
             self._targets = [
-                (k, c, buf[k, c * CHUNK : (c + 1) * CHUNK], self._generator(k, c))
+                (k, c, buf[k, c * CHUNK : (c + 1) * CHUNK],
+                 self._generator(k, c) if self._keys is None else None)
                 for k in range(self.members)
                 for c in range(chunks)
             ]
@@ -137,9 +194,11 @@ class NoiseSource:
         return max(1, -(-size // CHUNK))
 
     def parallel(self, size: int) -> bool:
-        """Whether a draw of ``size`` numbers per member is spread over the worker threads."""
+        """Whether a draw of ``size`` numbers per member is spread over the worker threads
+        (torch generators only: the Philox kernel runs on torch's own threads)."""
         jobs = self.members * self.chunks(size)
-        return self.device.type == "cpu" and jobs > 1 and self.members * size >= PARALLEL_THRESHOLD
+        return (self._keys is None and self.device.type == "cpu" and jobs > 1
+                and self.members * size >= PARALLEL_THRESHOLD)
 
     def draw(
         self,
@@ -156,8 +215,14 @@ class NoiseSource:
         to apply elementwise schemes chunk by chunk on the worker threads)."""
         buf = self.buffer(size, dtype)
         jobs = self._targets
+        if self._keys is not None:
+            # the whole ensemble in one kernel call (on torch's threads)
+            philox_normal_(buf, self._keys, self.advance())
+            for k, c, _, _ in jobs if after_chunk is not None else []:
+                after_chunk(k, c, buf)
+            return _Pending(buf, [])
 
-        def run(share: list[tuple[int, int, Tensor, torch.Generator]]) -> None:
+        def run(share: list[tuple[int, int, Tensor, torch.Generator | None]]) -> None:
             for k, c, row, gen in share:
                 row.normal_(generator=gen)
                 if after_chunk is not None:
@@ -174,7 +239,10 @@ class NoiseSource:
 
     # --- state -------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        if self._keys is not None:
+            return {"rng": "philox", "seeds": list(self.seeds), "draws": self._draws}
         return {
+            "rng": "torch",
             "seeds": list(self.seeds),
             "generators": [[g.get_state() for g in gens] for gens in self._generators],
         }
@@ -186,7 +254,16 @@ class NoiseSource:
                 f"noise state has {len(seeds)} ensemble members, this optimizer has "
                 f"{self.members}"
             )
+        saved = state.get("rng", "torch")
+        if saved != self.rng:
+            raise ValueError(f"noise state was saved with rng={saved!r}, but this optimizer "
+                             f"uses rng={self.rng!r}: construct it with rng={saved!r}")
         self.seeds = seeds
+        if self._keys is not None:
+            self._keys = Keys(seeds)
+            self._draws = int(state["draws"])
+            self._buffer, self._targets = None, []
+            return
         self._generators = [[] for _ in seeds]
         self._buffer, self._targets = None, []
         for k, states in enumerate(state["generators"]):

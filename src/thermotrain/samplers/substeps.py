@@ -25,6 +25,10 @@ The ensemble axis: a tensor may carry a leading (or any) axis of K independent r
 only sub-steps that reduce or broadcast over entries are C and E; they take the thermostat
 ``xi`` already shaped to broadcast against its tensor (size K on the ensemble axis, 1
 elsewhere) and :func:`sum_squares` reduces per member.
+
+Noise ``R`` is a list of tensors, or (``rng="philox"``) a
+:class:`~thermotrain.samplers.noise.CounterNoise` that O and D apply fused,
+:math:`x \leftarrow a\,x + b\,R` in one pass, without storing R.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from .noise import CounterNoise
 
 __all__ = [
     "drift",
@@ -73,13 +79,16 @@ def ou_coefficients(friction: float, temperature: float, t: float) -> tuple[floa
 
 
 def ou(
-    momenta: Sequence[Tensor], noise: Sequence[Tensor], c: float, d: float, foreach: bool
+    momenta: Sequence[Tensor], noise: Sequence[Tensor] | CounterNoise, c: float, d: float,
+    foreach: bool,
 ) -> None:
     r"""O: :math:`p \leftarrow c\,p + d\,R`.
 
     ``c = 0`` is a full resample :math:`p \leftarrow d R` (the overdamped limit).
     """
-    if foreach:
+    if isinstance(noise, CounterNoise):
+        noise.axpby_(momenta, c, d)
+    elif foreach:
         if c == 0.0:
             torch._foreach_copy_(momenta, noise)
             torch._foreach_mul_(momenta, d)
@@ -106,9 +115,12 @@ def rescale(momenta: Sequence[Tensor], xis: Sequence[Tensor], t: float, foreach:
             p.mul_(f)
 
 
-def inject(momenta: Sequence[Tensor], noise: Sequence[Tensor], scale: float, foreach: bool) -> None:
+def inject(momenta: Sequence[Tensor], noise: Sequence[Tensor] | CounterNoise, scale: float,
+           foreach: bool) -> None:
     r"""D: :math:`p \leftarrow p + s\,R` with :math:`s = \sigma_A\sqrt{t}` (caller computes s)."""
-    if foreach:
+    if isinstance(noise, CounterNoise):
+        noise.axpby_(momenta, 1.0, scale)
+    elif foreach:
         torch._foreach_add_(momenta, noise, alpha=scale)
     else:
         for p, r in zip(momenta, noise, strict=True):
