@@ -27,31 +27,35 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import thermotrain as tt
 from thermotrain.data import Minibatcher, spirals
-from thermotrain.models import MLP, ensemble_loss
+from thermotrain.models import MLP, ensemble_loss, fused
 from thermotrain.perf import tune_malloc
 
 BATCH = 25
 
 
-def vectorized(x: torch.Tensor, y: torch.Tensor, members: int, steps: int) -> float:
+def vectorized(x: torch.Tensor, y: torch.Tensor, members: int, steps: int, rng: str) -> float:
     seeds = list(range(members))
     model = MLP([2, 100, 1], ensemble=members, seed=seeds)
-    opt = tt.AdLaLa(model, ensemble_dim=0, seed=[s + 2_000_006 for s in seeds])
+    opt = tt.AdLaLa(model, ensemble_dim=0, seed=[s + 2_000_006 for s in seeds], rng=rng)
     batcher = Minibatcher(len(x), BATCH, seeds=[s + 1_000_003 for s in seeds])
+    fast = fused.supports(model, x, y)  # as the runner: the fused gradient where it applies
     start = time.perf_counter()
     for _ in range(steps):
         idx = batcher.next()
-        loss = ensemble_loss(model(x[idx]), y[idx]).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if fast:
+            fused.loss_and_grad(model, x, y, idx)
+        else:
+            loss = ensemble_loss(model(x[idx]), y[idx]).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         opt.step()
     return time.perf_counter() - start
 
 
-def one_seed(x: torch.Tensor, y: torch.Tensor, seed: int, steps: int) -> float:
+def one_seed(x: torch.Tensor, y: torch.Tensor, seed: int, steps: int, rng: str) -> float:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(2, 100), nn.ReLU(), nn.Linear(100, 1), nn.Sigmoid())
-    opt = tt.AdLaLa(model, seed=seed)
+    opt = tt.AdLaLa(model, seed=seed, rng=rng)
     loader = DataLoader(TensorDataset(x, y[:, None]), batch_size=BATCH, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     loss_fn = nn.BCELoss()
@@ -75,17 +79,19 @@ def main() -> None:
     ap.add_argument("--baseline-seeds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for both (the runner's default is 1)")
+    ap.add_argument("--rng", choices=["torch", "philox"], default="philox",
+                    help="the samplers' noise source, for both (a) and (b)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tune_malloc()  # as `thermotrain run` does; process-wide, so (a) and (b) alike
     x, y = spirals(500, turns=4, seed=0)
-    vectorized(x, y, args.members, 20)  # warm-up
-    t_vec = vectorized(x, y, args.members, args.steps)
-    one_seed(x, y, 0, 20)
-    t_loop = sum(one_seed(x, y, s, args.steps) for s in range(args.baseline_seeds))
+    vectorized(x, y, args.members, 20, args.rng)  # warm-up
+    t_vec = vectorized(x, y, args.members, args.steps, args.rng)
+    one_seed(x, y, 0, 20, args.rng)
+    t_loop = sum(one_seed(x, y, s, args.steps, args.rng) for s in range(args.baseline_seeds))
     t_loop_all = t_loop / args.baseline_seeds * args.members
     print(f"notebook-4turn AdLaLa protocol, K = {args.members} seeds × {args.steps} steps, "
-          f"torch {torch.__version__}, {args.threads} thread(s)")
+          f"torch {torch.__version__}, {args.threads} thread(s), rng={args.rng}")
     print(f"(a) vectorized ensemble:         {t_vec:8.2f} s  "
           f"({args.steps / t_vec:7.0f} ensemble steps/s)")
     print(f"(b) one seed at a time, DataLoader: {t_loop_all:8.2f} s  "

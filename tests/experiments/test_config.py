@@ -75,6 +75,7 @@ def test_sweeps_expand_into_methods():
         ({"training": {"steps": -3}}, "[training] steps must be an integer >= 1, got -3"),
         ({"training": {"steps": 1.5}}, "[training] steps must be an integer"),
         ({"training": {"replacement": "yes"}}, "[training] replacement must be true or false"),
+        ({"training": {"rng": "mt19937"}}, "[training] rng must be one of torch, philox"),
         ({"training": {"batch_size": 100}}, "[training] batch_size (100) exceeds"),
         ({"training": {"eval_evry": 3}}, "[training] 'eval_evry' is not a known key"),
         ({"model": {"init": "normal"}}, "[model] init_std is required"),

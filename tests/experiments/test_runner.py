@@ -32,14 +32,15 @@ class Stop(Exception):
     """Simulates a crash (no checkpoint is written on it)."""
 
 
-def test_ensemble_equals_separate_runs(tiny_study, tmp_path: Path):
-    methods = ALL_OPTIMIZERS
-    ens = tiny_study(methods=methods, training={"replacement": True})
+@pytest.mark.parametrize("rng", ["torch", "philox"])
+def test_ensemble_equals_separate_runs(tiny_study, tmp_path: Path, rng: str):
+    methods = ALL_OPTIMIZERS if rng == "torch" else ALL_OPTIMIZERS[:5]  # samplers only
+    ens = tiny_study(methods=methods, training={"replacement": True, "rng": rng})
     run_study(ens, tmp_path / "ens")
     rows_ens = read_metrics(tmp_path / "ens" / "metrics.csv")
     for k, seed in enumerate([5, 6, 7]):
         one = tiny_study(methods=methods, training={"seeds": 1, "seed": seed,
-                                                    "replacement": True})
+                                                    "replacement": True, "rng": rng})
         run_study(one, tmp_path / f"one{seed}")
         rows_one = read_metrics(tmp_path / f"one{seed}" / "metrics.csv")
         for m in methods:
@@ -61,12 +62,13 @@ def test_ensemble_equals_separate_runs(tiny_study, tmp_path: Path):
     assert not torch.equal(w[0], w[1])
 
 
-@pytest.mark.parametrize("how", ["keyboard", "crash"])
-def test_resume_is_bit_identical(tiny_study, tmp_path: Path, how: str):
+@pytest.mark.parametrize("how,rng", [("keyboard", "torch"), ("crash", "torch"),
+                                     ("crash", "philox")])
+def test_resume_is_bit_identical(tiny_study, tmp_path: Path, how: str, rng: str):
     # epochs of 6 steps (60 / 10), checkpoints every 8 steps: interrupts fall mid-epoch
     study = tiny_study(
         methods=ALL_OPTIMIZERS[:1] + ALL_OPTIMIZERS[4:],
-        training={"steps": 40, "checkpoint_every": 8, "eval_every": 5},
+        training={"steps": 40, "checkpoint_every": 8, "eval_every": 5, "rng": rng},
     )
     run_study(study, tmp_path / "straight")
 
@@ -137,3 +139,24 @@ def test_run_folder_contents(tiny_study, tmp_path: Path):
     final_model = _final(out, "AdLaLa")["model"]
     assert torch.equal(last["first_weight"], final_model["layers.0.weight"])
     assert not list(out.rglob(".*tmp*"))  # atomic writes leave no temporary files
+
+
+def test_fused_mlp_gradient_trains_like_autograd(tiny_study, tmp_path: Path, monkeypatch):
+    from thermotrain.models import fused
+
+    if fused._library() is None:
+        pytest.skip("no C compiler here")
+    study = tiny_study(methods=[ALL_OPTIMIZERS[0], ALL_OPTIMIZERS[6]])
+    calls = []
+    real = fused.loss_and_grad
+    monkeypatch.setattr(fused, "loss_and_grad", lambda *a: calls.append(1) or real(*a))
+    run_study(study, tmp_path / "fused")
+    assert len(calls) == 2 * 30  # both methods took the fused path at every step
+    monkeypatch.setattr(fused, "_LIB", None)  # the runner falls back to autograd
+    run_study(study, tmp_path / "autograd")
+    for name in ("AdLaLa", "Adam"):
+        a = _final(tmp_path / "fused", name)["model"]
+        b = _final(tmp_path / "autograd", name)["model"]
+        for key in a:
+            # float32, tens of steps: the two sum orders drift apart by rounding only
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -83,12 +83,13 @@ def build_model(study: StudyConfig, method: MethodConfig, data: Dataset,
     return MLP(widths, activation=m.activation, ensemble=len(seeds), init=init, seed=init_seeds)
 
 
-def build_optimizer(method: MethodConfig, model: StackableModel,
-                    seeds: Sequence[int]) -> torch.optim.Optimizer:
-    """The optimizer of ``method`` over the stacked parameters of ``model``."""
+def build_optimizer(method: MethodConfig, model: StackableModel, seeds: Sequence[int],
+                    rng: str = "torch") -> torch.optim.Optimizer:
+    """The optimizer of ``method`` over the stacked parameters of ``model`` (samplers draw
+    their noise from ``rng``)."""
     hp = dict(method.hyperparameters)
     kind = method.optimizer
-    noise = {"ensemble_dim": 0, "seed": stream_seeds(seeds, "noise")}
+    noise = {"ensemble_dim": 0, "seed": stream_seeds(seeds, "noise"), "rng": rng}
     for key in ("temperature", "friction"):
         if isinstance(hp.get(key), list):
             hp[key] = tuple(hp[key]) if kind in ("adlala", "lol") else list(hp[key])

@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..samplers.noise import RNGS
+
 try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -275,6 +277,9 @@ class TrainingConfig:
             draws the classifier averaged over them: the mean of the W predicted
             probabilities (paper Fig. 9: "the classifier was averaged over the last 10 steps
             of training"). 1 (default): no averaging.
+        rng: the samplers' noise source, ``"torch"`` (default: torch generators, SPEC §0) or
+            ``"philox"`` (counter-based and fused with the update: several times faster
+            per step; see :mod:`thermotrain.samplers.philox`).
     """
 
     steps: int
@@ -289,6 +294,7 @@ class TrainingConfig:
     saved_members: int = 3
     eval_batch: int = 10_000
     snapshot_average: int = 1
+    rng: str = "torch"
 
     @property
     def run_seeds(self) -> list[int]:
@@ -469,6 +475,8 @@ def _parse_training(raw: dict, file: str) -> TrainingConfig:
             kw[key] = _int_list(w, key, raw[key])
     if "replacement" in raw:
         kw["replacement"] = _bool(w, "replacement", raw["replacement"])
+    if "rng" in raw:
+        kw["rng"] = _str(w, "rng", raw["rng"], RNGS)
     return TrainingConfig(**kw)
 
 

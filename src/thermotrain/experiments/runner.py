@@ -45,6 +45,7 @@ from torch import Tensor
 
 from ..data import Minibatcher
 from ..models import StackableModel, ensemble_accuracy, ensemble_loss
+from ..models import fused as fused_mlp
 from .builders import Dataset, build_model, build_optimizer, load_data
 from .config import MethodConfig, StudyConfig, slug, stream_seeds
 
@@ -209,8 +210,9 @@ def _fingerprint(study: StudyConfig, method: MethodConfig, seeds: Sequence[int])
     keep = {k: d[k] for k in ("data", "model", "training")}
     keep["training"] = {k: v for k, v in keep["training"].items()
                         if k not in ("checkpoint_every", "seeds")}
-    if keep["training"].get("snapshot_average") == 1:  # the default: as before the option
-        del keep["training"]["snapshot_average"]
+    for key, default in (("snapshot_average", 1), ("rng", "torch")):
+        if keep["training"].get(key) == default:  # defaults: as before the options existed
+            del keep["training"][key]
     keep["method"] = {"optimizer": method.optimizer, "hyperparameters": method.hyperparameters,
                       "init": method.init, "init_std": method.init_std}
     keep["seeds"] = list(seeds)
@@ -285,7 +287,7 @@ def train_method(
     fingerprint = _fingerprint(study, method, seeds)
 
     model = build_model(study, method, data, seeds)
-    opt = build_optimizer(method, model, seeds)
+    opt = build_optimizer(method, model, seeds, t.rng)
     batcher = Minibatcher(data.x_train.shape[0], t.batch_size, replacement=t.replacement,
                           seeds=stream_seeds(seeds, "batches"))
     rows: list[tuple] = []
@@ -348,6 +350,7 @@ def train_method(
 
     if start == 0:
         record(0)
+    fast_grad = fused_mlp.supports(model, x, y)
     ckpt_every = t.checkpoint_every
     report_every = max(1, min(500, t.steps // 100 or 1))
     step = start
@@ -357,9 +360,12 @@ def train_method(
         try:
             while step < t.steps:
                 idx = batcher.next()
-                loss = ensemble_loss(model(x[idx]), y[idx]).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if fast_grad:  # the same gradient in one C call (models.fused)
+                    fused_mlp.loss_and_grad(model, x, y, idx)
+                else:
+                    loss = ensemble_loss(model(x[idx]), y[idx]).sum()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
                 opt.step()
                 step += 1
                 if step in eval_steps or step in snap_steps or step in window_steps:

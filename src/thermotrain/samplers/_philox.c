@@ -150,6 +150,8 @@ static void normal_f64(double *restrict out, int64_t n, uint64_t key, uint64_t d
    entry is a function of its tile alone, so results do not depend on the thread count.
    mode 0: x <- z;  mode 1: x <- a x + b z (a == 0: x <- b z). */
 #define TILE 4096
+/* below this many entries a batch runs on one thread (a parallel region costs ~µs) */
+#define PARALLEL_MIN (1 << 13)
 
 static void tile_f32(float *restrict xo, int64_t m, uint64_t key, uint64_t draw, uint64_t start,
                      int mode, float a, float b) {
@@ -190,7 +192,7 @@ void tt_philox_jobs(int64_t count, void *const *x, const int64_t *rows, const in
     entries += rows[i] * n[i];
   }
   /* one thread for small batches: a parallel region costs more than it saves */
-#pragma omp parallel for schedule(static) if (entries >= (1 << 16))
+#pragma omp parallel for schedule(static) if (entries >= PARALLEL_MIN)
   for (int64_t t = 0; t < total; t++) {
     int64_t i = 0, rest = t, tiles = 0;
     for (;; i++) {
@@ -320,7 +322,7 @@ static int run_tiles(int kind, int64_t count, void *const *theta, void *const *p
     entries += rows[i] * n[i];
   }
   int ok = 1;
-#pragma omp parallel for schedule(static) reduction(& : ok) if (entries >= (1 << 16))
+#pragma omp parallel for schedule(static) reduction(& : ok) if (entries >= PARALLEL_MIN)
   for (int64_t t = 0; t < total; t++) {
     int64_t i = 0, rest = t, tiles = 0, jrow = 0;
     for (;; i++) {

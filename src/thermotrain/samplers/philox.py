@@ -35,19 +35,13 @@ bit-reproducible on one machine but not across the two implementations.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .. import _native
 
 __all__ = [
     "philox4x32",
@@ -66,7 +60,6 @@ _TWO_PI_F32 = 6.28318530717958648
 _HALF_PI = 1.57079632679489662
 
 _SOURCE = Path(__file__).with_name("_philox.c")
-_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared"]
 _LIB: ctypes.CDLL | None | bool = False  # False: not tried yet; None: unavailable
 
 
@@ -143,66 +136,7 @@ def philox_normal_reference(
 
 
 # --------------------------------------------------------------------------- the kernel
-def _cache_dir() -> Path:
-    root = os.environ.get("THERMOTRAIN_CACHE")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "thermotrain"
-
-
-def _cpu_fingerprint() -> str:
-    # -march=native code must not be reused on another CPU (a shared home directory)
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))]
-        return "\n".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
-def _compile(target: Path, compiler: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        base = [compiler, *_FLAGS, str(_SOURCE), "-o", str(out)]
-        # glibc's vector math (libmvec) makes log/sin vectorize; without it the code is
-        # correct but slower
-        for libs in (["-lmvec", "-lm"], ["-lm"]):
-            res = subprocess.run(base + libs, capture_output=True, text=True)
-            if res.returncode == 0:
-                break
-        else:
-            raise RuntimeError(res.stderr.strip().splitlines()[-1] if res.stderr else
-                               f"{compiler} exited with {res.returncode}")
-        os.replace(out, target)  # atomic: concurrent first uses never see a partial file
-
-
-def _load() -> ctypes.CDLL | None:
-    if os.environ.get("THERMOTRAIN_NO_KERNEL"):
-        return None
-    if sys.platform == "win32":
-        return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
-        warnings.warn("thermotrain: no C compiler found for the Philox noise kernel; "
-                      "rng='philox' uses the slower torch implementation", RuntimeWarning,
-                      stacklevel=3)
-        return None
-    tag = hashlib.sha256(
-        _SOURCE.read_bytes() + " ".join([compiler, *_FLAGS]).encode()
-        + _cpu_fingerprint().encode() + platform.machine().encode()
-    ).hexdigest()[:16]
-    target = _cache_dir() / "kernels" / f"philox-{tag}.so"
-    try:
-        if not target.exists():
-            _compile(target, compiler)
-        lib = ctypes.CDLL(str(target))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        warnings.warn(f"thermotrain: could not build the Philox noise kernel ({err}); "
-                      "rng='philox' uses the slower torch implementation", RuntimeWarning,
-                      stacklevel=3)
-        return None
+def _declare(lib: ctypes.CDLL) -> None:
     i64, u64, ptr = ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p
     lib.tt_philox_jobs.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, ptr, u64, ctypes.c_int,
                                    ctypes.c_double, ctypes.c_double, ctypes.c_int]
@@ -215,13 +149,12 @@ def _load() -> ctypes.CDLL | None:
     lib.tt_adaptive_jobs.restype = ctypes.c_int
     lib.tt_philox4x32_raw.argtypes = [ptr, i64, u64, u64, u64]
     lib.tt_philox4x32_raw.restype = None
-    return lib
 
 
 def _library() -> ctypes.CDLL | None:
     global _LIB
     if _LIB is False:
-        _LIB = _load()
+        _LIB = _native.load(_SOURCE, "rng='philox'", _declare)
     return _LIB  # type: ignore[return-value]
 
 

@@ -1,0 +1,97 @@
+"""The fused ensemble-MLP gradient (models.fused) against autograd, and its contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from thermotrain.models import MLP, classification_loss, ensemble_loss, fused
+
+needs_kernel = pytest.mark.skipif(fused._library() is None, reason="no C compiler here")
+
+CASES = [
+    # widths, activation, ensemble, dtype
+    ([2, 100, 1], "relu", 5, torch.float32),   # the paper's SHLP, binary head
+    ([2, 7, 1], "relu", None, torch.float64),  # a plain (non-ensemble) net
+    ([3, 9, 5, 4], "tanh", 3, torch.float64),  # deeper, tanh, softmax head
+    ([4, 20, 3], "relu", 2, torch.float32),    # in = 4 (its own loop), 3 classes
+    ([6, 12, 10, 1], "tanh", 4, torch.float32),  # in > 4 and out < 8 layers
+    ([1, 9, 2], "relu", 2, torch.float64),     # in = 1
+]
+
+
+def _autograd(model, x, y, idx):
+    model.zero_grad(set_to_none=True)
+    if model.ensemble_size is None:
+        loss = classification_loss(model(x[idx]), y[idx])
+    else:
+        loss = ensemble_loss(model(x[idx]), y[idx])
+    loss.sum().backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@needs_kernel
+@pytest.mark.parametrize("widths,act,k,dtype", CASES)
+def test_fused_loss_and_gradient_equal_autograd(widths, act, k, dtype):
+    g = torch.Generator().manual_seed(0)
+    model = MLP(widths, activation=act, ensemble=k, seed=1, dtype=dtype)
+    n = 40
+    x = torch.randn(n, widths[0], generator=g, dtype=dtype)
+    y = torch.randint(0, max(2, widths[-1]), (n,), generator=g)
+    idx = torch.randint(0, n, (k or 1, 11), generator=g)
+    idx = idx[0] if k is None else idx
+    assert fused.supports(model, x, y)
+    loss, grads = _autograd(model, x, y, idx)
+    got = fused.loss_and_grad(model, x, y, idx)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12,
+                                                                         atol=1e-14)
+    torch.testing.assert_close(got, loss, **tol)
+    for p, ref in zip(model.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.grad, ref, **tol)
+    assert any(r.abs().max() > 1e-3 for r in grads)  # not a vacuous comparison
+
+
+@needs_kernel
+def test_fused_gradient_overwrites_and_does_not_depend_on_threads_or_k():
+    x = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] > 0).long()
+    idx = torch.randint(0, 30, (6, 8), generator=torch.Generator().manual_seed(2))
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            m = MLP([2, 50, 1], ensemble=6, seed=3)
+            for p in m.parameters():
+                p.grad = torch.full_like(p, 7.0)  # stale: must be overwritten
+            fused.loss_and_grad(m, x, y, idx)
+            out.append([p.grad.clone() for p in m.parameters()])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*out, strict=True):
+        assert torch.equal(a, b)
+    # member 4 alone equals member 4 of the ensemble
+    single = MLP([2, 50, 1], seed=7)  # ensemble seeds 3..8: member 4 has seed 7
+    fused.loss_and_grad(single, x, y, idx[4])
+    for p, g in zip(single.parameters(), out[0], strict=True):
+        assert torch.equal(p.grad, g[4])
+
+
+def test_supports_declines_what_it_cannot_do():
+    x, y = torch.randn(10, 2), torch.zeros(10)
+    assert not fused.supports(MLP([3, 5, 1]), x, y)  # wrong input width
+    assert not fused.supports(MLP([2, 5, 1], dtype=torch.float16), x, y)
+    assert not fused.supports(MLP([2, 300, 300, 1]), x, y)  # large: autograd's GEMMs win
+    assert not fused.supports(torch.nn.Linear(2, 1), x, y)
+
+
+@needs_kernel
+def test_bad_indices_and_targets_are_clear_errors():
+    m = MLP([2, 5, 3], ensemble=2)
+    x, y = torch.randn(10, 2), torch.randint(0, 3, (10,))
+    with pytest.raises(ValueError, match=r"idx must index the 10 rows of x, got values in"):
+        fused.loss_and_grad(m, x, y, torch.full((2, 4), 10))
+    with pytest.raises(ValueError, match=r"idx must be int64 of shape \(K=2, B\)"):
+        fused.loss_and_grad(m, x, y, torch.zeros(3, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\)"):
+        fused.loss_and_grad(m, x, torch.full((10,), 5), torch.zeros(2, 4, dtype=torch.int64))
