@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import json
 import math
 import os
@@ -172,6 +173,18 @@ class _Progress:
         if self._bar is not None:
             text = "" if rate is None else f"{rate:,.0f} steps/s"
             self._bar.update(self._task, advance=advance, description=description, rate=text)
+
+
+@contextlib.contextmanager
+def _frozen_gc() -> Iterator[None]:
+    """Exempt the objects alive now (all of torch, pandas, matplotlib …) from the cyclic
+    garbage collector during the hot loop: otherwise every full collection walks them all,
+    ~10 % of a small-ensemble step."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextlib.contextmanager
@@ -356,7 +369,7 @@ def train_method(
     step = start
     tick = time.perf_counter()
     last_report = step
-    with _deferred_interrupt() as interrupted:
+    with _deferred_interrupt() as interrupted, _frozen_gc():
         try:
             while step < t.steps:
                 idx = batcher.next()
