@@ -56,39 +56,196 @@ void tt_philox4x32_raw(uint32_t *out, int64_t n, uint64_t first, uint64_t key, u
   }
 }
 
-/* Entries [start, start+n) of the float32 stream (key, draw), written to out[0..n). */
+/* Philox words of m lanes: lane i has counter (C0[i], C1[i], d0, d1) and key (K0[i], K1[i]).
+   The arrays hold a multiple of 16 lanes (m rounded up; the extra lanes are computed and
+   ignored). With AVX-512 the 32x32->64-bit products use vpmuludq on even and odd lanes (the
+   compiler's own vectorization widens to 64-bit lanes and vpmullq, about half as fast). */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline __m512i mulhi_epu32(__m512i x, __m512i m) {
+  const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(x, m), 32);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(x, 32), m);
+  return _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, odd);
+}
+#endif
+
+static void philox_lanes(int m, const uint32_t *C0, const uint32_t *C1, const uint32_t *K0,
+                         const uint32_t *K1, uint32_t d0, uint32_t d1, uint32_t *X0,
+                         uint32_t *X1, uint32_t *X2, uint32_t *X3) {
+#if defined(__AVX512F__)
+  const __m512i m0 = _mm512_set1_epi32((int)M0), m1 = _mm512_set1_epi32((int)M1);
+  const __m512i w0 = _mm512_set1_epi32((int)W0), w1 = _mm512_set1_epi32((int)W1);
+  for (int i = 0; i < m; i += 16) {
+    __m512i x0 = _mm512_loadu_si512(C0 + i), x1 = _mm512_loadu_si512(C1 + i);
+    __m512i x2 = _mm512_set1_epi32((int)d0), x3 = _mm512_set1_epi32((int)d1);
+    __m512i k0 = _mm512_loadu_si512(K0 + i), k1 = _mm512_loadu_si512(K1 + i);
+    for (int r = 0; r < 10; r++) {
+      const __m512i hi0 = mulhi_epu32(x0, m0), lo0 = _mm512_mullo_epi32(x0, m0);
+      const __m512i hi1 = mulhi_epu32(x2, m1), lo1 = _mm512_mullo_epi32(x2, m1);
+      x0 = _mm512_xor_si512(_mm512_xor_si512(hi1, x1), k0);
+      x2 = _mm512_xor_si512(_mm512_xor_si512(hi0, x3), k1);
+      x1 = lo1;
+      x3 = lo0;
+      k0 = _mm512_add_epi32(k0, w0);
+      k1 = _mm512_add_epi32(k1, w1);
+    }
+    _mm512_storeu_si512(X0 + i, x0);
+    _mm512_storeu_si512(X1 + i, x1);
+    _mm512_storeu_si512(X2 + i, x2);
+    _mm512_storeu_si512(X3 + i, x3);
+  }
+#else
+#pragma omp simd
+  for (int i = 0; i < m; i++) {
+    uint32_t x0 = C0[i], x1 = C1[i], x2 = d0, x3 = d1;
+    philox10(&x0, &x1, &x2, &x3, K0[i], K1[i]);
+    X0[i] = x0;
+    X1[i] = x1;
+    X2[i] = x2;
+    X3[i] = x3;
+  }
+#endif
+}
+
+/* Box-Muller, float32: lane i gives entries (za, zb, zc, zd)[i] */
+static void box_muller_f32(int m, const uint32_t *X0, const uint32_t *X1, const uint32_t *X2,
+                           const uint32_t *X3, float *za, float *zb, float *zc, float *zd) {
+#pragma omp simd
+  for (int i = 0; i < m; i++) {
+    float u1 = (float)((X0[i] >> 8) + 1) * 0x1p-24f;
+    float u2 = (float)(X1[i] >> 8) * 0x1p-24f;
+    float u3 = (float)((X2[i] >> 8) + 1) * 0x1p-24f;
+    float u4 = (float)(X3[i] >> 8) * 0x1p-24f;
+    float r1 = sqrtf(-2.0f * logf(u1)), r2 = sqrtf(-2.0f * logf(u3));
+    float a1 = 6.28318530717958648f * u2, a2 = 6.28318530717958648f * u4;
+    /* sin(a + pi/2) rather than cos(a): gcc fuses sin/cos of one angle into a sincos call
+       that has no vector variant */
+    za[i] = r1 * sinf(a1 + 1.57079632679489662f);
+    zb[i] = r1 * sinf(a1);
+    zc[i] = r2 * sinf(a2 + 1.57079632679489662f);
+    zd[i] = r2 * sinf(a2);
+  }
+}
+
+/* Box-Muller, float64: lane i gives entries (za, zb)[i] from 53-bit uniforms */
+static void box_muller_f64(int m, const uint32_t *X0, const uint32_t *X1, const uint32_t *X2,
+                           const uint32_t *X3, double *za, double *zb) {
+#pragma omp simd
+  for (int i = 0; i < m; i++) {
+    double u1 = (double)(((((uint64_t)X0[i] << 32) | X1[i]) >> 11) + 1) * 0x1p-53;
+    double u2 = (double)((((uint64_t)X2[i] << 32) | X3[i]) >> 11) * 0x1p-53;
+    double r = sqrt(-2.0 * log(u1));
+    double a = 6.283185307179586477 * u2;
+    za[i] = r * sin(a + 1.5707963267948966192);
+    zb[i] = r * sin(a);
+  }
+}
+
+/* rows x n entries: row r (at out + r*ostride) gets entries [start, start+n) of the stream
+   (keys[r], draw). Lanes (blocks) are gathered across rows, so short rows (ensembles of
+   small tensors) fill the vectors as well as long ones. PER entries per block. */
+#define NORMAL_ROWS(T, PER, BOXMULLER_CALL, ...)                                                \
+  if (n <= 0) return;                                                                        \
+  uint32_t K0[BLK], K1[BLK], C0[BLK], C1[BLK], X0[BLK], X1[BLK], X2[BLK], X3[BLK];           \
+  int64_t row[BLK], col[BLK]; /* where a block's first entry goes (col may be < 0) */       \
+  const uint32_t d0 = (uint32_t)draw, d1 = (uint32_t)(draw >> 32);                           \
+  const uint64_t b0 = start / PER;                                                           \
+  const int64_t nb = (int64_t)((start + (uint64_t)n + PER - 1) / PER - b0);                  \
+  const int64_t lead = (int64_t)(start - b0 * PER);                                          \
+  int m = 0;                                                                                 \
+  for (int64_t r = 0; r < rows; r++) {                                                       \
+    const uint32_t k0 = (uint32_t)keys[r], k1 = (uint32_t)(keys[r] >> 32);                   \
+    for (int64_t j = 0; j < nb; j++) {                                                       \
+      const uint64_t blk = b0 + (uint64_t)j;                                                 \
+      K0[m] = k0;                                                                            \
+      K1[m] = k1;                                                                            \
+      C0[m] = (uint32_t)blk;                                                                 \
+      C1[m] = (uint32_t)(blk >> 32);                                                         \
+      row[m] = r;                                                                            \
+      col[m] = PER * j - lead;                                                               \
+      if (++m < BLK && !(r == rows - 1 && j == nb - 1)) continue;                            \
+      const int mv = (m + 15) & ~15;                                                         \
+      for (int i = m; i < mv; i++) K0[i] = K1[i] = C0[i] = C1[i] = 0;                        \
+      philox_lanes(mv, C0, C1, K0, K1, d0, d1, X0, X1, X2, X3);                              \
+      BOXMULLER_CALL;                                                                        \
+      for (int i = 0; i < m; i++) {                                                          \
+        T *o = out + row[i] * ostride;                                                       \
+        const int64_t c = col[i];                                                            \
+        __VA_ARGS__                                                                          \
+      }                                                                                      \
+      m = 0;                                                                                 \
+    }                                                                                        \
+  }
+
+static void normal_f32(float *restrict out, int64_t n, uint64_t key, uint64_t draw,
+                       uint64_t start);
+static void normal_f64(double *restrict out, int64_t n, uint64_t key, uint64_t draw,
+                       uint64_t start);
+
+static void normal_rows_f32(float *out, int64_t rows, int64_t n, int64_t ostride,
+                            const uint64_t *keys, uint64_t draw, uint64_t start) {
+  if (rows == 1 || n >= 4 * BLK) {
+    for (int64_t r = 0; r < rows; r++) normal_f32(out + r * ostride, n, keys[r], draw, start);
+    return;
+  }
+  float za[BLK], zb[BLK], zc[BLK], zd[BLK];
+  NORMAL_ROWS(float, 4, box_muller_f32(mv, X0, X1, X2, X3, za, zb, zc, zd), {
+    if (c >= 0 && c + 4 <= n) {
+      o[c] = za[i];
+      o[c + 1] = zb[i];
+      o[c + 2] = zc[i];
+      o[c + 3] = zd[i];
+    } else {
+      const float v[4] = {za[i], zb[i], zc[i], zd[i]};
+      for (int l = 0; l < 4; l++)
+        if (c + l >= 0 && c + l < n) o[c + l] = v[l];
+    }
+  })
+}
+
+static void normal_rows_f64(double *out, int64_t rows, int64_t n, int64_t ostride,
+                            const uint64_t *keys, uint64_t draw, uint64_t start) {
+  if (rows == 1 || n >= 2 * BLK) {
+    for (int64_t r = 0; r < rows; r++) normal_f64(out + r * ostride, n, keys[r], draw, start);
+    return;
+  }
+  double za[BLK], zb[BLK];
+  NORMAL_ROWS(double, 2, box_muller_f64(mv, X0, X1, X2, X3, za, zb), {
+    if (c >= 0 && c < n) o[c] = za[i];
+    if (c + 1 >= 0 && c + 1 < n) o[c + 1] = zb[i];
+  })
+}
+
+/* Entries [start, start+n) of the stream (key, draw), written to out[0..n): one row, its
+   blocks consecutive, so counters are made in a vector loop and the output is contiguous. */
+#define NORMAL_ROW(T, PER, BOXMULLER_CALL, ...)                                               \
+  uint32_t K0[BLK], K1[BLK], C0[BLK], C1[BLK], X0[BLK], X1[BLK], X2[BLK], X3[BLK];           \
+  const uint32_t d0 = (uint32_t)draw, d1 = (uint32_t)(draw >> 32);                           \
+  for (int i = 0; i < BLK; i++) {                                                            \
+    K0[i] = (uint32_t)key;                                                                   \
+    K1[i] = (uint32_t)(key >> 32);                                                           \
+  }                                                                                          \
+  const uint64_t b0 = start / PER;                                                           \
+  const int64_t nblocks = (int64_t)((start + (uint64_t)n + PER - 1) / PER - b0);             \
+  for (int64_t b = 0; b < nblocks; b += BLK) {                                               \
+    const int m = nblocks - b < BLK ? (int)(nblocks - b) : BLK;                              \
+    const int mv = (m + 15) & ~15;                                                           \
+    const uint64_t base = b0 + (uint64_t)b;                                                  \
+    const uint32_t blo = (uint32_t)base, bhi = (uint32_t)(base >> 32);                       \
+    for (int i = 0; i < mv; i++) {                                                           \
+      C0[i] = blo + (uint32_t)i;                                                             \
+      C1[i] = bhi + (C0[i] < blo);                                                           \
+    }                                                                                        \
+    philox_lanes(mv, C0, C1, K0, K1, d0, d1, X0, X1, X2, X3);                                \
+    BOXMULLER_CALL;                                                                          \
+    const int64_t lo = (int64_t)(base * PER) - (int64_t)start; /* out index of block 0 */    \
+    __VA_ARGS__                                                                              \
+  }
+
 static void normal_f32(float *restrict out, int64_t n, uint64_t key, uint64_t draw,
                        uint64_t start) {
   float za[BLK], zb[BLK], zc[BLK], zd[BLK];
-  const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
-  const uint32_t d0 = (uint32_t)draw, d1 = (uint32_t)(draw >> 32);
-  const uint64_t b0 = start / 4;
-  const int64_t nblocks = (int64_t)((start + (uint64_t)n + 3) / 4 - b0);
-  for (int64_t b = 0; b < nblocks; b += BLK) {
-    const int m = nblocks - b < BLK ? (int)(nblocks - b) : BLK;
-    const uint64_t base = b0 + (uint64_t)b;
-    const uint32_t blo = (uint32_t)base, bhi = (uint32_t)(base >> 32);
-    const int mv = (m + 15) & ~15; /* whole vectors only: short rows cost little */
-#pragma omp simd
-    for (int i = 0; i < mv; i++) {
-      uint32_t x0 = blo + (uint32_t)i;
-      uint32_t x1 = bhi + (x0 < blo);
-      uint32_t x2 = d0, x3 = d1;
-      philox10(&x0, &x1, &x2, &x3, k0, k1);
-      float u1 = (float)((x0 >> 8) + 1) * 0x1p-24f;
-      float u2 = (float)(x1 >> 8) * 0x1p-24f;
-      float u3 = (float)((x2 >> 8) + 1) * 0x1p-24f;
-      float u4 = (float)(x3 >> 8) * 0x1p-24f;
-      float r1 = sqrtf(-2.0f * logf(u1)), r2 = sqrtf(-2.0f * logf(u3));
-      float a1 = 6.28318530717958648f * u2, a2 = 6.28318530717958648f * u4;
-      /* sin(a + pi/2) rather than cos(a): gcc fuses sin/cos of one angle into a sincos call
-         that has no vector variant */
-      za[i] = r1 * sinf(a1 + 1.57079632679489662f);
-      zb[i] = r1 * sinf(a1);
-      zc[i] = r2 * sinf(a2 + 1.57079632679489662f);
-      zd[i] = r2 * sinf(a2);
-    }
-    const int64_t lo = (int64_t)(base * 4) - (int64_t)start; /* out index of entry 4*base */
+  NORMAL_ROW(float, 4, box_muller_f32(mv, X0, X1, X2, X3, za, zb, zc, zd), {
     if (lo >= 0 && lo + 4 * (int64_t)m <= n) {
       float *o = out + lo;
       for (int i = 0; i < m; i++) {
@@ -106,41 +263,19 @@ static void normal_f32(float *restrict out, int64_t n, uint64_t key, uint64_t dr
         }
       }
     }
-  }
+  })
 }
 
 static void normal_f64(double *restrict out, int64_t n, uint64_t key, uint64_t draw,
                        uint64_t start) {
   double za[BLK], zb[BLK];
-  const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
-  const uint32_t d0 = (uint32_t)draw, d1 = (uint32_t)(draw >> 32);
-  const uint64_t b0 = start / 2;
-  const int64_t nblocks = (int64_t)((start + (uint64_t)n + 1) / 2 - b0);
-  for (int64_t b = 0; b < nblocks; b += BLK) {
-    const int m = nblocks - b < BLK ? (int)(nblocks - b) : BLK;
-    const uint64_t base = b0 + (uint64_t)b;
-    const uint32_t blo = (uint32_t)base, bhi = (uint32_t)(base >> 32);
-    const int mv = (m + 15) & ~15; /* whole vectors only: short rows cost little */
-#pragma omp simd
-    for (int i = 0; i < mv; i++) {
-      uint32_t x0 = blo + (uint32_t)i;
-      uint32_t x1 = bhi + (x0 < blo);
-      uint32_t x2 = d0, x3 = d1;
-      philox10(&x0, &x1, &x2, &x3, k0, k1);
-      double u1 = (double)(((((uint64_t)x0 << 32) | x1) >> 11) + 1) * 0x1p-53;
-      double u2 = (double)((((uint64_t)x2 << 32) | x3) >> 11) * 0x1p-53;
-      double r = sqrt(-2.0 * log(u1));
-      double a = 6.283185307179586477 * u2;
-      za[i] = r * sin(a + 1.5707963267948966192);
-      zb[i] = r * sin(a);
-    }
-    const int64_t lo = (int64_t)(base * 2) - (int64_t)start;
+  NORMAL_ROW(double, 2, box_muller_f64(mv, X0, X1, X2, X3, za, zb), {
     for (int i = 0; i < m; i++) {
       const int64_t j = lo + 2 * i;
       if (j >= 0 && j < n) out[j] = za[i];
       if (j + 1 >= 0 && j + 1 < n) out[j + 1] = zb[i];
     }
-  }
+  })
 }
 
 /* A batch of jobs, shared among the OpenMP threads (the runtime torch uses, so its waiting
@@ -152,6 +287,9 @@ static void normal_f64(double *restrict out, int64_t n, uint64_t key, uint64_t d
 #define TILE 4096
 /* below this many entries a batch runs on one thread (a parallel region costs ~µs) */
 #define PARALLEL_MIN (1 << 13)
+/* rows shorter than this get their noise made many rows at a time (normal_rows) */
+#define SHORT_ROW 1024
+#define ROWS_PER_CHUNK(n) ((n) >= 2048 ? 1 : 2048 / (n))
 
 static void tile_f32(float *restrict xo, int64_t m, uint64_t key, uint64_t draw, uint64_t start,
                      int mode, float a, float b) {
@@ -243,9 +381,13 @@ static inline int finite_f64(double x) {
 #define DEFINE_SCHEME_TILE(T, NORMAL, NAME, isfinite)                                                 \
   static int NAME(int kind, T *restrict th, T *restrict p, const T *restrict g, int64_t m,   \
                   uint64_t key, uint64_t draw, uint64_t start, const double *prm, T f,       \
-                  double *sum) {                                                             \
-    T z[TILE];                                                                               \
-    NORMAL(z, m, key, draw, start);                                                          \
+                  double *sum, const T *zpre) {                                              \
+    T zbuf[TILE];                                                                            \
+    const T *z = zpre;                                                                       \
+    if (!z) {                                                                                \
+      NORMAL(zbuf, m, key, draw, start);                                                     \
+      z = zbuf;                                                                              \
+    }                                                                                        \
     int ok = 1;                                                                              \
     double acc = 0.0;                                                                        \
     if (kind == 0) {                                                                         \
@@ -321,6 +463,38 @@ static int run_tiles(int kind, int64_t count, void *const *theta, void *const *p
     total += rows[i] * ((n[i] + TILE - 1) / TILE);
     entries += rows[i] * n[i];
   }
+  /* short rows (an ensemble of small tensors): all rows' noise first, many rows per vector
+     loop (normal_rows), into a buffer that stays in cache */
+  void **zb = (void **)calloc((size_t)(count > 0 ? count : 1), sizeof(void *));
+  if (!zb) return -1;
+  int64_t chunks = 0;
+  for (int64_t i = 0; i < count; i++) {
+    if (rows[i] > 1 && n[i] > 0 && n[i] < SHORT_ROW) {
+      zb[i] = malloc((size_t)(rows[i] * n[i]) * (f64 ? sizeof(double) : sizeof(float)));
+      if (!zb[i]) {
+        for (int64_t j = 0; j < i; j++) free(zb[j]);
+        free(zb);
+        return -1;
+      }
+      chunks += (rows[i] + ROWS_PER_CHUNK(n[i]) - 1) / ROWS_PER_CHUNK(n[i]);
+    }
+  }
+#pragma omp parallel for schedule(static) if (entries >= PARALLEL_MIN)
+  for (int64_t c = 0; c < chunks; c++) {
+    int64_t i = 0, rest = c, per = 1, nc = 0;
+    for (;; i++) {
+      if (!zb[i]) continue;
+      per = ROWS_PER_CHUNK(n[i]);
+      nc = (rows[i] + per - 1) / per;
+      if (rest < nc) break;
+      rest -= nc;
+    }
+    const int64_t r0 = rest * per, nr = rows[i] - r0 < per ? rows[i] - r0 : per;
+    if (f64)
+      normal_rows_f64((double *)zb[i] + r0 * n[i], nr, n[i], n[i], keys + r0, draw, start[i]);
+    else
+      normal_rows_f32((float *)zb[i] + r0 * n[i], nr, n[i], n[i], keys + r0, draw, start[i]);
+  }
   int ok = 1;
 #pragma omp parallel for schedule(static) reduction(& : ok) if (entries >= PARALLEL_MIN)
   for (int64_t t = 0; t < total; t++) {
@@ -336,16 +510,21 @@ static int run_tiles(int kind, int64_t count, void *const *theta, void *const *p
     const int64_t at = r * stride[i] + off;
     const double f = rowf ? rowf[jrow + r] : 1.0;
     double acc = 0.0;
+    const int64_t zat = r * n[i] + off; /* in the short-row buffer */
     if (f64)
       ok &= scheme_tile_f64(kind, (double *)theta[i] + at, p[i] ? (double *)p[i] + at : NULL,
                             g[i] ? (const double *)g[i] + at : NULL, m, keys[r], draw,
-                            start[i] + (uint64_t)off, prm, f, &acc);
+                            start[i] + (uint64_t)off, prm, f, &acc,
+                            zb[i] ? (const double *)zb[i] + zat : NULL);
     else
       ok &= scheme_tile_f32(kind, (float *)theta[i] + at, p[i] ? (float *)p[i] + at : NULL,
                             g[i] ? (const float *)g[i] + at : NULL, m, keys[r], draw,
-                            start[i] + (uint64_t)off, prm, (float)f, &acc);
+                            start[i] + (uint64_t)off, prm, (float)f, &acc,
+                            zb[i] ? (const float *)zb[i] + zat : NULL);
     if (partial) partial[t] = acc;
   }
+  for (int64_t i = 0; i < count; i++) free(zb[i]);
+  free(zb);
   return ok;
 }
 
@@ -376,7 +555,7 @@ int tt_adaptive_jobs(int64_t count, void *const *theta, void *const *p, void *co
     nrows += rows[i];
   }
   double *partial = (double *)calloc((size_t)(total > 0 ? total : 1), sizeof(double));
-  double *f = (double *)malloc((size_t)(nrows > 0 ? nrows : 1) * sizeof(double));
+  double *f = (double *)calloc((size_t)(nrows > 0 ? nrows : 1), sizeof(double));
   if (!partial || !f) {
     free(partial);
     free(f);
@@ -388,6 +567,11 @@ int tt_adaptive_jobs(int64_t count, void *const *theta, void *const *p, void *co
   const double first[4] = {prm[0], h2, prm[2], 0.0};
   int ok = run_tiles(2, count, theta, p, g, rows, n, stride, start1, keys, draw, first, f,
                      partial, f64);
+  if (ok < 0) {
+    free(partial);
+    free(f);
+    return -1;
+  }
   /* E_h per (job, member): its tiles' sums in order, then xi += h eps (p.p - N tau) */
   for (int64_t i = 0, t = 0, j = 0; i < count; i++) {
     const int64_t tiles = (n[i] + TILE - 1) / TILE;
@@ -404,8 +588,9 @@ int tt_adaptive_jobs(int64_t count, void *const *theta, void *const *p, void *co
     }
   }
   const double second[4] = {prm[2], h2, 0.0, 0.0};
-  ok &= run_tiles(3, count, theta, p, g, rows, n, stride, start2, keys, draw, second, f, NULL,
-                  f64);
+  const int ok2 = run_tiles(3, count, theta, p, g, rows, n, stride, start2, keys, draw, second,
+                            f, NULL, f64);
+  ok = ok2 < 0 ? -1 : ok & ok2;
   free(partial);
   free(f);
   return ok;

@@ -307,8 +307,11 @@ def scheme_kernel(kind: int, jobs: Sequence[tuple[Tensor, Tensor | None, Tensor,
     sig = (kind, members, tuple((t.data_ptr(), p.data_ptr() if p is not None else 0,
                                  g.data_ptr(), t.numel(), s) for t, p, g, s in jobs))
     args = _cached_args(keys, sig, build)
-    return bool(lib.tt_scheme_jobs(kind, *args, draw, _array(ctypes.c_double, prm),
-                                   int(jobs[0][0].dtype == torch.float64)))
+    ok = lib.tt_scheme_jobs(kind, *args, draw, _array(ctypes.c_double, prm),
+                            int(jobs[0][0].dtype == torch.float64))
+    if ok < 0:
+        raise MemoryError("the fused scheme kernel could not allocate its noise buffer")
+    return bool(ok)
 
 
 def adaptive_kernel(jobs: Sequence[tuple[Tensor, Tensor, Tensor, Tensor, int, int]],
