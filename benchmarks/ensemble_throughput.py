@@ -78,12 +78,14 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=100)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--baseline-seeds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads for both (the runner's default is 1)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for both (default: torch's, all cores, as the "
+                         "runner and the authors' script)")
     ap.add_argument("--rng", choices=["torch", "philox"], default="philox",
                     help="the samplers' noise source, for both (a) and (b)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tune_malloc()  # as `thermotrain run` does; process-wide, so (a) and (b) alike
     gc.freeze()  # likewise: the collector skips the objects of the imported libraries
     x, y = spirals(500, turns=4, seed=0)
@@ -93,7 +95,7 @@ def main() -> None:
     t_loop = sum(one_seed(x, y, s, args.steps, args.rng) for s in range(args.baseline_seeds))
     t_loop_all = t_loop / args.baseline_seeds * args.members
     print(f"notebook-4turn AdLaLa protocol, K = {args.members} seeds × {args.steps} steps, "
-          f"torch {torch.__version__}, {args.threads} thread(s), rng={args.rng}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), rng={args.rng}")
     print(f"(a) vectorized ensemble:         {t_vec:8.2f} s  "
           f"({args.steps / t_vec:7.0f} ensemble steps/s)")
     print(f"(b) one seed at a time, DataLoader: {t_loop_all:8.2f} s  "

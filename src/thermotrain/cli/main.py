@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local (default) or ray (needs `pip install thermotrain[ray]`)")
     p_run.add_argument("--address", metavar="ADDR", help="ray cluster address (--backend ray)")
     p_run.add_argument("--data-dir", metavar="DIR", help="data root for MNIST-like sets")
-    p_run.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                       help="torch threads (default 1: fastest for small networks)")
+    p_run.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                       help="torch threads (default: torch's, all cores; with --backend ray: "
+                            "per task, default 1)")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_run.add_argument("--no-report", action="store_true", help="skip report.md and figures")
     p_run.set_defaults(func=_cmd_run)

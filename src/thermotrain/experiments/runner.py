@@ -499,7 +499,7 @@ def run_study(
     data_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     callback: Callback | None = None,
-    threads: int | None = 1,
+    threads: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train every method of ``study`` into the run folder ``out``; return the summary.
@@ -511,8 +511,8 @@ def run_study(
         data_dir: data root for MNIST-like sets.
         progress: show a progress bar (default: when stderr is a terminal).
         callback: ``callback(method_name, step)`` after every step.
-        threads: ``torch.set_num_threads`` during the run (1 is fastest for the paper's small
-            networks; ``None`` keeps torch's setting).
+        threads: ``torch.set_num_threads`` during the run (``None``, the default, keeps
+            torch's setting: all cores; the fused kernels use them even for small networks).
         log: where to print one line per finished method (default: nowhere).
 
     Raises:

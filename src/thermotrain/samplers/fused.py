@@ -29,9 +29,24 @@ __all__ = ["FUSED", "supports"]
 LANGEVIN, SGLD, ADAPTIVE_FIRST, ADAPTIVE_SECOND = 0, 1, 2, 3
 
 
+_SUPPORTED: dict[tuple, bool] = {}
+
+
 def supports(view, members: int) -> bool:
     """Whether the fused kernel can take this group: CPU float32/float64 tensors of one
-    dtype, contiguous, the ensemble axis (if any) leading."""
+    dtype, contiguous, the ensemble axis (if any) leading. (Cached per set of tensors and
+    storages: a step reuses its tensors.)"""
+    key = (members, kernel_available(), *((id(t), t.data_ptr()) for t in (*view.params, *view.grads,
+                                                       *view.momenta, *view.xis)))
+    hit = _SUPPORTED.get(key)
+    if hit is None:
+        if len(_SUPPORTED) > 1024:
+            _SUPPORTED.clear()
+        hit = _SUPPORTED[key] = _supports(view, members)
+    return hit
+
+
+def _supports(view, members: int) -> bool:
     if not kernel_available():
         return False
     dtype = view.params[0].dtype
