@@ -131,9 +131,12 @@ static inline void F(row_grad_t)(int64_t in, int64_t out, const T *restrict x,
 }
 
 int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const *b,
-                   T *const *gW, T *const *gb, const T *X, const T *Y, const int64_t *idx,
-                   int64_t B, int act, T *loss) {
+                   T *const *gW, T *const *gb, const T *X, const T *Y, int64_t N,
+                   const int64_t *idx, int64_t B, int act, T *loss) {
   if (L < 1 || L > MAXL) return -2;
+  int bad = 0; /* rows outside the data: an error, never a read out of bounds */
+  for (int64_t j = 0; j < K * B; j++) bad |= idx[j] < 0 || idx[j] >= N;
+  if (bad) return -3;
   int64_t need = 0, maxw = 0, maxio = 0;
   for (int64_t l = 0; l <= L; l++) {
     need += B * w[l];

@@ -40,7 +40,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for name in ("tt_mlp_grad_f32", "tt_mlp_grad_f64"):
         fn = getattr(lib, name)
-        fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, ctypes.c_int, ptr]
+        fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64, ctypes.c_int,
+                       ptr]
         fn.restype = ctypes.c_int
 
 
@@ -73,6 +74,17 @@ def supports(model: torch.nn.Module, x: Tensor, y: Tensor) -> bool:
     return _library() is not None
 
 
+def _key(model: MLP, x: Tensor, y: Tensor) -> tuple:
+    # what a prepared call depends on: the storages of the parameters, their gradients and
+    # the data (and the data's versions: an in-place change of x or y invalidates the copies)
+    layers = model.layers
+    return (tuple(model.widths), model.activation,
+            *(t.data_ptr() for m in layers for t in (m.weight, m.bias)),
+            *(t.grad.data_ptr() if t.grad is not None else 0
+              for m in layers for t in (m.weight, m.bias)),
+            x.data_ptr(), y.data_ptr(), x.shape, x._version, y._version)
+
+
 class _Prepared:
     """The data in the model's dtype and the ctypes arrays of one model, reused each step."""
 
@@ -82,6 +94,7 @@ class _Prepared:
         self.members = model.ensemble_size or 1
         self.x = x.to(self.dtype).contiguous()
         self.y = y.to(self.dtype).contiguous()
+        self.n = x.shape[0]
         classes = model.widths[-1]
         if classes >= 2 and not bool(((y >= 0) & (y < classes)).all()):
             raise ValueError(f"targets must be class indices in [0, {classes}) for a "
@@ -91,16 +104,13 @@ class _Prepared:
             for p in (w, b):
                 if p.grad is None or p.grad.shape != p.shape or not p.grad.is_contiguous():
                     p.grad = torch.zeros_like(p)
-        self.grads = [(w.grad, b.grad) for w, b in params]
+        grads = [(w.grad, b.grad) for w, b in params]
         n = len(params)
         self.widths = (ctypes.c_int64 * (n + 1))(*model.widths)
         self.ptrs = [(ctypes.c_void_p * n)(*[t.data_ptr() for t in ts]) for ts in
                      ([w for w, _ in params], [b for _, b in params],
-                      [g for g, _ in self.grads], [g for _, g in self.grads])]
-        self.key = (tuple(model.widths), model.activation,
-                    tuple(p.data_ptr() for pair in params for p in pair),
-                    tuple(g.data_ptr() for pair in self.grads for g in pair),
-                    x.data_ptr(), y.data_ptr(), x.shape, x._version, y._version)
+                      [g for g, _ in grads], [g for _, g in grads])]
+        self.key = _key(model, x, y)
 
 
 _PREPARED: dict[int, _Prepared] = {}
@@ -108,11 +118,11 @@ _PREPARED: dict[int, _Prepared] = {}
 
 def _prepare(model: MLP, x: Tensor, y: Tensor) -> _Prepared:
     prep = _PREPARED.get(id(model))
-    params = [p for layer in model.layers for p in (layer.weight, layer.bias)]
-    key = (tuple(model.widths), model.activation, tuple(p.data_ptr() for p in params),
-           tuple(p.grad.data_ptr() if p.grad is not None else 0 for p in params),
-           x.data_ptr(), y.data_ptr(), x.shape, x._version, y._version)
-    if prep is None or prep.key != key:
+    if prep is None or prep.key != _key(model, x, y):
+        if not supports(model, x, y):
+            raise ValueError("loss_and_grad needs a small CPU float32/float64 MLP with ReLU or "
+                             "tanh, data (N, d_in) and targets (N,), and the compiled kernel; "
+                             "check supports() first")
         if len(_PREPARED) > 64:
             _PREPARED.clear()
         prep = _PREPARED[id(model)] = _Prepared(model, x, y)
@@ -132,11 +142,6 @@ def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
     Returns:
         The ``(K,)`` member losses (``()`` for a plain model), without autograd history.
     """
-    lib = _library()
-    if lib is None or not supports(model, x, y):
-        raise ValueError("loss_and_grad needs a CPU float32/float64 MLP with ReLU or tanh, "
-                         "data (N, d_in) and targets (N,), and the compiled kernel; check "
-                         "supports() first")
     prep = _prepare(model, x, y)
     k = prep.members
     plain = model.ensemble_size is None
@@ -145,15 +150,15 @@ def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
         raise ValueError(f"idx must be int64 of shape (K={k}, B), got {idx.dtype} "
                          f"{tuple(idx.shape)}")
     rows = rows.contiguous()
-    n = x.shape[0]
-    if rows.numel() and not (int(rows.min()) >= 0 and int(rows.max()) < n):
-        raise ValueError(f"idx must index the {n} rows of x, got values in "
-                         f"[{int(rows.min())}, {int(rows.max())}]")
     loss = torch.empty(k, dtype=prep.dtype)
+    lib = _library()
     fn = lib.tt_mlp_grad_f32 if prep.dtype == torch.float32 else lib.tt_mlp_grad_f64
     status = fn(k, len(model.layers), prep.widths, *prep.ptrs, prep.x.data_ptr(),
-                prep.y.data_ptr(), rows.data_ptr(), rows.shape[1], _ACT[model.activation],
-                loss.data_ptr())
+                prep.y.data_ptr(), prep.n, rows.data_ptr(), rows.shape[1],
+                _ACT[model.activation], loss.data_ptr())
+    if status == -3:
+        raise ValueError(f"idx must index the {prep.n} rows of x, got values in "
+                         f"[{int(rows.min())}, {int(rows.max())}]")
     if status != 0:
         raise MemoryError("the fused MLP gradient could not allocate its work space")
     return loss[0] if plain else loss
