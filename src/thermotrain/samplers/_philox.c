@@ -282,8 +282,7 @@ static void normal_f64(double *restrict out, int64_t n, uint64_t key, uint64_t d
    threads pick the work up instead of competing with it). Job i covers tensor i: rows[i] rows
    of n[i] entries (row r at x[i] + r*stride[i]), row r taking stream entries
    [start[i], start[i]+n[i]) of (keys[r], draw). Work is cut into tiles of TILE entries; every
-   entry is a function of its tile alone, so results do not depend on the thread count.
-   mode 0: x <- z;  mode 1: x <- a x + b z (a == 0: x <- b z). */
+   entry is a function of its tile alone, so results do not depend on the thread count. */
 #define TILE 4096
 /* below this many entries a batch runs on one thread (a parallel region costs ~µs) */
 #define PARALLEL_MIN (1 << 13)
@@ -291,63 +290,6 @@ static void normal_f64(double *restrict out, int64_t n, uint64_t key, uint64_t d
 #define SHORT_ROW 1024
 #define ROWS_PER_CHUNK(n) ((n) >= 2048 ? 1 : 2048 / (n))
 
-static void tile_f32(float *restrict xo, int64_t m, uint64_t key, uint64_t draw, uint64_t start,
-                     int mode, float a, float b) {
-  if (mode == 0) {
-    normal_f32(xo, m, key, draw, start);
-    return;
-  }
-  float z[TILE];
-  normal_f32(z, m, key, draw, start);
-  if (a == 0.0f) {
-    for (int64_t i = 0; i < m; i++) xo[i] = b * z[i];
-  } else {
-    for (int64_t i = 0; i < m; i++) xo[i] = a * xo[i] + b * z[i];
-  }
-}
-
-static void tile_f64(double *restrict xo, int64_t m, uint64_t key, uint64_t draw, uint64_t start,
-                     int mode, double a, double b) {
-  if (mode == 0) {
-    normal_f64(xo, m, key, draw, start);
-    return;
-  }
-  double z[TILE];
-  normal_f64(z, m, key, draw, start);
-  if (a == 0.0) {
-    for (int64_t i = 0; i < m; i++) xo[i] = b * z[i];
-  } else {
-    for (int64_t i = 0; i < m; i++) xo[i] = a * xo[i] + b * z[i];
-  }
-}
-
-void tt_philox_jobs(int64_t count, void *const *x, const int64_t *rows, const int64_t *n,
-                    const int64_t *stride, const uint64_t *start, const uint64_t *keys,
-                    uint64_t draw, int mode, double a, double b, int f64) {
-  int64_t total = 0, entries = 0;
-  for (int64_t i = 0; i < count; i++) {
-    total += rows[i] * ((n[i] + TILE - 1) / TILE);
-    entries += rows[i] * n[i];
-  }
-  /* one thread for small batches: a parallel region costs more than it saves */
-#pragma omp parallel for schedule(static) if (entries >= PARALLEL_MIN)
-  for (int64_t t = 0; t < total; t++) {
-    int64_t i = 0, rest = t, tiles = 0;
-    for (;; i++) {
-      tiles = (n[i] + TILE - 1) / TILE;
-      if (rest < rows[i] * tiles) break;
-      rest -= rows[i] * tiles;
-    }
-    const int64_t r = rest / tiles, off = (rest % tiles) * TILE;
-    const int64_t m = n[i] - off < TILE ? n[i] - off : TILE;
-    const uint64_t s = start[i] + (uint64_t)off;
-    if (f64)
-      tile_f64((double *)x[i] + r * stride[i] + off, m, keys[r], draw, s, mode, a, b);
-    else
-      tile_f32((float *)x[i] + r * stride[i] + off, m, keys[r], draw, s, mode, (float)a,
-               (float)b);
-  }
-}
 
 /* ---------------------------------------------------------------------------------------
  * Fused schemes (fused.py): a whole group's step in one pass over (theta, p, grad), the
@@ -362,6 +304,8 @@ void tt_philox_jobs(int64_t count, void *const *x, const int64_t *rows, const in
  *           1st half                                               prm = {k, h2, s}
  *   kind 3  adaptive,  p += s z; p *= f; th += h2 p                prm = {s, h2}
  *           2nd half
+ *   kind 4  draw       th = z                                         (p, g unused)
+ *   kind 5  axpby      th = a th + b z (a = 0: th = b z)              prm = {a, b}
  *
  * Returns 1 if every value written is finite, else 0. Sums are reduced tile by tile in a
  * fixed order, so results do not depend on the number of threads.
@@ -382,6 +326,11 @@ static inline int finite_f64(double x) {
   static int NAME(int kind, T *restrict th, T *restrict p, const T *restrict g, int64_t m,   \
                   uint64_t key, uint64_t draw, uint64_t start, const double *prm, T f,       \
                   double *sum, const T *zpre) {                                              \
+    *sum = 0.0;                                                                              \
+    if (kind == 4 && !zpre) {                                                                \
+      NORMAL(th, m, key, draw, start);                                                       \
+      return 1;                                                                              \
+    }                                                                                        \
     T zbuf[TILE];                                                                            \
     const T *z = zpre;                                                                       \
     if (!z) {                                                                                \
@@ -390,7 +339,15 @@ static inline int finite_f64(double x) {
     }                                                                                        \
     int ok = 1;                                                                              \
     double acc = 0.0;                                                                        \
-    if (kind == 0) {                                                                         \
+    if (kind == 4) {                                                                         \
+      memcpy(th, z, sizeof(T) * (size_t)m);                                                  \
+    } else if (kind == 5) {                                                                  \
+      const T a = (T)prm[0], b = (T)prm[1];                                                  \
+      if (a == (T)0)                                                                         \
+        for (int64_t i = 0; i < m; i++) th[i] = b * z[i];                                    \
+      else                                                                                   \
+        for (int64_t i = 0; i < m; i++) th[i] = a * th[i] + b * z[i];                        \
+    } else if (kind == 0) {                                                                  \
       const T k = (T)prm[0], h2 = (T)prm[1], c = (T)prm[2], d = (T)prm[3];                   \
       if (c == (T)0) {                                                                       \
         for (int64_t i = 0; i < m; i++) {                                                    \
@@ -526,6 +483,20 @@ static int run_tiles(int kind, int64_t count, void *const *theta, void *const *p
   for (int64_t i = 0; i < count; i++) free(zb[i]);
   free(zb);
   return ok;
+}
+
+/* Plain draws (NoiseSource.draw and CounterNoise): mode 0 x <- z, mode 1 x <- a x + b z
+   (a == 0: x <- b z), through the same tiles as the fused schemes (kinds 4 and 5). */
+int tt_philox_jobs(int64_t count, void *const *x, const int64_t *rows, const int64_t *n,
+                   const int64_t *stride, const uint64_t *start, const uint64_t *keys,
+                   uint64_t draw, int mode, double a, double b, int f64) {
+  void **none = (void **)calloc((size_t)(count > 0 ? count : 1), sizeof(void *));
+  if (!none) return -1;
+  const double prm[4] = {a, b, 0.0, 0.0};
+  const int ok = run_tiles(mode == 0 ? 4 : 5, count, x, none, none, rows, n, stride, start,
+                           keys, draw, prm, NULL, NULL, f64);
+  free(none);
+  return ok < 0 ? -1 : 0;
 }
 
 /* kinds 0 (langevin) and 1 (sgld) */

@@ -140,7 +140,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     i64, u64, ptr = ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p
     lib.tt_philox_jobs.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, ptr, u64, ctypes.c_int,
                                    ctypes.c_double, ctypes.c_double, ctypes.c_int]
-    lib.tt_philox_jobs.restype = None
+    lib.tt_philox_jobs.restype = ctypes.c_int
     lib.tt_scheme_jobs.argtypes = [ctypes.c_int, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
                                    u64, ptr, ctypes.c_int]
     lib.tt_scheme_jobs.restype = ctypes.c_int
@@ -223,8 +223,10 @@ def _run(keys: Keys, first_row: int, pieces: Sequence[tuple[Tensor, int]], draw:
             if len(keys._batches) > 256:  # noqa: SLF001
                 keys._batches.clear()  # noqa: SLF001
             keys._batches[sig] = args  # noqa: SLF001
-        lib.tt_philox_jobs(*args, draw, mode, float(a), float(b),  # type: ignore[union-attr]
-                           int(dtype == torch.float64))
+        status = lib.tt_philox_jobs(*args, draw, mode, float(a),  # type: ignore[union-attr]
+                                    float(b), int(dtype == torch.float64))
+        if status != 0:
+            raise MemoryError("the Philox kernel could not allocate its work space")
 
 
 def _rows(x: Tensor, keys: Keys, rows: slice | None, name: str) -> int:
