@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch  # noqa: F401 - loads torch's OpenMP runtime before any kernel
 
-__all__ = ["load", "cache_dir"]
+__all__ = ["load", "cache_dir", "compiler", "compile_kernel"]
 
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared"]
 
@@ -53,11 +53,18 @@ def _cpu_fingerprint() -> str:
         return platform.processor() or platform.machine()
 
 
-def _compile(source: Path, target: Path, compiler: str) -> None:
+def compiler() -> str | None:
+    """The C compiler kernels are built with: ``$CC``, else ``cc`` or ``gcc`` on the PATH."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def compile_kernel(source: Path, target: Path, compiler: str,
+                   flags: list[str] | None = None) -> None:
+    """Compile ``source`` into the shared library ``target`` (atomically)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        base = [compiler, *FLAGS, str(source), "-o", str(out)]
+        base = [compiler, *(FLAGS if flags is None else flags), str(source), "-o", str(out)]
         # glibc's vector math (libmvec) makes log/sin/exp vectorize; without it the code is
         # correct but slower
         for libs in (["-lmvec", "-lm"], ["-lm"]):
@@ -85,19 +92,19 @@ def load(source: Path, what: str, declare: Callable[[ctypes.CDLL], None]) -> cty
 
 
 def _build(source: Path, what: str) -> ctypes.CDLL | None:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
+    cc = compiler()
+    if not cc:
         warnings.warn(f"thermotrain: no C compiler found; {what} uses the slower torch "
                       "implementation", RuntimeWarning, stacklevel=4)
         return None
     tag = hashlib.sha256(
-        source.read_bytes() + " ".join([compiler, *FLAGS]).encode()
+        source.read_bytes() + " ".join([cc, *FLAGS]).encode()
         + _cpu_fingerprint().encode() + platform.machine().encode()
     ).hexdigest()[:16]
     target = cache_dir() / "kernels" / f"{source.stem.lstrip('_')}-{tag}.so"
     try:
         if not target.exists():
-            _compile(source, target, compiler)
+            compile_kernel(source, target, cc)
         return ctypes.CDLL(str(target))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         warnings.warn(f"thermotrain: could not build the C kernel for {what} ({err}); it uses "
