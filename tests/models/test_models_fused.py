@@ -95,3 +95,25 @@ def test_bad_indices_and_targets_are_clear_errors():
         fused.loss_and_grad(m, x, y, torch.zeros(3, 4, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"class indices in \[0, 3\)"):
         fused.loss_and_grad(m, x, torch.full((10,), 5), torch.zeros(2, 4, dtype=torch.int64))
+
+
+@needs_kernel
+@pytest.mark.parametrize("widths", [[2, 30, 1], [2, 30, 3]])
+def test_saturated_logits_give_finite_gradients_equal_to_autograd(widths):
+    # |logits| of hundreds: exp(-z) overflows float32; the gradient must stay finite
+    model = MLP(widths, ensemble=2, seed=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(40.0)
+    x = torch.randn(30, 2, generator=torch.Generator().manual_seed(3)) * 5
+    y = torch.randint(0, max(2, widths[-1]), (30,), generator=torch.Generator().manual_seed(4))
+    # batches of 64: the loss loop is vectorized (where a division of inf became NaN)
+    idx = torch.randint(0, 30, (2, 64), generator=torch.Generator().manual_seed(5))
+    loss, grads = _autograd(model, x, y, idx)
+    with torch.no_grad():
+        assert float(model(x).abs().max()) > 100  # really saturated
+    got = fused.loss_and_grad(model, x, y, idx)
+    torch.testing.assert_close(got, loss, rtol=1e-5, atol=1e-4)
+    for p, ref in zip(model.parameters(), grads, strict=True):
+        assert torch.isfinite(p.grad).all()
+        torch.testing.assert_close(p.grad, ref, rtol=1e-5, atol=1e-5)

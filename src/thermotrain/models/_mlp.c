@@ -194,8 +194,12 @@ int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const
         for (int64_t r = 0; r < B; r++) {
           const T zz = zL[r], y = Y[ik[r]];
           const T m = zz > 0 ? zz : 0;
-          total += (double)(m - zz * y + LOG1P(EXP(-FABS(zz))));
-          d[r] = ((T)1 / ((T)1 + EXP(-zz)) - y) * inv;
+          /* e <= 1: no overflow. (1 / (1 + exp(-z)) overflows for z << 0, and under
+             -ffast-math 1/inf is a reciprocal estimate refined by Newton steps: NaN.) */
+          const T e = EXP(-FABS(zz));
+          total += (double)(m - zz * y + LOG1P(e));
+          const T sig = zz >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
+          d[r] = (sig - y) * inv;
         }
       } else {
         for (int64_t r = 0; r < B; r++) {
