@@ -32,6 +32,10 @@ import torch  # noqa: F401 - loads torch's OpenMP runtime before any kernel
 __all__ = ["load", "cache_dir", "compiler", "compile_kernel"]
 
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared"]
+#: tried first where they apply: on x86, -ffast-math makes gcc compute vectorized float
+#: division and sqrt from reciprocal estimates plus a Newton step, which turns 1/inf into NaN;
+#: -mno-recip keeps the exact instructions (no slower here)
+EXTRA = ["-mno-recip"] if platform.machine().lower() in ("x86_64", "amd64") else []
 
 _LOADED: dict[Path, ctypes.CDLL | None] = {}
 
@@ -64,11 +68,14 @@ def compile_kernel(source: Path, target: Path, compiler: str,
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        base = [compiler, *(FLAGS if flags is None else flags), str(source), "-o", str(out)]
+        flags = FLAGS if flags is None else flags
         # glibc's vector math (libmvec) makes log/sin/exp vectorize; without it the code is
         # correct but slower
-        for libs in (["-lmvec", "-lm"], ["-lm"]):
-            res = subprocess.run(base + libs, capture_output=True, text=True)
+        attempts = [(extra, libs) for extra in ([EXTRA, []] if EXTRA else [[]])
+                    for libs in (["-lmvec", "-lm"], ["-lm"])]
+        for extra, libs in attempts:
+            cmd = [compiler, *flags, *extra, str(source), "-o", str(out), *libs]
+            res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode == 0:
                 break
         else:
@@ -98,7 +105,7 @@ def _build(source: Path, what: str) -> ctypes.CDLL | None:
                       "implementation", RuntimeWarning, stacklevel=4)
         return None
     tag = hashlib.sha256(
-        source.read_bytes() + " ".join([cc, *FLAGS]).encode()
+        source.read_bytes() + " ".join([cc, *FLAGS, *EXTRA]).encode()
         + _cpu_fingerprint().encode() + platform.machine().encode()
     ).hexdigest()[:16]
     target = cache_dir() / "kernels" / f"{source.stem.lstrip('_')}-{tag}.so"
