@@ -65,3 +65,18 @@ def test_generic_mlp_build_matches_autograd(tmp_path, monkeypatch):
     torch.testing.assert_close(got, loss.detach(), rtol=1e-5, atol=1e-6)
     for g, p in zip(grads, model.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_a_failing_compiler_falls_back_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", "false")  # exits 1 on anything
+    monkeypatch.setenv("THERMOTRAIN_CACHE", str(tmp_path))
+    monkeypatch.setattr(_native, "_LOADED", {})
+    with pytest.warns(RuntimeWarning, match="could not build the C kernel for the test kernel"):
+        assert _native.load(P._SOURCE, "the test kernel", P._declare) is None
+    assert not list(tmp_path.rglob("*.so"))  # nothing half-written
+
+
+def test_kernels_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("THERMOTRAIN_NO_KERNEL", "1")
+    monkeypatch.setattr(_native, "_LOADED", {})
+    assert _native.load(P._SOURCE, "the test kernel", P._declare) is None
