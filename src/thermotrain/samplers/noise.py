@@ -102,7 +102,7 @@ class _Pending:
 class CounterNoise:
     """One draw's noise for the tensors of a group, never materialized: sub-steps call
     :meth:`axpby_` (``x ← a·x + b·R``) and the Philox kernel makes ``R`` in cache (see
-    :func:`.philox.philox_axpby_`). Tensor ``i``'s entries take stream entries from
+    :func:`.philox.philox_axpby_many_`). Tensor ``i``'s entries take stream entries from
     ``offsets[i]`` on, member by member, exactly where the ``(K, M)`` buffer of
     :meth:`NoiseSource.draw` would hold them."""
 

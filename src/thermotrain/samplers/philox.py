@@ -46,7 +46,6 @@ from .. import _native
 __all__ = [
     "philox4x32",
     "philox_normal_",
-    "philox_axpby_",
     "philox_axpby_many_",
     "philox_normal_reference",
     "kernel_available",
@@ -246,21 +245,12 @@ def philox_normal_(out: Tensor, keys: Keys, draw: int, start: int = 0,
     return out
 
 
-def philox_axpby_(x: Tensor, keys: Keys, draw: int, start: int, a: float, b: float,
-                  rows: slice | None = None) -> Tensor:
-    """``x ← a·x + b·z`` in place (``a = 0``: ``x ← b·z``, even where x is not finite), with
-    ``z`` entries ``[start, start + n)`` of draw ``draw`` of the streams ``keys[rows]``, for
-    ``x`` of shape ``(R, n)``. The C kernel makes ``z`` tile by tile in cache and never stores
-    it; elsewhere ``z`` is materialized by :func:`philox_normal_reference`."""
-    lo = _rows(x, keys, rows, "x")
-    _run(keys, lo, [(x, start)], draw, 1, a, b)
-    return x
-
-
 def philox_axpby_many_(pieces: Sequence[tuple[Tensor, int]], keys: Keys, draw: int, a: float,
                        b: float) -> None:
-    """:func:`philox_axpby_` on several ``(x, start)`` pieces, each ``(len(keys), n)``, in one
-    kernel call."""
+    """``x ← a·x + b·z`` in place (``a = 0``: ``x ← b·z``, even where x is not finite) for every
+    ``(x, start)`` piece, ``x`` of shape ``(len(keys), n)`` and ``z`` entries
+    ``[start, start + n)`` of draw ``draw``: one kernel call, the normals made tile by tile in
+    cache and never stored (elsewhere materialized by :func:`philox_normal_reference`)."""
     for x, _ in pieces:
         _rows(x, keys, None, "x")
     _run(keys, 0, pieces, draw, 1, a, b)
