@@ -80,3 +80,22 @@ def test_kernels_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("THERMOTRAIN_NO_KERNEL", "1")
     monkeypatch.setattr(_native, "_LOADED", {})
     assert _native.load(P._SOURCE, "the test kernel", P._declare) is None
+
+
+def test_prune_deletes_only_stale_builds_of_the_same_kernel(tmp_path):
+    import os
+    import time
+
+    now = time.time()
+    stale, fresh, other = (tmp_path / "philox-aaaa.so", tmp_path / "philox-bbbb.so",
+                           tmp_path / "mlp-cccc.so")
+    for f in (stale, fresh, other):
+        f.write_bytes(b"")
+    old = now - (_native.STALE_DAYS + 1) * 86400
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    target = tmp_path / "philox-dddd.so"
+    target.write_bytes(b"")
+    _native.prune(target)
+    assert not stale.exists()
+    assert fresh.exists() and other.exists() and target.exists()

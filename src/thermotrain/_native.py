@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +85,23 @@ def compile_kernel(source: Path, target: Path, compiler: str,
         os.replace(out, target)  # atomic: concurrent first uses never see a partial file
 
 
+#: builds of another version of a kernel unused for this long are deleted
+STALE_DAYS = 30
+
+
+def prune(target: Path) -> None:
+    """Delete the other builds of ``target``'s kernel (other source versions or CPUs) not
+    used for :data:`STALE_DAYS` days: each upgrade would otherwise leave one behind."""
+    stem = target.name.rsplit("-", 1)[0]
+    cutoff = time.time() - STALE_DAYS * 86400
+    for old in target.parent.glob(f"{stem}-*.so"):
+        try:
+            if old != target and old.stat().st_atime < cutoff and old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:
+            pass  # another process got there first, or no permission: harmless
+
+
 def load(source: Path, what: str, declare: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL | None:
     """The compiled ``source`` (``declare`` sets the functions' ctypes signatures), or
     ``None`` with a warning naming ``what`` falls back to torch."""
@@ -112,6 +130,7 @@ def _build(source: Path, what: str) -> ctypes.CDLL | None:
     try:
         if not target.exists():
             compile_kernel(source, target, cc)
+            prune(target)
         return ctypes.CDLL(str(target))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         warnings.warn(f"thermotrain: could not build the C kernel for {what} ({err}); it uses "
