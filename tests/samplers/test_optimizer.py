@@ -293,3 +293,37 @@ def test_params_without_grad_are_left_alone():
     a.grad = torch.ones(3)
     opt.step()
     assert torch.equal(b, torch.ones(2)) and not torch.equal(a, torch.ones(3))
+
+
+@pytest.mark.parametrize("rng", ["torch", "philox"])
+def test_a_trailing_ensemble_axis_equals_separate_runs(rng):
+    # members stacked on the last axis (not the leading one): the noise views and the
+    # per-member reductions must follow it
+    K, seeds = 3, [7, 8, 9]
+    g = torch.Generator().manual_seed(0)
+    w0, b0 = torch.randn(4, K, generator=g, dtype=torch.float64), torch.randn(2, K, generator=g,
+                                                                                dtype=torch.float64)
+    scale = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+
+    def build(w, b, seed, edim):
+        return tt.PartitionedLangevin(
+            [{"params": [w], "scheme": "adaptive", "temperature": 1e-2},
+             {"params": [b], "scheme": "langevin", "temperature": 1e-2, "friction": 1.0}],
+            lr=0.1, seed=seed, ensemble_dim=edim, rng=rng)
+
+    w, b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+    opt = build(w, b, seeds, 1)
+    for _ in range(20):
+        opt.zero_grad()
+        (0.5 * ((w * w).sum(0) * scale).sum() + 0.5 * ((b * b).sum(0) * scale).sum()).backward()
+        opt.step()
+    for k in range(K):
+        wk, bk = w0[:, k].clone().requires_grad_(True), b0[:, k].clone().requires_grad_(True)
+        one = build(wk, bk, seeds[k], None)
+        for _ in range(20):
+            one.zero_grad()
+            (0.5 * (wk * wk).sum() * scale[k] + 0.5 * (bk * bk).sum() * scale[k]).backward()
+            one.step()
+        torch.testing.assert_close(w.detach()[:, k], wk.detach(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(b.detach()[:, k], bk.detach(), rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(w[:, 0], w[:, 1])

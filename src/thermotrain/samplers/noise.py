@@ -34,9 +34,9 @@ import torch
 from torch import Tensor
 
 from .._checks import member_seeds
-from .philox import Keys, philox_axpby_many_, philox_normal_
+from .philox import Keys, axpby_torch_, philox_axpby_many_, philox_normal_
 
-__all__ = ["NoiseSource", "CounterNoise", "CHUNK", "RNGS", "normalize_seeds"]
+__all__ = ["NoiseSource", "CounterNoise", "CHUNK", "RNGS", "normalize_seeds", "member_view"]
 
 #: the noise sources a sampler can use (``rng=``)
 RNGS = ("torch", "philox")
@@ -99,6 +99,15 @@ class _Pending:
         return self.buffer
 
 
+def member_view(rows: Tensor, shape: Sequence[int], ensemble_dim: int | None) -> Tensor:
+    """The ``(K, n)`` member rows of a noise draw seen as a tensor of ``shape`` whose ensemble
+    axis is ``ensemble_dim`` (``None``: K = 1, the row is the tensor)."""
+    if ensemble_dim is None:
+        return rows.view(*shape)
+    member_shape = [s for i, s in enumerate(shape) if i != ensemble_dim]
+    return rows.view(rows.shape[0], *member_shape).movedim(0, ensemble_dim)
+
+
 class CounterNoise:
     """One draw's noise for the tensors of a group, never materialized: sub-steps call
     :meth:`axpby_` (``x ← a·x + b·R``) and the Philox kernel makes ``R`` in cache (see
@@ -123,12 +132,7 @@ class CounterNoise:
             # another layout: materialize the member rows, then one torch update
             z = philox_normal_(torch.empty(members, n, dtype=t.dtype, device=t.device),
                                keys, self.draw, off)
-            z = z.view(members, *[s for i, s in enumerate(t.shape) if i != edim])
-            z = z.movedim(0, edim) if edim is not None else z.view(t.shape)
-            if a == 0.0:
-                t.copy_(z).mul_(b)
-            else:
-                t.mul_(a).add_(z, alpha=b)
+            axpby_torch_(t, member_view(z, t.shape, edim), a, b)
         philox_axpby_many_(pieces, keys, self.draw, a, b)
 
 
@@ -216,10 +220,11 @@ class NoiseSource:
         buf = self.buffer(size, dtype)
         jobs = self._targets
         if self._keys is not None:
-            # the whole ensemble in one kernel call (on torch's threads)
+            # the whole ensemble in one kernel call (on torch's threads), then the callbacks
             philox_normal_(buf, self._keys, self.advance())
-            for k, c, _, _ in jobs if after_chunk is not None else []:
-                after_chunk(k, c, buf)
+            if after_chunk is not None:
+                for k, c, _, _ in jobs:
+                    after_chunk(k, c, buf)
             return _Pending(buf, [])
 
         def run(share: list[tuple[int, int, Tensor, torch.Generator | None]]) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from . import fused
-from .noise import CHUNK, RNGS, CounterNoise, NoiseSource, normalize_seeds
+from .noise import CHUNK, RNGS, CounterNoise, NoiseSource, member_view, normalize_seeds
 from .schemes import GroupView, Scheme, get_scheme
 from .substeps import kick, sum_squares
 
@@ -389,12 +389,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
         return layout, offset
 
     def _noise_view(self, buf: Tensor, offset: int, p: Tensor, edim: int | None) -> Tensor:
-        n = p.numel() // self.members
-        if edim is None:
-            return buf[0, offset : offset + n].view(p.shape)
-        member_shape = [s for i, s in enumerate(p.shape) if i != edim]
-        view = buf[:, offset : offset + n].view(self.members, *member_shape)
-        return view.movedim(0, edim)
+        return member_view(buf[:, offset : offset + p.numel() // self.members], p.shape, edim)
 
     def _noise_views(self, buf: Tensor, w: _Work) -> list[list[Tensor]]:
         """Views of ``buf`` holding each draw's noise for each tensor of ``w`` (cached: the

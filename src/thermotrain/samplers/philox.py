@@ -47,6 +47,7 @@ __all__ = [
     "philox4x32",
     "philox_normal_",
     "philox_axpby_many_",
+    "axpby_torch_",
     "philox_normal_reference",
     "kernel_available",
 ]
@@ -180,9 +181,35 @@ class Keys:
         return ctypes.addressof(self.array) + first_row * ctypes.sizeof(ctypes.c_uint64)
 
 
+def _cached_args(keys: Keys, sig: tuple, build) -> tuple:
+    # the ctypes argument arrays of a batch, cached: steps repeat the same tensors
+    args = keys._batches.get(sig)  # noqa: SLF001 - same module
+    if args is None:
+        args = build()
+        if len(keys._batches) > 256:  # noqa: SLF001
+            keys._batches.clear()  # noqa: SLF001
+        keys._batches[sig] = args  # noqa: SLF001
+    return args
+
+
+def _array(ctype, values):
+    values = list(values)
+    return (ctype * len(values))(*values)
+
+
 def _kernel_job(x: Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
             and (x.shape[1] <= 1 or x.stride(1) == 1))
+
+
+def axpby_torch_(x: Tensor, z: Tensor, a: float | None, b: float) -> Tensor:
+    """``x ← a·x + b·z`` in torch ops (``a = 0``: ``x ← b·z``; ``a = None``: ``x ← z``), the
+    update the kernel fuses; for tensors the kernel does not take."""
+    if a is None:
+        return x.copy_(z)
+    if a == 0.0:
+        return x.copy_(z).mul_(b)
+    return x.mul_(a).add_(z, alpha=b)
 
 
 def _run(keys: Keys, first_row: int, pieces: Sequence[tuple[Tensor, int]], draw: int,
@@ -191,39 +218,33 @@ def _run(keys: Keys, first_row: int, pieces: Sequence[tuple[Tensor, int]], draw:
     ``x`` of shape ``(R, n)`` with row r on stream ``keys[first_row + r]`` from entry
     ``start``; one kernel call where the kernel applies, the torch definition elsewhere."""
     lib = _library()
-    fast = [q for q in pieces if q[0].shape[1] > 0 and lib is not None and _kernel_job(q[0])]
+    fast: list[tuple[Tensor, int]] = []
     for x, start in pieces:
-        if x.shape[1] == 0 or any(x is q[0] for q in fast):
+        if x.shape[1] == 0:
+            continue
+        if lib is not None and _kernel_job(x):
+            fast.append((x, start))
             continue
         z = philox_normal_reference(keys.seeds[first_row : first_row + x.shape[0]], draw,
                                     x.shape[1], x.dtype, x.device, start)
-        if mode == 0:
-            x.copy_(z)
-        elif a == 0.0:
-            x.copy_(z).mul_(b)
-        else:
-            x.mul_(a).add_(z, alpha=b)
-    for dtype in {q[0].dtype for q in fast}:
-        batch = [q for q in fast if q[0].dtype == dtype]
-        # the ctypes argument arrays of a batch, cached: steps repeat the same tensors
-        sig = (first_row, tuple((x.data_ptr(), *x.shape, x.stride(0), s) for x, s in batch))
-        args = keys._batches.get(sig)  # noqa: SLF001 - same module
-        if args is None:
-            c = len(batch)
-            args = (
-                c,
-                (ctypes.c_void_p * c)(*[x.data_ptr() for x, _ in batch]),
-                (ctypes.c_int64 * c)(*[x.shape[0] for x, _ in batch]),
-                (ctypes.c_int64 * c)(*[x.shape[1] for x, _ in batch]),
-                (ctypes.c_int64 * c)(*[x.stride(0) for x, _ in batch]),
-                (ctypes.c_uint64 * c)(*[s for _, s in batch]),
-                keys.address(first_row),
-            )
-            if len(keys._batches) > 256:  # noqa: SLF001
-                keys._batches.clear()  # noqa: SLF001
-            keys._batches[sig] = args  # noqa: SLF001
-        status = lib.tt_philox_jobs(*args, draw, mode, float(a),  # type: ignore[union-attr]
-                                    float(b), int(dtype == torch.float64))
+        axpby_torch_(x, z, None if mode == 0 else a, b)
+    for dtype in {x.dtype for x, _ in fast}:
+        batch = [(x, s) for x, s in fast if x.dtype == dtype]
+
+        def build(batch=batch):
+            return (len(batch),
+                    _array(ctypes.c_void_p, (x.data_ptr() for x, _ in batch)),
+                    _array(ctypes.c_int64, (x.shape[0] for x, _ in batch)),
+                    _array(ctypes.c_int64, (x.shape[1] for x, _ in batch)),
+                    _array(ctypes.c_int64, (x.stride(0) for x, _ in batch)),
+                    _array(ctypes.c_uint64, (s for _, s in batch)),
+                    keys.address(first_row))
+
+        sig = ("jobs", first_row,
+               tuple((x.data_ptr(), *x.shape, x.stride(0), s) for x, s in batch))
+        status = lib.tt_philox_jobs(*_cached_args(keys, sig, build),  # type: ignore[union-attr]
+                                    draw, mode, float(a), float(b),
+                                    int(dtype == torch.float64))
         if status != 0:
             raise MemoryError("the Philox kernel could not allocate its work space")
 
@@ -254,22 +275,6 @@ def philox_axpby_many_(pieces: Sequence[tuple[Tensor, int]], keys: Keys, draw: i
     for x, _ in pieces:
         _rows(x, keys, None, "x")
     _run(keys, 0, pieces, draw, 1, a, b)
-
-
-def _cached_args(keys: Keys, sig: tuple, build) -> tuple:
-    # the ctypes argument arrays of a batch, cached: steps repeat the same tensors
-    args = keys._batches.get(sig)  # noqa: SLF001 - same module
-    if args is None:
-        args = build()
-        if len(keys._batches) > 256:  # noqa: SLF001
-            keys._batches.clear()  # noqa: SLF001
-        keys._batches[sig] = args  # noqa: SLF001
-    return args
-
-
-def _array(ctype, values):
-    values = list(values)
-    return (ctype * len(values))(*values)
 
 
 def scheme_kernel(kind: int, jobs: Sequence[tuple[Tensor, Tensor | None, Tensor, int]],
