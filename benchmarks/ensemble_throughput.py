@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import thermotrain as tt
 from thermotrain.data import Minibatcher, spirals
-from thermotrain.models import MLP, ensemble_loss, fused
+from thermotrain.models import MLP, fused
 from thermotrain.perf import tune_malloc
 
 BATCH = 25
@@ -39,16 +39,10 @@ def vectorized(x: torch.Tensor, y: torch.Tensor, members: int, steps: int, rng: 
     model = MLP([2, 100, 1], ensemble=members, seed=seeds)
     opt = tt.AdLaLa(model, ensemble_dim=0, seed=[s + 2_000_006 for s in seeds], rng=rng)
     batcher = Minibatcher(len(x), BATCH, seeds=[s + 1_000_003 for s in seeds])
-    fast = fused.supports(model, x, y)  # as the runner: the fused gradient where it applies
+    gradient = fused.gradient_fn(model, x, y)  # as the runner: fused where it applies
     start = time.perf_counter()
     for _ in range(steps):
-        idx = batcher.next()
-        if fast:
-            fused.loss_and_grad(model, x, y, idx)
-        else:
-            loss = ensemble_loss(model(x[idx]), y[idx]).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+        gradient(batcher.next())
         opt.step()
     return time.perf_counter() - start
 

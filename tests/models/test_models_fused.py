@@ -117,3 +117,17 @@ def test_saturated_logits_give_finite_gradients_equal_to_autograd(widths):
     for p, ref in zip(model.parameters(), grads, strict=True):
         assert torch.isfinite(p.grad).all()
         torch.testing.assert_close(p.grad, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("widths", [[2, 9, 1], [2, 300, 300, 1]])  # fused, then autograd
+def test_gradient_fn_leaves_the_ensemble_gradient_either_way(widths):
+    model = MLP(widths, ensemble=2, seed=5)
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(6))
+    y = (x[:, 0] > 0).long()
+    idx = torch.randint(0, 20, (2, 8), generator=torch.Generator().manual_seed(7))
+    _, ref = _autograd(model, x, y, idx)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3.0)  # stale: must not leak into the result
+    fused.gradient_fn(model, x, y)(idx)
+    for p, r in zip(model.parameters(), ref, strict=True):
+        torch.testing.assert_close(p.grad, r, rtol=1e-5, atol=1e-6)

@@ -363,7 +363,7 @@ def train_method(
 
     if start == 0:
         record(0)
-    fast_grad = fused_mlp.supports(model, x, y)
+    gradient = fused_mlp.gradient_fn(model, x, y)  # one C call where it applies
     ckpt_every = t.checkpoint_every
     report_every = max(1, min(500, t.steps // 100 or 1))
     step = start
@@ -372,13 +372,7 @@ def train_method(
     with _deferred_interrupt() as interrupted, _frozen_gc():
         try:
             while step < t.steps:
-                idx = batcher.next()
-                if fast_grad:  # the same gradient in one C call (models.fused)
-                    fused_mlp.loss_and_grad(model, x, y, idx)
-                else:
-                    loss = ensemble_loss(model(x[idx]), y[idx]).sum()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                gradient(batcher.next())
                 opt.step()
                 step += 1
                 if step in eval_steps or step in snap_steps or step in window_steps:

@@ -19,15 +19,17 @@ are better served by torch's GEMMs), with the C compiler available.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from .. import _native
+from .losses import ensemble_loss
 from .mlp import MLP
 
-__all__ = ["supports", "loss_and_grad"]
+__all__ = ["supports", "loss_and_grad", "gradient_fn"]
 
 _SOURCE = Path(__file__).with_name("_mlp.c")
 _LIB: ctypes.CDLL | None | bool = False
@@ -162,3 +164,18 @@ def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
     if status != 0:
         raise MemoryError("the fused MLP gradient could not allocate its work space")
     return loss[0] if plain else loss
+
+
+def gradient_fn(model: torch.nn.Module, x: Tensor, y: Tensor) -> Callable[[Tensor], None]:
+    """The training gradient of an ensemble as a function of the batch indices ``idx``
+    ``(K, B)``: it leaves the gradient of ``ensemble_loss(model(x[idx]), y[idx]).sum()`` in
+    the parameters' ``.grad`` — through :func:`loss_and_grad` when :func:`supports` says so
+    (decided once, here), else through autograd."""
+    if supports(model, x, y):
+        return lambda idx: loss_and_grad(model, x, y, idx)  # looked up at call time
+
+    def autograd(idx: Tensor) -> None:
+        model.zero_grad(set_to_none=True)
+        ensemble_loss(model(x[idx]), y[idx]).sum().backward()
+
+    return autograd
