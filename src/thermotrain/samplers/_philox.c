@@ -10,8 +10,9 @@
  *   float64: block j gives entries 2j, 2j+1 from 53-bit uniforms
  *            u1 = ((x0:x1)>>11)+1, u2 = (x2:x3)>>11 (times 2^-53).
  *
- * Written so that gcc vectorizes the block loop (with glibc's libmvec for log and sin);
- * compiled at first use by philox.py with -O3 -march=native -ffast-math.
+ * Blocks are computed 16 lanes at a time (AVX-512 intrinsics for the Philox rounds where
+ * available, else gcc's vectorization; glibc's libmvec for log and sin); compiled at first
+ * use by thermotrain._native (-O3 -march=native -ffast-math -fopenmp -mno-recip).
  */
 #include <math.h>
 #include <stdint.h>
