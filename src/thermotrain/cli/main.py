@@ -116,6 +116,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.address and args.backend != "ray":
         raise UsageError("--address only applies to --backend ray")
     path = find_study(args.study)
+    from ..experiments.config import read_toml
+
+    if "experiment" in read_toml(path):
+        return _run_experiment(args, path)
     methods = None
     if args.methods is not None:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -147,10 +151,57 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    from ..experiments.report import write_report
+def _run_experiment(args: argparse.Namespace, path: Path) -> int:
+    """``run`` for a study file with ``experiment = NAME`` (:mod:`..experiments.kinds`)."""
+    from ..experiments.kinds import RunContext, get_experiment, load_spec
 
-    report = write_report(Path(args.run_dir))
+    for flag, value in (("--methods", args.methods), ("--seeds", args.seeds),
+                        ("--steps", args.steps)):
+        if value is not None:
+            raise UsageError(f"{flag} does not apply to {path.stem} (an experiment study); "
+                             "use --set with its own keys")
+    if args.backend != "local":
+        raise UsageError(f"--backend {args.backend} does not apply to {path.stem}")
+    spec = load_spec(path, quick=args.quick, overrides=args.overrides)
+    experiment = get_experiment(spec.get("experiment"), str(path))
+    out = Path(args.out) if args.out else Path("runs") / (
+        str(spec["name"]) + ("-quick" if args.quick else ""))
+    progress = (not args.no_progress) and sys.stderr.isatty()
+    ctx = RunContext(out=out, quick=args.quick, resume=args.resume, data_dir=args.data_dir,
+                     progress=progress, log=print)
+    tune_malloc()
+    summary = experiment.run(spec, ctx)
+    if experiment.table is not None:
+        print()
+        print(experiment.table(summary))
+    if not args.no_report:
+        report = experiment.report(out)
+        print(f"\nrun folder: {out}  (report: {report})")
+    else:
+        print(f"\nrun folder: {out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from ..experiments.report import ReportError, write_report
+
+    run_dir = Path(args.run_dir)
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    if isinstance(config, dict) and "experiment" in config:
+        from ..experiments.kinds import get_experiment
+
+        try:
+            experiment = get_experiment(config["experiment"], str(run_dir / "config.json"))
+        except ValueError as exc:
+            raise ReportError(str(exc)) from None
+        report = experiment.report(run_dir)
+    else:
+        report = write_report(run_dir)
     print(f"wrote {report}")
     return 0
 

@@ -49,6 +49,7 @@ from ..models import StackableModel, ensemble_accuracy, ensemble_loss
 from ..models import fused as fused_mlp
 from .builders import Dataset, build_model, build_optimizer, load_data
 from .config import MethodConfig, StudyConfig, slug, stream_seeds
+from .run_folder import atomic_save, atomic_write_text
 
 __all__ = [
     "RunError",
@@ -76,24 +77,6 @@ class RunError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- files
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and :func:`os.replace`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, then :func:`os.replace` onto ``path``: a reader
-    (or a resumed run after a kill) sees the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_metrics(rows: Sequence[Sequence[Any]], path: Path) -> None:
     """Write metric rows (:data:`METRIC_COLUMNS`) as CSV, atomically."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
