@@ -180,3 +180,62 @@ def test_constructor_errors(kwargs, error, match):
     widths = kwargs.pop("widths")
     with pytest.raises(error, match=match):
         MLP(widths, **kwargs)
+
+
+# --- batch norm (SPEC §8: BN after each hidden Linear, before the activation) ---------------
+
+
+def test_batchnorm_mlp_is_linear_bn_activation_and_keeps_the_linear_init():
+    net = MLP([3, 5, 4, 2], batchnorm=True, seed=4, dtype=F64)
+    plain = MLP([3, 5, 4, 2], seed=4, dtype=F64)
+    for a, b in zip(net.layers, plain.layers, strict=True):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    assert [type(m) for m in net.norms] == [nn.BatchNorm1d, nn.BatchNorm1d]
+    assert layer_partition(net) == net.layer_modules()
+    x = torch.randn(16, 3, dtype=F64)
+    l0, l1, l2 = net.layers
+    n0, n1 = net.norms
+    expected = l2(torch.relu(n1(l1(torch.relu(n0(l0(x)))))))
+    assert_close(net(x), expected, **TIGHT)
+    assert net.config() == {"widths": [3, 5, 4, 2], "activation": "relu", "batchnorm": True}
+    assert "norms.0.running_mean" in net.state_dict()
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-member-batches", "shared-batch"])
+def test_batchnorm_ensemble_equals_separate_networks_train_and_eval(shared):
+    k = 3
+    ens = MLP([4, 6, 5, 3], batchnorm=True, ensemble=k, seed=10, dtype=F64)
+    plains = [MLP([4, 6, 5, 3], batchnorm=True, seed=10 + i, dtype=F64) for i in range(k)]
+    x, y = _data(k, 12, 4, 3, shared)
+    # training mode: batch statistics, running statistics updated per member
+    out = ens(x)
+    loss = ensemble_loss(out, y).sum()
+    loss.backward()
+    for i, net in enumerate(plains):
+        xi, yi = (x, y) if shared else (x[i], y[i])
+        oi = net(xi)
+        assert_close(out[i], oi, **TIGHT)
+        classification_loss(oi, yi).backward()
+        for (name, p_ens), p in zip(ens.named_parameters(), net.parameters(), strict=True):
+            assert_close(p_ens.grad[i], p.grad, **TIGHT, msg=name)
+        for b_ens, b in zip(ens.buffers(), net.buffers(), strict=True):
+            assert_close(b_ens[i], b, **TIGHT)
+    # eval mode: running statistics
+    ens.eval()
+    for i, net in enumerate(plains):
+        net.eval()
+        xi = x if shared else x[i]
+        assert_close(ens(x)[i], net(xi), **TIGHT)
+        member = ens.member(i)
+        member.eval()
+        assert_close(member(xi), net(xi), **TIGHT)
+
+
+def test_batchnorm_argument_is_checked_and_fused_gradient_declines_bn():
+    from thermotrain.models import fused
+
+    with pytest.raises(TypeError, match="batchnorm must be True or False, got 'yes'"):
+        MLP([2, 3, 1], batchnorm="yes")
+    net = MLP([2, 8, 1], batchnorm=True, ensemble=2)
+    x, y = torch.randn(10, 2), torch.randint(0, 2, (10,))
+    assert not fused.supports(net, x, y)

@@ -57,7 +57,7 @@ def _library() -> ctypes.CDLL | None:
 def supports(model: torch.nn.Module, x: Tensor, y: Tensor) -> bool:
     """Whether :func:`loss_and_grad` can train ``model`` on data ``x`` ``(N, d_in)`` with
     targets ``y`` ``(N,)``."""
-    if not isinstance(model, MLP) or model.activation not in _ACT:
+    if not isinstance(model, MLP) or model.activation not in _ACT or model.batchnorm:
         return False
     params = list(model.parameters())
     dtype = params[0].dtype

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ._checks import check_dtype, check_positive_int
 from .initialization import InitLike, as_init, init_layer_, make_generator, member_seeds
 
-__all__ = ["EnsembleLinear", "EnsembleConv2d"]
+__all__ = ["EnsembleLinear", "EnsembleConv2d", "EnsembleBatchNorm1d"]
 
 
 def _factory(device: object, dtype: object) -> dict:
@@ -206,3 +206,83 @@ def unpack(y: Tensor, ensemble_size: int) -> Tensor:
     """Packed ``(B, K·C, *spatial)`` → ``(K, B, C, *spatial)`` (a view)."""
     b, kc = y.shape[:2]
     return y.reshape(b, ensemble_size, kc // ensemble_size, *y.shape[2:]).transpose(0, 1)
+
+
+class EnsembleBatchNorm1d(nn.Module):
+    r"""K independent ``nn.BatchNorm1d(C)`` layers on ``(K, B, C)`` activations, batched.
+
+    Member k normalizes its own batch with its own statistics and affine map,
+
+    .. math:: y_k = \gamma_k \odot \frac{x_k - \mu_k}{\sqrt{\sigma_k^2 + \epsilon}} + \beta_k ,
+
+    with :math:`(\mu_k, \sigma_k^2)` the batch mean and (biased) variance in training mode —
+    the running statistics being updated as :math:`r \leftarrow (1-m) r + m\,\hat r`
+    (unbiased batch variance), momentum :math:`m` = 0.1 as in PyTorch — and the running
+    statistics in eval mode. The K members are laid side by side on the channel axis,
+    ``(K, B, C)`` → ``(B, K·C)``, and normalized with one ``F.batch_norm`` call: channels are
+    normalized independently, so member k computes exactly ``nn.BatchNorm1d`` with
+    ``weight[k]``, ``bias[k]``, ``running_mean[k]``, ``running_var[k]``.
+
+    Parameters: ``weight`` (γ, ones) and ``bias`` (β, zeros), ``(K, C)``. Buffers:
+    ``running_mean`` (zeros), ``running_var`` (ones), ``(K, C)``, and ``num_batches_tracked``
+    ``(K,)`` — every entry of the state dict carries the ensemble axis first.
+
+    Args:
+        ensemble_size: K ≥ 1.
+        num_features: C.
+        eps, momentum: as for ``nn.BatchNorm1d``.
+        device, dtype: of the parameters and buffers.
+
+    Example:
+        >>> bn = EnsembleBatchNorm1d(3, 4)
+        >>> bn(torch.randn(3, 8, 4)).shape
+        torch.Size([3, 8, 4])
+    """
+
+    def __init__(
+        self,
+        ensemble_size: int,
+        num_features: int,
+        *,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.ensemble_size = check_positive_int("ensemble_size", ensemble_size)
+        self.num_features = check_positive_int("num_features", num_features)
+        if not 0.0 < float(momentum) <= 1.0:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum!r}")
+        if not float(eps) > 0.0:
+            raise ValueError(f"eps must be > 0, got {eps!r}")
+        self.eps, self.momentum = float(eps), float(momentum)
+        fk = _factory(device, dtype)
+        k, c = self.ensemble_size, self.num_features
+        self.weight = nn.Parameter(torch.ones(k, c, **fk))
+        self.bias = nn.Parameter(torch.zeros(k, c, **fk))
+        self.register_buffer("running_mean", torch.zeros(k, c, **fk))
+        self.register_buffer("running_var", torch.ones(k, c, **fk))
+        self.register_buffer("num_batches_tracked",
+                             torch.zeros(k, dtype=torch.long, device=fk["device"]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, c = self.ensemble_size, self.num_features
+        if not (x.ndim == 3 and x.shape[0] == k and x.shape[2] == c):
+            raise ValueError(
+                f"EnsembleBatchNorm1d expects input of shape (K={k}, B, {c}), "
+                f"got {tuple(x.shape)}"
+            )
+        b = x.shape[1]
+        packed = x.transpose(0, 1).reshape(b, k * c)
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        # reshape of the contiguous (K, C) buffers is a view: F.batch_norm updates them in place
+        y = F.batch_norm(packed, self.running_mean.view(k * c), self.running_var.view(k * c),
+                         self.weight.reshape(k * c), self.bias.reshape(k * c),
+                         training=self.training, momentum=self.momentum, eps=self.eps)
+        return y.reshape(b, k, c).transpose(0, 1)
+
+    def extra_repr(self) -> str:
+        return (f"ensemble_size={self.ensemble_size}, num_features={self.num_features}, "
+                f"eps={self.eps}, momentum={self.momentum}")

@@ -11,6 +11,10 @@ with :math:`W_\ell \in \mathbb R^{d_\ell \times d_{\ell-1}}`. The output is the 
 *logits* (no sigmoid/softmax): the heads live in :mod:`thermotrain.models.losses`. The
 paper's SHLP (SPEC §6) is ``widths = [d_in, H, d_out]`` with ReLU; the 1-2-1 tanh regression
 net of SPEC §5 is ``MLP([1, 2, 1], activation="tanh")`` (7 parameters).
+
+With ``batchnorm=True`` a batch normalization follows each hidden affine map, before the
+nonlinearity (the MLI paper's placement, SPEC §8):
+:math:`h_\ell = \phi(\operatorname{BN}_\ell(W_\ell h_{\ell-1} + b_\ell))`.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from torch.nn.utils import skip_init
 
 from ._checks import ACTIVATIONS, check_activation, check_widths
 from .base import StackableModel
-from .initialization import InitLike
-from .layers import EnsembleLinear
+from .initialization import InitLike, init_layer_, make_generator
+from .layers import EnsembleBatchNorm1d, EnsembleLinear
 
 __all__ = ["MLP", "SHLP"]
 
@@ -50,6 +54,11 @@ class MLP(StackableModel):
         widths: ``[d_in, h_1, …, d_out]``, at least two ints ≥ 1 (``[2, 100, 1]`` is an SHLP
             with 100 hidden units).
         activation: ``"relu"`` or ``"tanh"``.
+        batchnorm: add a batch normalization after each hidden Linear, before the
+            activation (``self.norms[ℓ]``: ``nn.BatchNorm1d``, or
+            :class:`~thermotrain.models.EnsembleBatchNorm1d` in an ensemble; γ = 1, β = 0,
+            momentum 0.1). The Linear layers are drawn exactly as without it (same seeds, same
+            numbers); the running statistics are buffers in the state dict.
         ensemble: ``None`` or the number of members K ≥ 1.
         init: ``"default"`` (PyTorch's :math:`\mathcal U(\pm 1/\sqrt{\text{fan\_in}})` for
             weights and biases), ``("normal", s)`` (:math:`\mathcal N(0, s^2)` for weights and
@@ -78,6 +87,7 @@ class MLP(StackableModel):
         widths: Sequence[int],
         *,
         activation: str = "relu",
+        batchnorm: bool = False,
         ensemble: int | None = None,
         init: InitLike = "default",
         seed: int | Sequence[int] = 0,
@@ -85,6 +95,9 @@ class MLP(StackableModel):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
+        if not isinstance(batchnorm, bool):
+            raise TypeError(f"batchnorm must be True or False, got {batchnorm!r}")
+        self.batchnorm = batchnorm
         self.widths = check_widths(widths)
         self.activation = check_activation(activation)
         self._phi = ACTIVATIONS[self.activation]
@@ -96,13 +109,39 @@ class MLP(StackableModel):
         else:
             layers = [EnsembleLinear(k, d_in, d_out, init=None, **fk) for d_in, d_out in pairs]
         self.layers = nn.ModuleList(layers)
+        if batchnorm:
+            hidden = self.widths[1:-1]
+            if k is None:
+                norms = [nn.BatchNorm1d(h, **fk) for h in hidden]
+            else:
+                norms = [EnsembleBatchNorm1d(k, h, **fk) for h in hidden]
+            self.norms = nn.ModuleList(norms)
         self._initialize()
 
+    def _initialize(self) -> None:
+        """Draw the Linear layers only (as without batch norm); γ = 1, β = 0 are fixed."""
+        gens = [make_generator(s) for s in self.seeds]
+        for layer in self.layers:
+            init_layer_(layer, self.initialization, gens)
+
     def config(self) -> dict[str, Any]:
-        return {"widths": list(self.widths), "activation": self.activation}
+        out: dict[str, Any] = {"widths": list(self.widths), "activation": self.activation}
+        if self.batchnorm:
+            out["batchnorm"] = True
+        return out
 
     def layer_modules(self) -> list[nn.Module]:
-        return list(self.layers)
+        # registration order: every Linear, then every batch norm
+        return list(self.layers) + (list(self.norms) if self.batchnorm else [])
+
+    def member(self, k: int) -> StackableModel:
+        """A plain copy of ensemble member ``k`` (parameters and batch-norm buffers copied)."""
+        plain = super().member(k)
+        if self.batchnorm:
+            with torch.no_grad():
+                for dst, src in zip(plain.buffers(), self.buffers(), strict=True):
+                    dst.copy_(src[k])
+        return plain
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits: ``(B, d_in)`` → ``(B, d_out)``; ensemble: ``(K, B, d_in)`` or ``(B, d_in)``
@@ -111,12 +150,20 @@ class MLP(StackableModel):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
+                if self.batchnorm:
+                    x = self._norm(i, x)
                 x = self._phi(x)
         return x
 
+    def _norm(self, i: int, x: Tensor) -> Tensor:
+        if self.ensemble_size is not None and x.ndim == 2:
+            x = x.expand(self.ensemble_size, *x.shape)
+        return self.norms[i](x)
+
     def extra_repr(self) -> str:
+        bn = ", batchnorm=True" if self.batchnorm else ""
         return (
-            f"widths={list(self.widths)}, activation={self.activation!r}, "
+            f"widths={list(self.widths)}, activation={self.activation!r}{bn}, "
             f"ensemble={self.ensemble_size}"
         )
 
@@ -127,6 +174,7 @@ def SHLP(  # noqa: N802 - the paper's name for the architecture
     d_out: int = 1,
     *,
     activation: str = "relu",
+    batchnorm: bool = False,
     ensemble: int | None = None,
     init: InitLike = "default",
     seed: int | Sequence[int] = 0,
@@ -146,6 +194,7 @@ def SHLP(  # noqa: N802 - the paper's name for the architecture
     return MLP(
         [d_in, hidden, d_out],
         activation=activation,
+        batchnorm=batchnorm,
         ensemble=ensemble,
         init=init,
         seed=seed,
