@@ -1,0 +1,247 @@
+"""The run folder module: long-format metrics (and the old wide files), atomic writes that
+fail in one line, checkpoints that survive a corrupt file, one process per folder."""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from thermotrain.experiments.run_folder import (
+    METRIC_COLUMNS,
+    CheckpointWarning,
+    MethodFolder,
+    RunError,
+    RunFolder,
+    atomic_write_text,
+    metrics_frame,
+    model_spec,
+)
+from thermotrain.models import CNN, MLP
+
+LONG = [("s", "SGD", 0, 0, "train", "loss", 0.7), ("s", "SGD", 0, 0, "train", "accuracy", 0.5),
+        ("s", "NA", 1, 10, "test", "loss", float("nan")),
+        ("s", "NA", 1, 10, "test", "energy", float("inf"))]
+
+
+def _temp_files(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob(".*.tmp*")]
+
+
+# --------------------------------------------------------------------------- metrics
+def test_metrics_round_trip_long_format(tmp_path: Path):
+    run = RunFolder(tmp_path)
+    run.write_metrics(LONG)
+    assert run.metrics_path.read_text().splitlines()[0] == ",".join(METRIC_COLUMNS)
+    frame = run.read_metrics()
+    assert tuple(frame.columns) == METRIC_COLUMNS
+    assert frame["method"].tolist() == ["SGD", "SGD", "NA", "NA"]  # "NA" is a name, not NaN
+    assert frame["seed"].dtype == "int64" and frame["step"].dtype == "int64"
+    assert frame["value"].iloc[:2].tolist() == [0.7, 0.5]
+    assert math.isnan(frame["value"].iloc[2]) and frame["value"].iloc[3] == math.inf
+    # exact floats: the file holds the shortest repr that round-trips
+    run.write_metrics([("s", "SGD", 0, 0, "train", "loss", 0.1 + 0.2)])
+    assert run.read_metrics()["value"].iloc[0] == 0.1 + 0.2
+
+
+def test_wide_rows_and_old_wide_files_become_long(tmp_path: Path):
+    wide = [("s", "SGD", 0, 0, "train", 0.7, 0.5), ("s", "SGD", 0, 0, "test", 0.8, 0.25)]
+    expected = [("s", "SGD", 0, 0, "train", "loss", 0.7),
+                ("s", "SGD", 0, 0, "train", "accuracy", 0.5),
+                ("s", "SGD", 0, 0, "test", "loss", 0.8),
+                ("s", "SGD", 0, 0, "test", "accuracy", 0.25)]
+    got = metrics_frame(wide)
+    assert list(got.itertuples(index=False, name=None)) == expected
+    # a metrics.csv of the runner before the long format reads as the same table
+    (tmp_path / "metrics.csv").write_text(
+        "study,method,seed,step,split,loss,accuracy\n"
+        "s,SGD,0,0,train,0.7,0.5\ns,SGD,0,0,test,0.8,0.25\n")
+    frame = RunFolder(tmp_path).read_metrics()
+    assert list(frame.itertuples(index=False, name=None)) == expected
+    pd.testing.assert_frame_equal(frame, metrics_frame(pd.DataFrame(
+        wide, columns=["study", "method", "seed", "step", "split", "loss", "accuracy"])))
+
+
+@pytest.mark.parametrize("damage", ["cut mid-row", "cut mid-value", "short row", "empty",
+                                    "text in value", "other columns"])
+def test_damaged_metrics_are_one_line_errors_naming_the_file(tmp_path: Path, damage: str):
+    run = RunFolder(tmp_path)
+    run.write_metrics(LONG)
+    text = run.metrics_path.read_text()
+    broken = {
+        "cut mid-row": text[: text.rindex("\n", 0, -1) + 8],
+        "cut mid-value": text[:-3],
+        "short row": text + "s,SGD,0\n",
+        "empty": "",
+        "text in value": text + "s,SGD,0,0,train,loss,abc\n",
+        "other columns": "a,b\n1,2\n",
+    }[damage]
+    run.metrics_path.write_text(broken)
+    with pytest.raises(RunError) as info:
+        run.read_metrics()
+    message = str(info.value)
+    assert str(run.metrics_path) in message and "\n" not in message
+
+
+def test_json_files_missing_empty_or_corrupt(tmp_path: Path):
+    run = RunFolder(tmp_path)
+    with pytest.raises(RunError, match="not a finished run folder \\(no summary.json\\)"):
+        run.read_summary()
+    for text, what in (("", "is empty"), ("{\"study\": ", "is corrupt"), ("[1]", "holds a list")):
+        run.summary_path.write_text(text)
+        with pytest.raises(RunError, match=what) as info:
+            run.read_summary()
+        assert str(run.summary_path) in str(info.value)
+    run.write_summary({"study": "s", "loss": float("nan")})
+    assert math.isnan(run.read_summary()["loss"])
+    run.write_config({"name": "s", "seeds": (1, 2)})
+    assert run.read_config() == {"name": "s", "seeds": [1, 2]}
+    assert run.read_data_root() is None
+    run.write_data_root(tmp_path)
+    assert run.read_data_root() == str(tmp_path.resolve())
+
+
+# --------------------------------------------------------------------------- failed writes
+def test_disk_full_is_one_line_and_leaves_no_temp_file(tmp_path: Path, monkeypatch):
+    run = RunFolder(tmp_path)
+    run.write_summary({"old": 1})
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    for write, path in ((lambda: run.write_summary({"new": 2}), run.summary_path),
+                        (lambda: run.write_metrics(LONG), run.metrics_path),
+                        (lambda: run.save_checkpoint("SGD", {"step": 1}),
+                         run.method("SGD").checkpoint_path)):
+        with pytest.raises(RunError) as info:
+            write()
+        assert str(info.value) == f"cannot write {path}: No space left on device"
+    assert _temp_files(tmp_path) == []
+    monkeypatch.undo()
+    assert run.read_summary() == {"old": 1}  # the old file is untouched
+
+
+def test_failing_torch_save_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch):
+    method = MethodFolder(tmp_path / "m")
+    method.save_checkpoint({"step": 1})
+
+    def half_written(obj, f):
+        f.write(b"PK\x03\x04 half a zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed\nmore detail")
+
+    monkeypatch.setattr(torch, "save", half_written)
+    with pytest.raises(RunError, match=r"^cannot write .*checkpoint\.pt: \[enforce fail.*"
+                                       r"file write failed$"):
+        method.save_checkpoint({"step": 2})
+    monkeypatch.undo()
+    assert _temp_files(tmp_path) == []
+    assert method.load_checkpoint() == {"step": 1}
+    assert not method.previous_checkpoint_path.exists()
+
+
+def test_read_only_folder_and_out_that_is_a_file(tmp_path: Path, monkeypatch):
+    import thermotrain.experiments.run_folder as rf
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(rf, "open", read_only, raising=False)
+    with pytest.raises(RunError, match=r"cannot write .*config\.json: Read-only file system$"):
+        RunFolder(tmp_path).write_config({})
+    monkeypatch.undo()
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    with pytest.raises(RunError, match=r"^--out .*a-file is a file, not a folder$"):
+        RunFolder(file).create()
+    with pytest.raises(RunError, match=r"cannot write .*a-file/x\.txt: Not a directory"):
+        atomic_write_text(file / "x.txt", "y")
+
+
+# --------------------------------------------------------------------------- checkpoints
+def test_previous_checkpoint_is_kept_and_used_when_the_latest_is_corrupt(tmp_path: Path):
+    method = MethodFolder(tmp_path / "methods" / "sgd")
+    assert method.load_checkpoint() is None
+    method.save_checkpoint({"step": 10, "w": torch.ones(3)})
+    method.save_checkpoint({"step": 20, "w": torch.zeros(3)})
+    assert method.load_checkpoint()["step"] == 20
+    assert torch.load(method.previous_checkpoint_path, weights_only=True)["step"] == 10
+    data = method.checkpoint_path.read_bytes()
+    method.checkpoint_path.write_bytes(data[: len(data) // 2])  # truncated by a crash
+    with pytest.warns(CheckpointWarning) as record:
+        ckpt = method.load_checkpoint()
+    assert ckpt["step"] == 10
+    (message,) = [str(w.message) for w in record]
+    assert message.startswith(f"{method.checkpoint_path} is unreadable (")
+    assert message.endswith("; resuming from checkpoint.prev.pt") and "\n" not in message
+    # both unusable: one line naming the file, never torch's traceback
+    method.previous_checkpoint_path.write_bytes(b"garbage")
+    with pytest.raises(RunError) as info:
+        method.load_checkpoint()
+    text = str(info.value)
+    assert text.startswith(f"{method.checkpoint_path} is unreadable (") and "\n" not in text
+    assert str(method.previous_checkpoint_path) in text
+    method.previous_checkpoint_path.unlink()
+    with pytest.raises(RunError, match="no previous checkpoint: delete"):
+        method.load_checkpoint()
+
+
+# --------------------------------------------------------------------------- snapshots
+@pytest.mark.parametrize("model", [MLP([2, 4, 1], ensemble=3, activation="tanh"),
+                                   CNN(in_shape=(1, 8, 8), num_classes=3, channels=(2,),
+                                       ensemble=2)])
+def test_snapshots_store_what_rebuilds_the_model(tmp_path: Path, model):
+    run = RunFolder(tmp_path)
+    snap = {"step": 5, "members": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    run.save_snapshots("M 1", [snap], seeds=[4, 5, 6], model=model)
+    got = run.load_snapshots("M 1")
+    assert got["seeds"] == [4, 5, 6] and got["method"] == "M 1"
+    assert got["model"] == model_spec(model) == {"class": type(model).__name__,
+                                                 "config": model.config()}
+    assert (run.method_dir("M 1") / "snapshots.pt").exists()
+    run.method("M 1").snapshots_path.write_bytes(b"\x00" * 10)
+    with pytest.raises(RunError, match=r"snapshots\.pt is unreadable \("):
+        run.load_snapshots("M 1")
+    assert run.load_snapshots("other") is None
+
+
+# --------------------------------------------------------------------------- the lock
+def test_second_process_on_a_folder_fails_naming_the_first(tmp_path: Path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from thermotrain.experiments.run_folder import RunFolder
+            with RunFolder({str(tmp_path)!r}).lock():
+                print("locked", flush=True)
+                time.sleep(60)
+            """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunError) as info:
+            with RunFolder(tmp_path).lock():
+                pass
+        assert f"(PID {holder.pid}," in str(info.value) and "in use by another run" in str(
+            info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without unlocking: its .lock file (with its PID) does not block
+    assert (tmp_path / ".lock").read_text().strip() == str(holder.pid)
+    with RunFolder(tmp_path).lock():
+        assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(RunError, match=f"PID {os.getpid()}"):  # also within one process
+            with RunFolder(tmp_path).lock():
+                pass
+    with RunFolder(tmp_path).lock():  # released at the end of the block
+        pass
