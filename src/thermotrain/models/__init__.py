@@ -27,7 +27,7 @@ from .base import StackableModel
 from .cnn import CNN
 from .ensemble import stack, unstack
 from .initialization import Init, InitLike, as_init, member_seeds
-from .layers import EnsembleConv2d, EnsembleLinear
+from .layers import EnsembleBatchNorm1d, EnsembleConv2d, EnsembleLinear
 from .losses import (
     accuracy,
     binary_cross_entropy,
@@ -45,6 +45,7 @@ __all__ = [
     "CNN",
     "StackableModel",
     "EnsembleLinear",
+    "EnsembleBatchNorm1d",
     "EnsembleConv2d",
     "stack",
     "unstack",
