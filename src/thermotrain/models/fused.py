@@ -29,7 +29,7 @@ from .. import _native
 from .losses import ensemble_loss
 from .mlp import MLP
 
-__all__ = ["supports", "loss_and_grad", "gradient_fn"]
+__all__ = ["supports", "loss_and_grad", "gradient_fn", "autograd_loss_and_grad"]
 
 _SOURCE = Path(__file__).with_name("_mlp.c")
 _LIB: ctypes.CDLL | None | bool = False
@@ -166,16 +166,29 @@ def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
     return loss[0] if plain else loss
 
 
-def gradient_fn(model: torch.nn.Module, x: Tensor, y: Tensor) -> Callable[[Tensor], None]:
+def autograd_loss_and_grad(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """The per-member losses ``ensemble_loss(model(x), y)`` ``(K,)`` of an explicit batch
+    ``x`` ``(K, B, ...)``, ``y`` ``(K, B)``, with the gradient of their sum left in the
+    parameters' ``.grad`` (previous gradients discarded). Member k's gradient is that of its
+    own mean loss :math:`\\nabla L_k` (the members do not interact). Returned without
+    autograd history."""
+    model.zero_grad(set_to_none=True)
+    losses = ensemble_loss(model(x), y)
+    losses.sum().backward()
+    return losses.detach()
+
+
+def gradient_fn(model: torch.nn.Module, x: Tensor, y: Tensor) -> Callable[[Tensor], Tensor]:
     """The training gradient of an ensemble as a function of the batch indices ``idx``
-    ``(K, B)``: it leaves the gradient of ``ensemble_loss(model(x[idx]), y[idx]).sum()`` in
-    the parameters' ``.grad`` — through :func:`loss_and_grad` when :func:`supports` says so
-    (decided once, here), else through autograd."""
+    ``(K, B)``: it returns the per-member losses ``ensemble_loss(model(x[idx]), y[idx])``
+    ``(K,)`` (detached) and leaves the gradient of their sum in the parameters' ``.grad`` —
+    through :func:`loss_and_grad` when :func:`supports` says so (decided once, here), else
+    through autograd (:func:`autograd_loss_and_grad`). Both paths return the same losses to
+    rounding; Metropolis moves and the divergence check of the training loop use them."""
     if supports(model, x, y):
         return lambda idx: loss_and_grad(model, x, y, idx)  # looked up at call time
 
-    def autograd(idx: Tensor) -> None:
-        model.zero_grad(set_to_none=True)
-        ensemble_loss(model(x[idx]), y[idx]).sum().backward()
+    def autograd(idx: Tensor) -> Tensor:
+        return autograd_loss_and_grad(model, x[idx], y[idx])
 
     return autograd
