@@ -5,7 +5,7 @@ Langevin, SGLD and the partitioned AdLaLa, LOL and LaLa), data, models and seed 
 diagnostics, and reproducible studies of the papers' experiments.
 """
 
-from . import data, models, samplers
+from . import data, models, samplers, thermo, training
 from .samplers import (
     BAOAB,
     LOL,
@@ -17,6 +17,7 @@ from .samplers import (
     PartitionedLangevin,
     layers,
 )
+from .thermo import SGWORLD
 
 __version__ = "0.1.0"
 
@@ -29,9 +30,12 @@ __all__ = [
     "LOL",
     "LaLa",
     "PartitionedLangevin",
+    "SGWORLD",
+    "thermo",
     "layers",
     "data",
     "models",
     "samplers",
+    "training",
     "__version__",
 ]
