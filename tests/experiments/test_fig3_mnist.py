@@ -1,4 +1,5 @@
-"""Fig. 3 (MNIST half): the quick study, its line plot and report section; the line itself."""
+"""Fig. 3 (MNIST half): the quick study, its line plot and report section (the line itself
+is ``thermotrain.landscape.interpolate``, tested in tests/landscape)."""
 
 from __future__ import annotations
 
@@ -6,29 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from _experiments_helpers import SHARED_DATA
 
 from thermotrain.experiments import find_study, load_study, run_study, write_report
-from thermotrain.experiments.report import line_losses
-from thermotrain.experiments.runner import evaluate, read_metrics
-from thermotrain.models import MLP
-
-
-def test_line_endpoints_are_the_two_solutions():
-    x, y = torch.randn(30, 5), torch.randint(0, 3, (30,))
-    a = MLP([5, 4, 3], ensemble=2, seed=[0, 1])
-    b = MLP([5, 4, 3], ensemble=2, seed=[2, 3])
-    loss, acc = line_losses(a.state_dict(), b.state_dict(), x, y, torch.tensor([0.0, 0.5, 1.0]),
-                            chunk=7)
-    assert loss.shape == acc.shape == (3, 2)
-    for i, model in ((0, a), (2, b)):
-        ref_loss, ref_acc = evaluate(model, x, y)
-        torch.testing.assert_close(loss[i], ref_loss)
-        torch.testing.assert_close(acc[i], ref_acc)
-    mid = MLP([5, 4, 3], ensemble=2)
-    mid.load_state_dict({k: (a.state_dict()[k] + b.state_dict()[k]) / 2 for k in a.state_dict()})
-    torch.testing.assert_close(loss[1], evaluate(mid, x, y)[0])
+from thermotrain.experiments.run_folder import RunFolder
 
 
 def test_fig3_mnist_study_is_the_same_init_comparison():
@@ -65,11 +47,12 @@ def test_fig3_mnist_quick_run_draws_the_line(tmp_path: Path, monkeypatch):
     assert rows[1].startswith("-0.5,") and any(r.startswith("1.5,") for r in rows)
     # the line's endpoints are the two methods' final losses of the same seed
     line_loss = {tuple(r.split(",")[:3]): float(r.split(",")[3]) for r in rows[1:]}
-    for r in read_metrics(out / "metrics.csv"):
-        if r["step"] == study.training.steps:
-            alpha = "0" if r["method"] == "AdLaLa" else "1"
-            assert line_loss[(alpha, str(r["seed"]), r["split"])] == pytest.approx(
-                r["loss"], rel=1e-4)
+    metrics = RunFolder(out).read_metrics()
+    final = metrics[(metrics["step"] == study.training.steps) & (metrics["metric"] == "loss")]
+    assert len(final) == 2 * 2 * study.training.seeds
+    for r in final.itertuples():
+        alpha = "0" if r.method == "AdLaLa" else "1"
+        assert line_loss[(alpha, str(r.seed), r.split)] == pytest.approx(r.value, rel=1e-4)
     # without the files the figure is skipped with a note, not an error
     (out / "data.json").write_text(json.dumps({"data_dir": str(tmp_path / "nowhere")}))
     monkeypatch.setenv("THERMOTRAIN_DATA", str(tmp_path / "empty"))

@@ -16,8 +16,7 @@ from thermotrain.experiments import (
     run_study,
     write_report,
 )
-from thermotrain.experiments.report import averaged_probability
-from thermotrain.models import MLP
+from thermotrain.models import CNN, MLP, averaged_probability
 
 
 @pytest.mark.parametrize("out", [1, 3])
@@ -27,7 +26,7 @@ def test_averaged_classifier_is_the_mean_of_the_probabilities(out: int):
     stacked = {k: torch.stack([m.state_dict()[k] for m in states]) for k in
                states[0].state_dict()}
     x = torch.randn(7, 2)
-    got = averaged_probability(stacked, x)
+    got = averaged_probability(states[0], stacked, x)
     with torch.no_grad():
         probs = [torch.sigmoid(m(x)) if out == 1 else torch.softmax(m(x), -1) for m in states]
     torch.testing.assert_close(got, torch.stack(probs).mean(0))
@@ -41,7 +40,26 @@ def test_averaged_classifier_is_the_mean_of_the_probabilities(out: int):
     assert not torch.allclose(got, of_mean)
     # one state: the plain classifier
     one = {k: v[:1] for k, v in stacked.items()}
-    torch.testing.assert_close(averaged_probability(one, x), probs[0])
+    torch.testing.assert_close(averaged_probability(mean_params, one, x), probs[0])
+    # a plain network (one member's states) gives that member's averaged classifier
+    plain = {k: v[:, 1] for k, v in stacked.items()}
+    torch.testing.assert_close(averaged_probability(states[0].member(1), plain, x),
+                               torch.stack(probs).mean(0)[1])
+
+
+def test_averaged_classifier_of_a_cnn_and_bad_states():
+    nets = [CNN(in_shape=(1, 8, 8), num_classes=3, channels=(2,), ensemble=2, seed=[w, 9 + w])
+            for w in range(3)]
+    stacked = {k: torch.stack([m.state_dict()[k] for m in nets]) for k in nets[0].state_dict()}
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        ref = torch.stack([torch.softmax(m(x), -1) for m in nets]).mean(0)
+    torch.testing.assert_close(averaged_probability(nets[0], stacked, x), ref)
+    with pytest.raises(ValueError, match="states lack the parameters head.bias"):
+        averaged_probability(nets[0], {k: v for k, v in stacked.items() if k != "head.bias"}, x)
+    with pytest.raises(ValueError, match=r"state 'head.weight' has shape \(1, 3"):
+        averaged_probability(nets[0], {**stacked, "head.weight": stacked["head.weight"][:, :1]},
+                             x)
 
 
 def _snaps(folder: Path, method: str = "AdLaLa") -> list[dict]:

@@ -23,6 +23,7 @@ Example:
     >>> ensemble_loss(ens(x), y).sum().backward()          # = 100 independent backward passes
 """
 
+from .averaging import averaged_probability, probability
 from .base import StackableModel
 from .cnn import CNN
 from .ensemble import stack, unstack
@@ -60,4 +61,6 @@ __all__ = [
     "predict",
     "accuracy",
     "ensemble_accuracy",
+    "averaged_probability",
+    "probability",
 ]
