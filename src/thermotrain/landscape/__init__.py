@@ -4,13 +4,20 @@
   for every member of an ensemble at once, batch norm "recompute" / "interpolate" /
   "freeze"; :class:`InterpolationResult` (``.alphas``, ``.loss``, ``.accuracy``,
   ``.to_frame()``);
-* :func:`delta_min`, :func:`is_monotone`, :func:`distance` — the MLI paper's measures.
+* :func:`delta_min`, :func:`is_monotone`, :func:`distance` — the MLI paper's measures;
+* :func:`gauss_length` — the length of the logit direction's path (forward-mode JVPs);
+* :func:`hessian_eigenvalues` (Lanczos / power iteration with deflation),
+  :func:`hessian_trace` (Hutchinson), :func:`hessian_density` (stochastic Lanczos
+  quadrature) on Hessian-vector products, per member and optionally per layer.
 
 See ``docs/landscape.md``.
 """
 
 from __future__ import annotations
 
+from . import hessian
+from .gauss import gauss_length
+from .hessian import SpectralDensity, hessian_density, hessian_eigenvalues, hessian_trace
 from .interpolate import (
     BATCHNORM_MODES,
     InterpolationResult,
@@ -28,5 +35,11 @@ __all__ = [
     "delta_min",
     "is_monotone",
     "distance",
+    "gauss_length",
     "BATCHNORM_MODES",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "hessian_density",
+    "SpectralDensity",
+    "hessian",
 ]
