@@ -6,6 +6,8 @@
   ``.to_frame()``);
 * :func:`delta_min`, :func:`is_monotone`, :func:`distance` — the MLI paper's measures;
 * :func:`gauss_length` — the length of the logit direction's path (forward-mode JVPs);
+* :func:`plane` over :func:`random_directions` (filter-normalized), :func:`plane_through`
+  three solutions, or :func:`trajectory_pca`; figures in :mod:`.plots`;
 * :func:`hessian_eigenvalues` (Lanczos / power iteration with deflation),
   :func:`hessian_trace` (Hutchinson), :func:`hessian_density` (stochastic Lanczos
   quadrature) on Hessian-vector products, per member and optionally per layer.
@@ -15,7 +17,7 @@ See ``docs/landscape.md``.
 
 from __future__ import annotations
 
-from . import hessian
+from . import hessian, plots
 from .gauss import gauss_length
 from .hessian import SpectralDensity, hessian_density, hessian_eigenvalues, hessian_trace
 from .interpolate import (
@@ -27,6 +29,7 @@ from .interpolate import (
     interpolate,
     is_monotone,
 )
+from .plane import PlaneResult, plane, plane_through, random_directions, trajectory_pca
 
 __all__ = [
     "interpolate",
@@ -42,4 +45,10 @@ __all__ = [
     "hessian_density",
     "SpectralDensity",
     "hessian",
+    "plane",
+    "PlaneResult",
+    "random_directions",
+    "plane_through",
+    "trajectory_pca",
+    "plots",
 ]

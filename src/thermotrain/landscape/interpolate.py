@@ -28,15 +28,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from .._checks import check_int
 from . import _state
 from ._state import LossFn
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = ["InterpolationResult", "interpolate", "alpha_grid", "delta_min", "is_monotone",
            "distance", "BATCHNORM_MODES"]
@@ -103,6 +106,8 @@ class InterpolationResult:
         return split
 
     def to_frame(self, seeds: Sequence[int] | None = None, **columns: object) -> pd.DataFrame:
+        import pandas as pd
+
         """Long format: one row per (member, α, split, metric) with columns ``member``,
         ``seed`` (from ``seeds``, else the member index), ``alpha``, ``split``, ``metric``,
         ``value``, plus constant ``columns`` (e.g. ``study=..., method=...``) first."""
