@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import torch
 from thermotrain.experiments import RunError, run_study
 from thermotrain.experiments.config import slug
 from thermotrain.experiments.runner import METRIC_COLUMNS, read_metrics
+from thermotrain.training import Interrupted
 
 ALL_OPTIMIZERS = [
     {"name": "AdLaLa", "optimizer": "adlala", "lr": 0.1, "temperature": [1e-3, 1e-4]},
@@ -63,7 +67,7 @@ def test_ensemble_equals_separate_runs(tiny_study, tmp_path: Path, rng: str):
 
 
 @pytest.mark.parametrize("how,rng", [("keyboard", "torch"), ("crash", "torch"),
-                                     ("crash", "philox")])
+                                     ("crash", "philox"), ("sigterm", "torch")])
 def test_resume_is_bit_identical(tiny_study, tmp_path: Path, how: str, rng: str):
     # epochs of 6 steps (60 / 10), checkpoints every 8 steps: interrupts fall mid-epoch
     study = tiny_study(
@@ -74,13 +78,17 @@ def test_resume_is_bit_identical(tiny_study, tmp_path: Path, how: str, rng: str)
 
     def interrupt(method: str, step: int) -> None:
         if method == "SGD" and step == 19:
+            if how == "sigterm":  # handled like Ctrl-C: at the end of the step
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             raise KeyboardInterrupt if how == "keyboard" else Stop()
 
-    with pytest.raises(KeyboardInterrupt if how == "keyboard" else Stop):
+    expected = {"keyboard": KeyboardInterrupt, "crash": Stop, "sigterm": Interrupted}[how]
+    with pytest.raises(expected):
         run_study(study, tmp_path / "resumed", callback=interrupt)
     ckpt = _final(tmp_path / "resumed", "SGD")
-    # Ctrl-C saves the current step; a crash leaves the last periodic checkpoint
-    assert (ckpt["step"], ckpt["done"]) == ((19, False) if how == "keyboard" else (16, False))
+    # Ctrl-C and SIGTERM save the current step; a crash leaves the last periodic checkpoint
+    assert (ckpt["step"], ckpt["done"]) == ((16, False) if how == "crash" else (19, False))
     assert _final(tmp_path / "resumed", "AdLaLa")["done"]
     assert not (tmp_path / "resumed" / "summary.json").exists()
     with pytest.raises(RunError, match="already holds a run"):
@@ -117,18 +125,20 @@ def test_run_folder_contents(tiny_study, tmp_path: Path):
     assert json.loads((out / "config.json").read_text())["training"]["steps"] == 30
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert tuple(rows[0]) == METRIC_COLUMNS
-    # 2 methods × 3 seeds × 4 evaluations (0, 10, 20, 30) × 2 splits
-    assert len(rows) - 1 == 2 * 3 * 4 * 2
-    accs = [float(r[6]) for r in rows[1:]]
-    assert all(0 <= a <= 1 for a in accs)
+    assert tuple(rows[0]) == METRIC_COLUMNS == ("study", "method", "seed", "step", "split",
+                                                "metric", "value")
+    # 2 methods × 3 seeds × 4 evaluations (0, 10, 20, 30) × 2 splits × (loss, accuracy)
+    assert len(rows) - 1 == 2 * 3 * 4 * 2 * 2
+    accs = [float(r[6]) for r in rows[1:] if r[5] == "accuracy"]
+    assert len(accs) == 2 * 3 * 4 * 2 and all(0 <= a <= 1 for a in accs)
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     for name, m in on_disk["methods"].items():
         assert {"test_accuracy_mean", "test_accuracy_std", "n_seeds", "steps"} <= set(m)
         assert m["n_seeds"] == 3 and m["steps"] == 30 and m["steps_per_second"] > 0
         final = [float(r[6]) for r in rows[1:] if r[1] == name and r[3] == "30"
-                 and r[4] == "test"]
+                 and r[4] == "test" and r[5] == "accuracy"]
+        assert m["n_diverged"] == 0 and m["diverged"] == []
         assert m["test_accuracy_mean"] == pytest.approx(sum(final) / 3)
     assert on_disk["methods"]["AdLaLa"]["paper"]["test_accuracy"] == 0.9
     snaps = torch.load(out / "methods" / "AdLaLa" / "snapshots.pt", weights_only=True)
@@ -160,3 +170,44 @@ def test_fused_mlp_gradient_trains_like_autograd(tiny_study, tmp_path: Path, mon
         for key in a:
             # float32, tens of steps: the two sum orders drift apart by rounding only
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+DIVERGING = [  # on this tiny problem, N(0, 3²) init: seeds 6-8 of SGD and seed 8 of AdLaLa
+    {"name": "SGD", "optimizer": "sgd", "lr": 200.0, "momentum": 0.9},  # overflow, the
+    {"name": "AdLaLa", "optimizer": "adlala", "lr": 15.0},              # others do not
+    {"name": "Adam", "optimizer": "adam", "lr": 0.01},
+]
+
+
+def test_diverging_members_are_excluded_and_the_study_finishes(tiny_study, tmp_path: Path):
+    from thermotrain.experiments import write_report
+
+    model = {"hidden": [8], "init": "normal", "init_std": 3.0}
+    study = tiny_study(methods=DIVERGING, model=model, training={"seeds": 4})
+    # before: AdLaLa's FloatingPointError ended the study, SGD's NaN broke statistics.stdev
+    summary = run_study(study, tmp_path / "run")
+    m = summary["methods"]
+    assert m["SGD"]["diverged"] == [{"seed": 6, "step": 13}, {"seed": 7, "step": 13},
+                                    {"seed": 8, "step": 11}]
+    assert m["AdLaLa"]["diverged"] == [{"seed": 8, "step": 13}]
+    assert (m["SGD"]["n_diverged"], m["AdLaLa"]["n_diverged"], m["Adam"]["n_diverged"]) == \
+        (3, 1, 0)
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    for name, out in (("SGD", {6, 7, 8}), ("AdLaLa", {8})):
+        final = {r["seed"]: r["accuracy"] for r in rows
+                 if r["method"] == name and r["step"] == 30 and r["split"] == "test"}
+        assert all(math.isnan(final[s]) for s in out)  # diverged: NaN from then on
+        kept = [final[s] for s in (5, 6, 7, 8) if s not in out]
+        assert m[name]["test_accuracy_mean"] == pytest.approx(sum(kept) / len(kept))
+        assert m[name]["n_seeds"] == 4
+    # the members that did not diverge are exactly the runs of their seeds alone
+    alone = tiny_study(methods=DIVERGING, model=model, training={"seeds": 1, "seed": 5})
+    run_study(alone, tmp_path / "alone")
+    for name in ("SGD", "AdLaLa", "Adam"):
+        a, b = _final(tmp_path / "run", name)["model"], _final(tmp_path / "alone", name)["model"]
+        for key in a:
+            torch.testing.assert_close(a[key][0], b[key][0], rtol=1e-5, atol=1e-6)
+    # resuming the finished run changes nothing; the report is written with the counts
+    again = run_study(study, tmp_path / "run", resume=True)
+    assert json.dumps(again, sort_keys=True) == json.dumps(summary, sort_keys=True)
+    assert write_report(tmp_path / "run").exists()
