@@ -10,7 +10,7 @@ import pytest
 from _data_helpers import sha256
 
 from thermotrain.cli import datasets as cli
-from thermotrain.data import DatasetSpec, FileSpec, registry
+from thermotrain.data import DatasetSpec, FileSpec, specs
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_user_mistakes_exit_2_with_one_line(parser, capsys, tmp_path, argv, code
 def test_corrupt_file_exits_1(parser, capsys, tmp_path):
     folder = tmp_path / "mnist"
     folder.mkdir()
-    for f in registry.MNIST.files:
+    for f in specs.MNIST.files:
         (folder / f"{f.name}.gz").write_bytes(gzip.compress(b"not the real thing"))
     code, _, err = _run(
         parser, ["datasets", "verify", "mnist", "--data-dir", str(tmp_path)], capsys
@@ -102,7 +102,7 @@ def tiny_registered(monkeypatch):
         folder="tiny",
         files=(FileSpec("payload.bin", sha256=sha256(content), remote="payload.bin.gz"),),
     )
-    monkeypatch.setattr(registry, "DATASETS", MappingProxyType({**registry.DATASETS, "tiny": spec}))
+    monkeypatch.setattr(specs, "DATASETS", MappingProxyType({**specs.DATASETS, "tiny": spec}))
     return gzip.compress(content)
 
 

@@ -185,7 +185,7 @@ def test_fetch_rejects_an_archive_with_the_wrong_hash(http_root, tmp_path):
     k = len(archive) // 2
     damaged = archive[:k] + bytes([archive[k] ^ 0xFF]) + archive[k + 1 :]
     (http_root.root / "cifar-10-python.tar.gz").write_bytes(damaged)
-    with pytest.raises(DatasetCorruptError, match="archive cifar-10-python.tar.gz has SHA-256"):
+    with pytest.raises(DatasetCorruptError, match="cifar-10-python.tar.gz has the wrong SHA-256"):
         fetch(spec, tmp_path / "data", base_url=http_root.url, progress=False)
     assert _leftovers(tmp_path / "data" / "cifar10") == []
 

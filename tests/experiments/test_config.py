@@ -17,9 +17,13 @@ FIGURES = ["fig1", "fig3-spiral", "fig3-mnist", "fig4", "fig6", "fig7", "fig8", 
 
 
 def test_every_study_is_present_and_valid():
+    from thermotrain.experiments.config import read_toml
+
     names = [n for n, _ in list_studies()]
-    assert sorted(names) == sorted(FIGURES)
-    for name in names:
+    assert set(FIGURES) <= set(names)
+    # the others are experiment studies (experiment = NAME), validated by their experiment
+    assert all("experiment" in read_toml(find_study(n)) for n in set(names) - set(FIGURES))
+    for name in FIGURES:
         full = load_study(find_study(name))
         quick = load_study(find_study(name), quick=True)
         assert full.name == name and full.description
@@ -36,8 +40,10 @@ def test_notebook_study_matches_spec():
     assert s.model.hidden == (100,) and s.model.init == "default"
     assert (s.training.seeds, s.training.steps, s.training.batch_size) == (20, 80_000, 25)
     ad = next(m for m in s.methods if m.name == "AdLaLa")
+    # defaults come from the AdLaLa signature (the authors' code, SPEC §3)
     assert ad.hyperparameters == {"lr": 0.25, "friction": 0.1, "temperature": [1e-4, 1e-4],
-                                  "noise": 0.01, "coupling": 0.05, "xi_init": 0.1}
+                                  "noise": 0.01, "coupling": 0.05, "xi_init": 0.1,
+                                  "adaptive_layers": [0]}
     assert s.paper["AdLaLa"].test_accuracy == pytest.approx(0.882)
     assert s.paper["Adam"].test_accuracy_std == pytest.approx(0.065)
     sgld = next(m for m in s.methods if m.optimizer == "sgld")
@@ -84,7 +90,7 @@ def test_sweeps_expand_into_methods():
         ({"methods": [{"name": "X", "optimizer": "adam", "friction": 1.0}]},
          "[methods.X] 'friction' is not a known key"),
         ({"methods": [{"name": "X", "optimizer": "sgd", "lr": -0.1}]},
-         "[methods.X] lr must be >= 0"),
+         "[methods.X] Invalid learning rate: -0.1"),  # torch.optim.SGD's own check
         ({"methods": [{"name": "X", "optimizer": "sgld", "lr": 0.1}]},
          "[methods.X] temperature or sigma"),
         ({"methods": [{"name": "X", "optimizer": "sgld", "sigma": 0.1, "temperature": 1e-3}]},
@@ -178,3 +184,170 @@ def test_quick_table_is_checked_without_quick():
     raw = tiny_raw(quick={"training": {"steps": 5}, "seeds": 2})
     with pytest.raises(ConfigError, match=r"\[quick\] 'seeds' is not a known key"):
         parse_study(raw, "tiny.toml")
+
+
+# --------------------------------------------------------------------------- the registry
+def _no_paper(**tables) -> dict:
+    raw = tiny_raw(**tables)
+    raw.pop("paper")
+    return raw
+
+
+def test_schema_is_read_from_the_optimizer_signatures():
+    import inspect
+
+    from thermotrain.experiments.config import optimizer_registry, optimizer_schemas
+
+    registry = optimizer_registry()
+    assert {"adlala", "lol", "lala", "baoab", "sgld", "sgd", "adam"} <= set(registry)
+    for name, schema in optimizer_schemas().items():
+        signature = inspect.signature(registry[name].__init__).parameters
+        for key, hyper in schema.items():
+            default = signature[key].default
+            assert hyper.default == (list(default) if isinstance(default, tuple) else default)
+    # a default of a study method is the class's default, not a copy: Adam's eps, SGLD's lr
+    raw = _no_paper(methods=[{"name": "A", "optimizer": "adam"},
+                                      {"name": "S", "optimizer": "sgld", "sigma": 0.1}])
+    adam, sgld = parse_study(raw, "tiny.toml").methods
+    assert adam.hyperparameters["eps"] == inspect.signature(
+        registry["adam"].__init__).parameters["eps"].default
+    assert sgld.hyperparameters == {"lr": 0.1, "temperature": pytest.approx(0.1**2 / 2)}
+
+
+def test_adding_a_method_is_one_registry_entry(monkeypatch):
+    import torch
+
+    from thermotrain import samplers
+    from thermotrain.experiments.config import make_optimizer, optimizer_registry
+
+    class Heavy(samplers.BAOAB):
+        def __init__(self, params, lr=0.05, friction=3.0, temperature=0.0, **kwargs):
+            super().__init__(params, lr, friction, temperature, **kwargs)
+
+    presets = dict(getattr(samplers, "PRESETS", None) or
+                   {c.__name__: c for c in (samplers.BAOAB, samplers.SGLD)})
+    monkeypatch.setattr(samplers, "PRESETS", {**presets, "heavy": Heavy}, raising=False)
+    assert optimizer_registry()["heavy"] is Heavy
+    raw = _no_paper(methods=[{"name": "H", "optimizer": "heavy", "friction": 2.0}])
+    (method,) = parse_study(raw, "tiny.toml").methods
+    assert method.hyperparameters == {"lr": 0.05, "friction": 2.0, "temperature": 0.0}
+    opt = make_optimizer("heavy", method.hyperparameters, torch.nn.Linear(2, 1))
+    assert isinstance(opt, Heavy) and opt.param_groups[0]["friction"] == 2.0
+    with pytest.raises(ConfigError, match=r"\[methods.H\] 'coupling' is not a known key"):
+        parse_study(_no_paper(methods=[{"name": "H", "optimizer": "heavy",
+                                                 "coupling": 1}]), "tiny.toml")
+
+
+# --------------------------------------------------------------------------- 7.7 names
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", ".hidden", "", "..", "x y"])
+def test_study_names_are_folder_slugs(name, tmp_path: Path):
+    with pytest.raises(ConfigError, match="name .*letters, digits"):
+        parse_study(tiny_raw(name=name), "tiny.toml")
+    path = tmp_path / "ok.toml"
+    path.write_text('[data]\nkind = "spirals"\nn_train = 60\nn_test = 40\n'
+                    '[training]\nsteps = 10\nbatch_size = 10\n'
+                    '[[methods]]\nname = "A"\noptimizer = "adam"\n')
+    with pytest.raises(ConfigError, match="letters, digits"):
+        load_study(path, overrides=[f"name={name!r}".replace("'", '"')])
+    assert load_study(path, overrides=["name=my-study_2.v1"]).name == "my-study_2.v1"
+
+
+def test_a_file_stem_that_is_not_a_slug_is_rejected(tmp_path: Path):
+    path = tmp_path / ".secret.toml"  # stem ".secret": a hidden folder
+    path.write_text('[data]\nkind = "spirals"\nn_train = 60\nn_test = 40\n'
+                    '[training]\nsteps = 10\nbatch_size = 10\n'
+                    '[[methods]]\nname = "A"\noptimizer = "adam"\n')
+    with pytest.raises(ConfigError, match=r"\.secret.toml: name .*'\.secret'"):
+        load_study(path)
+
+
+# --------------------------------------------------------------------------- 7.8 method x model
+@pytest.mark.parametrize(
+    ("model", "method", "fragment"),
+    [
+        ({"hidden": []}, {"optimizer": "adlala"}, "at least 2"),
+        ({"hidden": []}, {"optimizer": "lol"}, "at least 2"),
+        ({"hidden": [8]}, {"optimizer": "lala", "friction": [1.0, 2.0, 3.0]},
+         "friction lists 3 values but there are 2"),
+        ({"hidden": [8, 8]}, {"optimizer": "adlala", "adaptive_layers": [5]},
+         "adaptive_layers must list layer indices in [0, 3)"),
+        ({"hidden": [8]}, {"optimizer": "adlala", "friction": -1.0}, "friction must be >= 0"),
+        ({"hidden": [8]}, {"optimizer": "adam", "betas": [0.9, 1.5]}, "beta"),
+    ],
+)
+def test_method_model_mismatch_is_rejected_at_load_time(model, method, fragment):
+    raw = tiny_raw(model=model, methods=[{"name": "Adam", "optimizer": "adam"},
+                                         {"name": "Bad", **method}])
+    with pytest.raises(ConfigError) as info:
+        parse_study(raw, "tiny.toml")
+    message = str(info.value)
+    assert message.startswith("tiny.toml: [methods.Bad] ") and fragment in message, message
+    assert "\n" not in message
+
+
+def test_a_mismatch_in_a_sweep_cell_dropped_by_quick_is_still_rejected():
+    # the full study must be runnable too: every cell is checked, not only the quick ones
+    raw = tiny_raw(model={"hidden": [8]}, quick={"sweep_limit": 1},
+                   methods=[{"name": "L", "optimizer": "lala",
+                             "sweep": {"friction": [1.0, [1.0, 2.0, 3.0]]}}])
+    with pytest.raises(ConfigError, match=r"methods.L\(friction=\[1,2,3\]\)"):
+        parse_study(raw, "tiny.toml", quick=True)
+
+
+# --------------------------------------------------------------------------- 7.9 swept keys
+def test_set_on_a_swept_key_replaces_the_sweep(tmp_path: Path):
+    path = tmp_path / "s.toml"
+    path.write_text('[data]\nkind = "spirals"\nn_train = 60\nn_test = 40\n'
+                    "[training]\nsteps = 10\nbatch_size = 10\n"
+                    '[[methods]]\nname = "AdLaLa"\noptimizer = "adlala"\n'
+                    '[methods.sweep]\nnoise = [0.01, 0.1]\nlr = [0.1, 0.2]\n')
+    assert len(load_study(path).methods) == 4
+    s = load_study(path, overrides=["methods.AdLaLa.noise=0.02"])
+    assert [m.hyperparameters["noise"] for m in s.methods] == [0.02, 0.02]
+    assert [m.name for m in s.methods] == ["AdLaLa(lr=0.1)", "AdLaLa(lr=0.2)"]
+    s = load_study(path, overrides=["methods.AdLaLa.sweep.noise=[0.5, 0.6, 0.7]"])
+    assert sorted({m.hyperparameters["noise"] for m in s.methods}) == [0.5, 0.6, 0.7]
+    # both a value and a sweep in the file itself: an error, not a silent choice
+    path.write_text(path.read_text().replace('optimizer = "adlala"\n',
+                                             'optimizer = "adlala"\nnoise = 0.3\n'))
+    with pytest.raises(ConfigError, match=r"\[methods.AdLaLa\] noise is given both"):
+        load_study(path)
+
+
+# --------------------------------------------------------------------------- 7.11 values
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["training=5"], "[training] must be a table, got 5"),
+        (["data=5"], "[data] must be a table, got 5"),
+        (["model=[1]"], "[model] must be a table"),
+        (["training.seed=9223372036854775808"], "[training] seed must be <="),
+        (["training.seed=9223372036854775000"], "[training] seed must be <="),
+        (["data.seed=9223372036854775808"], "[data] seed must be an integer in [0,"),
+        (["training.steps=1000000000000"], "[training] eval_every = 1000 with steps"),
+        (["methods=5"], "use methods.NAME.key=value"),
+    ],
+)
+def test_bad_override_values_are_config_errors(overrides, fragment, tmp_path: Path):
+    path = tmp_path / "s.toml"
+    path.write_text('[data]\nkind = "spirals"\nn_train = 60\nn_test = 40\n'
+                    "[training]\nsteps = 1000\nbatch_size = 10\n"
+                    '[[methods]]\nname = "A"\noptimizer = "adam"\n')
+    with pytest.raises(ConfigError) as info:
+        load_study(path, overrides=overrides, seeds=2)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_largest_allowed_seed_loads():
+    from thermotrain.experiments.config import MAX_SEED
+
+    top = MAX_SEED - 2_000_006 - 2
+    s = parse_study(tiny_raw(training={"seed": top}), "tiny.toml")  # 3 seeds
+    assert max(stream_seeds(s.training.run_seeds, "noise")) == MAX_SEED
+
+
+def test_non_utf8_toml_is_a_config_error(tmp_path: Path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('description = "Ångström"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 text.*0xc5"):
+        load_study(path)

@@ -1,4 +1,4 @@
-"""``thermotrain datasets {list,verify,fetch}``: manage the image data sets (SPEC §6).
+"""``thermotrain datasets {list,verify,fetch}``: manage the image data sets (docs/science.md §6).
 
 The main CLI calls :func:`register` with its sub-parsers and :func:`run` with the parsed
 arguments (``register`` also sets ``func=run`` as the parser default, the usual argparse

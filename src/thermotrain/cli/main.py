@@ -5,20 +5,30 @@
     thermotrain list
     thermotrain run STUDY|FILE [--seeds N] [--steps N] [--quick] [--set key=value ...]
                     [--methods NAME,...] [--out DIR] [--resume] [--backend local|ray]
-                    [--address ADDR] [--data-dir DIR] [--no-progress] [--no-report]
+                    [--address ADDR] [--data-dir DIR] [--log csv|tensorboard ...]
+                    [--no-progress] [--no-report]
     thermotrain report RUN_DIR
     thermotrain datasets {list,verify,fetch} ...
 
 Exit codes: 0 success, 1 a failure while running (e.g. a corrupt data file, NaNs), 2 a user
 mistake (unknown study or key, bad value, run folder in use), 130 interrupted (the run can be
 continued with ``--resume``). Every error is one line on stderr, never a traceback.
+
+``--set methods.NAME.key=value`` on a swept key replaces that key's sweep list (see
+:func:`thermotrain.experiments.config.apply_overrides`); ``--log`` picks the metric loggers
+(``csv``, the default, writes ``metrics.csv``; ``tensorboard`` needs the optional extra
+``thermotrain[tensorboard]``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import inspect
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -29,6 +39,9 @@ from . import datasets as datasets_cli
 __all__ = ["main", "build_parser"]
 
 PROG = "thermotrain"
+
+#: metric loggers of ``run --log`` (csv: metrics.csv in the run folder; tensorboard: events)
+LOGGERS = ("csv", "tensorboard")
 
 
 class UsageError(Exception):
@@ -75,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                        help="torch threads (default: torch's, all cores; with --backend ray: "
                             "per task, default 1)")
+    p_run.add_argument("--log", action="append", default=None, metavar="LOGGER[,LOGGER]",
+                       help=f"metric loggers: {', '.join(LOGGERS)} (repeatable or a comma list; "
+                            "default csv)")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_run.add_argument("--no-report", action="store_true", help="skip report.md and figures")
     p_run.set_defaults(func=_cmd_run)
@@ -97,6 +113,54 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _loggers(values: Sequence[str] | None) -> tuple[str, ...]:
+    """The ``--log`` values as a tuple of known logger names (default ``("csv",)``)."""
+    if not values:
+        return ("csv",)
+    names = [v.strip() for item in values for v in item.split(",")]
+    for name in names:
+        if name not in LOGGERS:
+            raise UsageError(f"--log must be one of {', '.join(LOGGERS)} (or a comma list), "
+                             f"got {name!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def _logger_argument(run: object, loggers: tuple[str, ...]) -> dict[str, object]:
+    """The keyword argument that hands ``loggers`` to ``run`` (``run_study``): its
+    ``loggers=`` parameter when it has one. Without it only the default CSV logging exists,
+    and asking for more is a usage error rather than silently ignored."""
+    params = inspect.signature(run).parameters  # type: ignore[arg-type]
+    for name in ("loggers", "log_to"):
+        if name in params:
+            return {name: loggers}
+    if loggers != ("csv",):
+        raise UsageError("tensorboard logging needs a runner with a loggers= argument, which "
+                         "this version does not have; use --log csv")
+    return {}
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder we can create and write in (else exit 2, before training)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
+    except OSError as exc:
+        raise UsageError(f"--out {out} cannot be created or written ({exc.strerror or exc})"
+                         ) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def _default_out(name: object, quick: bool) -> Path:
+    """``runs/NAME[-quick]``; ``NAME`` must be a safe folder name (never ``../x``)."""
+    from ..experiments.config import check_name
+
+    return Path("runs") / (check_name(name) + ("-quick" if quick else ""))
+
+
 # --------------------------------------------------------------------------- commands
 def _cmd_list(args: argparse.Namespace) -> int:
     from ..experiments import list_studies, studies_dir
@@ -115,6 +179,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.address and args.backend != "ray":
         raise UsageError("--address only applies to --backend ray")
+    loggers = _loggers(args.log)
     path = find_study(args.study)
     from ..experiments.config import read_toml
 
@@ -127,9 +192,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError("--methods needs at least one method name")
     study = load_study(path, quick=args.quick, overrides=args.overrides, seeds=args.seeds,
                        steps=args.steps, methods=methods)
-    out = Path(args.out) if args.out else Path("runs") / (
-        study.name + ("-quick" if args.quick else ""))
+    out = Path(args.out) if args.out else _default_out(study.name, args.quick)
     progress = False if args.no_progress else None
+    if args.backend == "ray" and loggers != ("csv",):
+        raise UsageError("--log tensorboard applies to --backend local only")
+    extra = _logger_argument(run_study, loggers) if args.backend == "local" else {}
+    _check_out(out)
     tune_malloc()  # keep freed activations in the process: no page faults every step
     if args.backend == "ray":
         if importlib.util.find_spec("ray") is None:
@@ -140,7 +208,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                 address=args.address, threads=args.threads, log=print)
     else:
         summary = run_study(study, out, resume=args.resume, data_dir=args.data_dir,
-                            progress=progress, threads=args.threads, log=print)
+                            progress=progress, threads=args.threads, log=print, **extra)
     print()
     print(comparison_table(summary))
     if not args.no_report:
@@ -162,10 +230,12 @@ def _run_experiment(args: argparse.Namespace, path: Path) -> int:
                              "use --set with its own keys")
     if args.backend != "local":
         raise UsageError(f"--backend {args.backend} does not apply to {path.stem}")
+    if _loggers(args.log) != ("csv",):
+        raise UsageError(f"--log applies to method studies; {path.stem} is an experiment study")
     spec = load_spec(path, quick=args.quick, overrides=args.overrides)
     experiment = get_experiment(spec.get("experiment"), str(path))
-    out = Path(args.out) if args.out else Path("runs") / (
-        str(spec["name"]) + ("-quick" if args.quick else ""))
+    out = Path(args.out) if args.out else _default_out(spec["name"], args.quick)
+    _check_out(out)
     progress = (not args.no_progress) and sys.stderr.isatty()
     ctx = RunContext(out=out, quick=args.quick, resume=args.resume, data_dir=args.data_dir,
                      progress=progress, log=print)

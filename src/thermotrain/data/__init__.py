@@ -1,8 +1,8 @@
 """Data for thermotrain: generated sets, image loaders, data-set management, minibatching.
 
-SPEC §4-§6. Public API:
+docs/science.md §4-§6. Public API:
 
-- generated (SPEC §4, §5, §6): :func:`spirals`, :func:`planar_trig`,
+- generated (docs/science.md §4, §5, §6): :func:`spirals`, :func:`planar_trig`,
   :func:`bayesian_linear_regression` (→ :class:`BayesianLinearRegression`),
   :func:`tanh_regression`;
 - images: :func:`load_mnist`, :func:`load_fashion_mnist`, :func:`load_cifar10`,
@@ -10,7 +10,7 @@ SPEC §4-§6. Public API:
   (``data_dir`` → ``$THERMOTRAIN_DATA`` → ``~/.cache/thermotrain``);
 - management: :func:`list_datasets`, :func:`verify`, :func:`fetch` over
   :class:`DatasetSpec` entries of :data:`DATASETS`;
-- minibatching (SPEC §4): :class:`Minibatcher`, :func:`take`;
+- minibatching (docs/science.md §4): :class:`Minibatcher`, :func:`take`;
 - errors: :class:`DatasetError` and its subclasses.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .batching import Minibatcher, take
 from .cifar import clear_cifar_cache, load_cifar10, read_cifar_batch
+from .colorized import colorize, load_colorized_mnist
 from .errors import (
     DatasetCorruptError,
     DatasetDownloadError,
@@ -72,6 +73,8 @@ __all__ = [
     "load_mnist",
     "load_fashion_mnist",
     "load_cifar10",
+    "load_colorized_mnist",
+    "colorize",
     "load_idx_dataset",
     "read_cifar_batch",
     "parse_idx",

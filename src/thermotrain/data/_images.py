@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .._checks import check_device, check_float_dtype
 from .errors import DatasetCorruptError
-from .registry import DatasetSpec
+from .specs import DatasetSpec
 
 
 def check_normalize(normalize: object) -> bool:

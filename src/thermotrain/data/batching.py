@@ -1,4 +1,4 @@
-r"""Explicit minibatch policies for single runs and ensembles (SPEC §4).
+r"""Explicit minibatch policies for single runs and ensembles (docs/science.md §4).
 
 A :class:`Minibatcher` yields, at every step, an index tensor of shape ``(K, B)``: row ``k``
 is the minibatch of ensemble member ``k`` (``K = 1`` for a single run). Gather the data with
@@ -6,7 +6,7 @@ is the minibatch of ensemble member ``k`` (``K = 1`` for a single run). Gather t
 :class:`torch.utils.data.DataLoader` is involved: the data stay on their device and each
 step is one indexing operation.
 
-The two policies of SPEC §4:
+The two policies of docs/science.md §4:
 
 * **without replacement** (``replacement=False``, the SGWORLD policy; what
   ``DataLoader(shuffle=True, drop_last=True)`` does): at the start of every epoch each member
@@ -54,7 +54,7 @@ _STATE_KEYS = frozenset(
 
 
 class Minibatcher:
-    r"""Per-step minibatch indices of shape ``(K, B)`` for K ensemble members (SPEC §4).
+    r"""Per-step minibatch indices of shape ``(K, B)`` for K ensemble members (docs/science.md §4).
 
     Args:
         n: number of data points :math:`N`.

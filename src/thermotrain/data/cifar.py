@@ -1,4 +1,4 @@
-"""CIFAR-10 loader for the standard "python version" pickled batches (SPEC §6).
+"""CIFAR-10 loader for the standard "python version" pickled batches (docs/science.md §6).
 
 Layout (as extracted from ``cifar-10-python.tar.gz`` into ``<data root>/cifar10/``)::
 
@@ -29,7 +29,8 @@ from torch import Tensor
 
 from ._images import check_labels, images_to_float
 from .errors import DatasetCorruptError
-from .registry import CIFAR10, DatasetSpec, get_dataset_spec, locate_file
+from .specs import CIFAR10, DatasetSpec, get_dataset_spec
+from .status import locate_file
 from .storage import check_digests, read_content
 
 __all__ = ["load_cifar10", "read_cifar_batch", "clear_cifar_cache"]
@@ -149,7 +150,8 @@ def load_cifar10(
     normalize: bool = False,
     spec: DatasetSpec | None = None,
 ) -> tuple[Tensor, Tensor]:
-    r"""CIFAR-10: ``images[N, 3, 32, 32]`` in [0, 1] and ``labels[N]`` int64 in 0..9 (SPEC §6).
+    r"""CIFAR-10: ``images[N, 3, 32, 32]`` in [0, 1] and ``labels[N]`` int64 in 0..9
+    (docs/science.md §6).
 
     ``"train"`` concatenates ``data_batch_1`` … ``data_batch_5`` in order (N = 50 000);
     ``"test"`` is ``test_batch`` (N = 10 000). Files are found under

@@ -1,4 +1,4 @@
-"""Exceptions raised by :mod:`thermotrain.data` (SPEC §6).
+"""Exceptions raised by :mod:`thermotrain.data` (docs/science.md §6).
 
 Every message is a single line that names the offending file or value, says what was
 expected, and how to fix it (``--data-dir``, ``THERMOTRAIN_DATA`` or

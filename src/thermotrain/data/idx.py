@@ -1,4 +1,4 @@
-"""Parser for the IDX file format of MNIST and Fashion-MNIST (SPEC §6).
+"""Parser for the IDX file format of MNIST and Fashion-MNIST (docs/science.md §6).
 
 An IDX file is a big-endian header followed by the raw array::
 

@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST loaders (IDX files, raw or gzip; SPEC §6).
+"""MNIST and Fashion-MNIST loaders (IDX files, raw or gzip; docs/science.md §6).
 
 Files are looked up as ``<root>/<folder>/<name>`` then ``<name>.gz`` under the data root of
 :func:`~thermotrain.data.storage.resolve_data_dir`; the IDX magic numbers (2051 images,
@@ -20,7 +20,8 @@ from torch import Tensor
 from ._images import check_labels, images_to_float
 from .errors import DatasetCorruptError
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx
-from .registry import FASHION_MNIST, MNIST, DatasetSpec, get_dataset_spec, locate_file
+from .specs import FASHION_MNIST, MNIST, DatasetSpec, get_dataset_spec
+from .status import locate_file
 from .storage import check_digests, read_content
 
 __all__ = ["load_idx_dataset", "load_mnist", "load_fashion_mnist", "clear_idx_cache"]
@@ -73,7 +74,7 @@ def load_idx_dataset(
     dtype: torch.dtype = torch.float32,
     normalize: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    r"""Load one split of an MNIST-like IDX data set (SPEC §6).
+    r"""Load one split of an MNIST-like IDX data set (docs/science.md §6).
 
     The split's two files (images with magic 2051, labels with magic 2049) are located
     (raw or ``.gz``), checked for size and magic, verified against the spec's pinned SHA-256
@@ -126,7 +127,7 @@ def load_mnist(
     ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``
     (each raw or ``.gz``) in ``<data root>/mnist/``. With ``normalize=True`` the images are
     :math:`(x - 0.1307)/0.3081` (training-set pixel mean and std). See
-    :func:`load_idx_dataset` for verification, caching and errors (SPEC §6).
+    :func:`load_idx_dataset` for verification, caching and errors (docs/science.md §6).
 
     Example:
         >>> images, labels = load_mnist("test", "../shared/data")  # doctest: +SKIP
@@ -147,7 +148,7 @@ def load_fashion_mnist(
     r"""Fashion-MNIST: ``images[N, 1, 28, 28]`` in [0, 1] and ``labels[N]`` int64 in 0..9.
 
     Same files, layout and checks as :func:`load_mnist`, in ``<data root>/fashion_mnist/``;
-    ``normalize=True`` uses :math:`(x - 0.2860)/0.3530` (SPEC §6).
+    ``normalize=True`` uses :math:`(x - 0.2860)/0.3530` (docs/science.md §6).
     """
     return load_idx_dataset(
         FASHION_MNIST, split, data_dir, device=device, dtype=dtype, normalize=normalize

@@ -1,4 +1,5 @@
-"""Where data files live, how they are read (raw or gzip) and how they are verified (SPEC §6).
+"""Where data files live, how they are read (raw or gzip) and how they are verified
+(docs/science.md §6).
 
 One function, :func:`resolve_data_dir`, decides the data root; everything else takes the
 root it returns. Files are looked up as ``<root>/<folder>/<name>`` and then
@@ -66,7 +67,7 @@ def _resolve(data_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The data root: ``data_dir`` if given, else ``$THERMOTRAIN_DATA``, else the user cache.
 
-    Order (SPEC §6; the only place this decision is made):
+    Order (docs/science.md §6; the only place this decision is made):
 
     1. the explicit ``data_dir`` argument (the CLI's ``--data-dir``);
     2. the environment variable ``THERMOTRAIN_DATA`` if set and non-empty;

@@ -1,14 +1,15 @@
-r"""Generated data sets of SPEC §4, §5 and §6.
+r"""Generated data sets of docs/science.md §4, §5 and §6.
 
 All random numbers come from an explicit CPU :class:`torch.Generator` (an ``int`` seed or a
 generator passed as ``seed``) and are drawn in float64; the result is then cast to ``dtype``
 and moved to ``device``. Hence the same seed gives the same points (up to rounding to
 ``dtype``) on every device and for every dtype.
 
-- :func:`spirals` — the two-spiral classification data of the paper (Eq. 16), SPEC §6.
-- :func:`planar_trig` — planar trigonometric data (Eq. 17), **our** definition, SPEC §6.
-- :func:`bayesian_linear_regression` — the exactly solvable SGWORLD check of SPEC §4.
-- :func:`tanh_regression` — the 1-2-1 tanh regression of the fluctuation-theorem paper, SPEC §5.
+- :func:`spirals` — the two-spiral classification data of the paper (Eq. 16), docs/science.md §6.
+- :func:`planar_trig` — planar trigonometric data (Eq. 17), **our** definition, docs/science.md §6.
+- :func:`bayesian_linear_regression` — the exactly solvable SGWORLD check of docs/science.md §4.
+- :func:`tanh_regression` — the 1-2-1 tanh regression of the fluctuation-theorem paper,
+  docs/science.md §5.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def spirals(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    r"""Two interleaved spirals, the binary classification data of the paper (SPEC §6, Eq. 16).
+    r"""Two interleaved spirals, the binary classification data of the paper
+    (docs/science.md §6, Eq. 16).
 
     With :math:`m = n/2` values :math:`t_j \sim U[0, 1)` and :math:`r_j = t_j^{p}`,
 
@@ -71,7 +73,7 @@ def spirals(
         the last ``n/2`` class 1, and row ``j + n/2`` is the mirror image of row ``j`` before
         noise (minibatching shuffles; see :class:`~thermotrain.data.Minibatcher`).
 
-    Defaults are SPEC §6's: ``a = 2``, ``p = 0.5``, ``b = 4`` turns, ``c = 0.02``.
+    Defaults are docs/science.md §6's: ``a = 2``, ``p = 0.5``, ``b = 4`` turns, ``c = 0.02``.
     Random draws, in order: ``t`` (``n/2`` uniforms), then the ``(n, 2)`` noise matrix.
 
     Example:
@@ -110,11 +112,12 @@ def planar_trig(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    r"""Planar trigonometric classification data (paper's Eq. 17; **our** definition, SPEC §6).
+    r"""Planar trigonometric classification data (paper's Eq. 17; **our** definition,
+    docs/science.md §6).
 
     .. note::
         The paper's formula is not recoverable from its sources; this is the project's own
-        definition (SPEC §6, marked [ours]), chosen to match the captions' parameters
+        definition (docs/science.md §6, marked [ours]), chosen to match the captions' parameters
         :math:`a` (frequency), :math:`b`, :math:`c` (noise).
 
     .. math::
@@ -161,7 +164,7 @@ def planar_trig(
 
 @dataclass(frozen=True, eq=False)
 class BayesianLinearRegression:
-    r"""A Bayesian linear-regression problem with its exact Gaussian posterior (SPEC §4).
+    r"""A Bayesian linear-regression problem with its exact Gaussian posterior (docs/science.md §4).
 
     Model: :math:`y_i = x_i^\top w + \sigma\varepsilon_i`, prior :math:`w \sim N(0, s_0^2 I)`.
     The posterior is :math:`N(\mu, H^{-1})` with
@@ -214,7 +217,8 @@ class BayesianLinearRegression:
         return 2.0 / float(torch.linalg.eigvalsh(self._precision64()).max())
 
     def ula_covariance(self, h: float) -> Tensor:
-        r"""Exact stationary covariance of full-gradient Langevin (ULA) at step ``h`` (SPEC §4).
+        r"""Exact stationary covariance of full-gradient Langevin (ULA) at step ``h``
+        (docs/science.md §4).
 
         ULA, :math:`w_{k+1} = w_k - h\nabla U(w_k) + \sqrt{2h}\,\xi_k` with
         :math:`U = -\log(\text{posterior})` (τ = 1), is a linear recursion
@@ -259,7 +263,8 @@ class BayesianLinearRegression:
         return Xb, residual, scale
 
     def neg_log_posterior(self, theta: Tensor, idx: Tensor | None = None) -> Tensor:
-        r"""The sum-scaled minibatch loss of SGWORLD (SPEC §4), up to an additive constant.
+        r"""The sum-scaled minibatch loss of SGWORLD (docs/science.md §4), up to an additive
+        constant.
 
         .. math::
 
@@ -309,9 +314,9 @@ def bayesian_linear_regression(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> BayesianLinearRegression:
-    r"""Draw a Bayesian linear-regression problem with an exact posterior (SPEC §4).
+    r"""Draw a Bayesian linear-regression problem with an exact posterior (docs/science.md §4).
 
-    How the data are drawn (our choice; SPEC §4 only fixes the model): rows of the design
+    How the data are drawn (our choice; docs/science.md §4 only fixes the model): rows of the design
     matrix :math:`x_i \sim N(0, I_d)`, true weights from the prior
     :math:`w^\star \sim N(0, s_0^2 I_d)` (so the model is well specified), and
     :math:`y_i = x_i^\top w^\star + \sigma\varepsilon_i`, :math:`\varepsilon_i \sim N(0, 1)`.
@@ -323,8 +328,8 @@ def bayesian_linear_regression(
     :math:`[H(I - hH/2)]^{-1}` (:meth:`BayesianLinearRegression.ula_covariance`).
 
     Args:
-        n: number of data points :math:`N` (SPEC §4 reference: 200).
-        d: dimension (SPEC §4 reference: 2).
+        n: number of data points :math:`N` (docs/science.md §4 reference: 200).
+        d: dimension (docs/science.md §4 reference: 2).
         noise_std: :math:`\sigma > 0`.
         prior_std: :math:`s_0 > 0`.
         seed: int seed or CPU :class:`torch.Generator`.
@@ -369,7 +374,7 @@ def bayesian_linear_regression(
     )
 
 
-#: The fixed input grid of SPEC §5: x_k = -3.0 + 0.03 k, k = 0..199.
+#: The fixed input grid of docs/science.md §5: x_k = -3.0 + 0.03 k, k = 0..199.
 TANH_GRID_START, TANH_GRID_STEP, TANH_GRID_SIZE = -3.0, 0.03, 200
 
 
@@ -380,7 +385,7 @@ def tanh_regression(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    r"""The 1-D regression data of the fluctuation-theorem study (SPEC §5).
+    r"""The 1-D regression data of the fluctuation-theorem study (docs/science.md §5).
 
     :math:`N = 200` inputs on the grid :math:`x_k = -3.0 + 0.03\,k`, :math:`k = 0..199`
     (i.e. −3.0, −2.97, …, 2.97), and targets

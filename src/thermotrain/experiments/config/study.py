@@ -52,7 +52,7 @@ class DataConfig:
     """The data set.
 
     Attributes:
-        kind: ``spirals`` (SPEC §6, Eq. 16), ``planar_trig`` (Eq. 17, our definition),
+        kind: ``spirals`` (docs/science.md §6, Eq. 16), ``planar_trig`` (Eq. 17, our definition),
             ``mnist`` or ``fashion_mnist``.
         n_train, n_test: sizes; generated sets draw that many points, image sets keep the
             first ``n`` images (``None``: all).
@@ -118,7 +118,7 @@ class TrainingConfig:
         steps: optimizer steps per run.
         batch_size: minibatch size B.
         replacement: ``false``: epoch-wise reshuffled batches (PyTorch's DataLoader(shuffle=True),
-            the authors' protocol); ``true``: a fresh batch every step (SPEC §4).
+            the authors' protocol); ``true``: a fresh batch every step (docs/science.md §4).
         eval_every: evaluate train/test loss and accuracy on the full sets every this many
             steps (plus at step 0, at ``eval_at`` and at the end).
         eval_at: extra evaluation steps.
@@ -135,7 +135,8 @@ class TrainingConfig:
             draws the classifier averaged over them: the mean of the W predicted
             probabilities (paper Fig. 9: "the classifier was averaged over the last 10 steps
             of training"). 1 (default): no averaging.
-        rng: the samplers' noise source, ``"torch"`` (default: torch generators, SPEC §0) or
+        rng: the samplers' noise source, ``"torch"`` (default: torch generators,
+            docs/science.md §0) or
             ``"philox"`` (counter-based and fused with the update: several times faster
             per step; see :mod:`thermotrain.samplers.philox`).
     """
