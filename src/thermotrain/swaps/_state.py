@@ -9,14 +9,13 @@ axis first, ``(K, ...)``, reshaped to ``(K, n)`` (a plain parameter is the singl
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 __all__ = ["member_count", "flat", "permute_entries", "permute_optimizer_state",
            "permute_members", "make_generator", "generator_state", "set_generator_state",
-           "model_layers", "check_seed", "check_choice", "optimizer_member_state"]
+           "model_layers", "check_seed", "check_choice"]
 
 
 def check_seed(seed: object) -> int:
@@ -129,13 +128,3 @@ def permute_members(tensors: Iterable[Tensor], order: Tensor, dim: int = 0) -> N
     configuration member ``order[k]`` had (replica exchange)."""
     for t in tensors:
         t.copy_(t.index_select(dim, order.to(t.device)))
-
-
-def optimizer_member_state(optimizer: Any, param: Tensor, members: int, dim: int) -> list[Tensor]:
-    """Every tensor in ``optimizer.state[param]`` with the ensemble axis (``shape[dim] ==
-    K``): momenta, the thermostat ξ ``(K, 1, …)``, Adam's moments."""
-    state = getattr(optimizer, "state", None)
-    if state is None or param not in state:
-        return []
-    return [v for v in state[param].values()
-            if isinstance(v, Tensor) and v.dim() > dim and v.shape[dim] == members]

@@ -35,14 +35,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..samplers import permute_optimizer_state
 from ..training.hooks import Hook
-from ._state import (
-    check_choice,
-    make_generator,
-    optimizer_member_state,
-    permute_members,
-    set_generator_state,
-)
+from ._state import check_choice, make_generator, permute_members, set_generator_state
 
 __all__ = ["ReplicaExchange"]
 
@@ -174,9 +169,11 @@ class ReplicaExchange(Hook):
         order[lo[accept]] = hi[accept]
         order[hi[accept]] = lo[accept]
         if bool(accept.any()):
-            for p in self.params:
-                tensors = [p, *optimizer_member_state(self.optimizer, p, self.size, self.dim)]
-                permute_members(tensors, order, self.dim)
+            permute_members(self.params, order, self.dim)
+            if self.optimizer is not None:
+                for p in self.params:   # momenta, thermostats ξ, Adam's moments
+                    permute_optimizer_state(self.optimizer, p, order.to(p.device), self.dim,
+                                            ensemble_dim=self.dim)
             self.walker = self.walker[order]
         self.attempts[:, first] += 1
         self.accepts[:, first] += accept.to(torch.int64)

@@ -160,6 +160,7 @@ class ParameterSwap(Hook):
         self.proposed = 0
         self.accepted = torch.zeros(self.members, dtype=torch.int64)
         self._subset_index: Tensor | None = None
+        self.last_delta = torch.full((self.members,), float("nan"), dtype=torch.float64)
 
     # ------------------------------------------------------------------ set-up
     def _check_layer(self, layer: object) -> tuple[int, ...]:
@@ -354,6 +355,8 @@ class ParameterSwap(Hook):
             energy = lambda: state.energy(x, y)  # noqa: E731
         accept = self.apply(state.optimizer, energy)
         state.log(f"{self.name}/accepted", accept.double())
+        if self.acceptance != "always":
+            state.log(f"{self.name}/delta_energy", self.last_delta)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "proposed": self.proposed,

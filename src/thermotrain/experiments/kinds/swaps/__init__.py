@@ -1,0 +1,14 @@
+"""The swap studies (issue 11, SPEC §9-§10) as experiment kinds: ``swap-acceptance``,
+``replica-exchange``, ``aging``, ``swap-speedup``. Each module validates its own TOML schema,
+trains through :func:`thermotrain.training.train` with the :mod:`thermotrain.swaps` hooks,
+and writes config.json, metrics.csv, summary.json, report.md and figures/ (docs/swaps.md)."""
+
+from __future__ import annotations
+
+from .. import Experiment, register
+from . import acceptance, exchange
+
+register(Experiment("swap-acceptance", acceptance.run, acceptance.report, acceptance.table,
+                    "Metropolis acceptance of parameter swaps vs temperature (spiral net)"))
+register(Experiment("replica-exchange", exchange.run, exchange.report, exchange.table,
+                    "Parallel tempering of BAOAB on the 4-turn spiral vs no exchange vs AdLaLa"))

@@ -1,0 +1,216 @@
+"""Shared pieces of the swap studies: spec validation, data, evaluation, run-folder I/O."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ....data import load_colorized_mnist, load_fashion_mnist, load_mnist, spirals
+from ....models import ensemble_accuracy, ensemble_loss
+from ....training import write_rows
+from ...config import ConfigError
+from ...run_folder import ReportError
+from .. import write_json
+
+COMMON = {"experiment": str, "name": str, "description": str, "source": str, "notes": list,
+          "paper": dict, "_file": str}
+Number = (int, float)
+
+
+def validate(spec: Mapping[str, Any], schema: Mapping[str, Any], where: str = "") -> None:
+    """Reject unknown keys and values of the wrong type, naming the file and the key."""
+    file = spec.get("_file", "<study>") if not where else where.split("|")[0]
+    prefix = where.split("|")[1] if "|" in where else ""
+    full = {**COMMON, **schema} if not where else schema
+    for key, value in spec.items():
+        name = f"{prefix}{key}"
+        if key not in full:
+            raise ConfigError(f"{file}: unknown key {name!r} (allowed: "
+                              f"{', '.join(sorted(k for k in full if not k.startswith('_')))})")
+        want = full[key]
+        if isinstance(want, dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{file}: {name} must be a table, got {value!r}")
+            validate(value, want, f"{file}|{name}.")
+        elif want is Number:
+            if isinstance(value, bool) or not isinstance(value, Number):
+                raise ConfigError(f"{file}: {name} must be a number, got {value!r}")
+        elif want is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{file}: {name} must be an integer, got {value!r}")
+        elif isinstance(want, tuple) and all(isinstance(w, str) for w in want):
+            if value not in want:
+                raise ConfigError(f"{file}: {name} must be one of {', '.join(want)}, "
+                                  f"got {value!r}")
+        elif not isinstance(value, want):
+            raise ConfigError(f"{file}: {name} must be {getattr(want, '__name__', want)}, "
+                              f"got {value!r}")
+
+
+def positive(spec: Mapping[str, Any], *keys: str) -> None:
+    file = spec.get("_file", "<study>")
+    for key in keys:
+        node: Any = spec
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        values = node if isinstance(node, list) else [node]
+        if node is not None and not all(isinstance(v, Number) and not isinstance(v, bool)
+                                        and v > 0 for v in values):
+            raise ConfigError(f"{file}: {key} must be > 0, got {node!r}")
+
+
+# ---------------------------------------------------------------------- data
+def load_images(kind: str, n_train: int, n_test: int, data_dir: str | None, seed: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``n_train`` / ``n_test`` images of a data set (documented subsets)."""
+    loaders: dict[str, Callable] = {
+        "mnist": load_mnist, "fashion-mnist": load_fashion_mnist,
+        "colorized-mnist": lambda split, d: load_colorized_mnist(split, d, seed=seed)}
+    xtr, ytr = loaders[kind]("train", data_dir)
+    xte, yte = loaders[kind]("test", data_dir)
+    return xtr[:n_train], ytr[:n_train], xte[:n_test], yte[:n_test]
+
+
+def spiral_data(spec: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
+    d = spec["data"]
+    seed = int(d.get("seed", 1000))
+    xtr, ytr = spirals(int(d["n_train"]), turns=d.get("turns", 4), seed=seed)
+    xte, yte = spirals(int(d["n_test"]), turns=d.get("turns", 4), seed=seed + 10_000)
+    return xtr, ytr, xte, yte
+
+
+def evaluator(splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+              ) -> Callable[[torch.nn.Module], dict[str, dict[str, torch.Tensor]]]:
+    """``evaluate(model)`` for :func:`thermotrain.training.train`: per-member loss and
+    accuracy on fixed sets."""
+
+    def evaluate(model: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+        out = {}
+        for split, (x, y) in splits.items():
+            logits = model(x)
+            out[split] = {"loss": ensemble_loss(logits, y),
+                          "accuracy": ensemble_accuracy(logits, y)}
+        return out
+
+    return evaluate
+
+
+# ---------------------------------------------------------------------- run folder
+class Cells:
+    """Per-cell results in ``out/cells/NAME.json`` (written atomically): a resumed study
+    skips the cells already done."""
+
+    def __init__(self, out: Path, resume: bool):
+        self.dir = out / "cells"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.resume = resume
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        path = self.dir / f"{name}.json"
+        if self.resume and path.exists():
+            return json.loads(path.read_text())
+        return None
+
+    def put(self, name: str, result: dict[str, Any]) -> dict[str, Any]:
+        write_json(self.dir / f"{name}.json", result)
+        return result
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        done = self.get(name)
+        if done is not None:
+            return done
+        start = time.perf_counter()
+        result = fn()
+        result["seconds"] = time.perf_counter() - start
+        return self.put(name, result)
+
+
+def rows_of(state: Any) -> list[list[Any]]:
+    return [list(r) for r in state.rows]
+
+
+def write_metrics(out: Path, rows: list[list[Any]]) -> None:
+    write_rows([tuple(r) for r in rows], out / "metrics.csv")
+
+
+def read_summary(out: Path) -> dict[str, Any]:
+    path = Path(out) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path} is missing: run the study first") from None
+    except ValueError as exc:
+        raise ReportError(f"{path} is corrupt ({exc})") from None
+
+
+def read_metrics(out: Path):
+    import pandas as pd
+
+    path = Path(out) / "metrics.csv"
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise ReportError(f"{path} is missing: run the study first") from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ReportError(f"{path} is corrupt ({exc})") from None
+
+
+def figure_path(out: Path, name: str) -> Path:
+    folder = Path(out) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(out: Path, title: str, summary: Mapping[str, Any], body: list[str]) -> Path:
+    from ...run_folder import atomic_write_text
+
+    lines = [f"# {title}", "", summary.get("description", ""), ""]
+    paper = summary.get("paper") or {}
+    if paper:
+        lines += ["## The claim and ours", "", "| | |", "|---|---|"]
+        lines += [f"| paper: {k} | {v} |" for k, v in paper.items()]
+        lines += [f"| ours | {summary.get('verdict', '')} |", ""]
+    lines += body
+    notes = summary.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {' '.join(str(n).split())}" for n in notes]
+    lines += ["", f"Run time: {summary.get('seconds', float('nan')):.0f} s."]
+    path = Path(out) / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def mean_se(values: Any) -> tuple[float, float]:
+    """Mean and standard error over independent seeds (NaN-free entries)."""
+    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
+    if not v:
+        return float("nan"), float("nan")
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return m, float("nan")
+    var = sum((x - m) ** 2 for x in v) / (len(v) - 1)
+    return m, math.sqrt(var / len(v))
+
+
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
