@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from thermotrain.cli.main import main
-from thermotrain.experiments import RunError, run_study
+from thermotrain.experiments import RunError, run_study, write_report
 from thermotrain.experiments.distributed import ray_session, run_study_ray
-from thermotrain.experiments.runner import read_metrics
+from thermotrain.experiments.run_folder import RunFolder
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install thermotrain[ray]")
 
@@ -40,6 +40,18 @@ def _load(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
+def _assert_same_metrics(a: Path, b: Path) -> None:
+    """The same metric rows in the same order, values equal to rounding (TOL's reasoning)."""
+    local, dist = RunFolder(a).read_metrics(), RunFolder(b).read_metrics()
+    keys = ["study", "method", "seed", "step", "split", "metric"]
+    assert local[keys].equals(dist[keys])
+    acc = local["metric"] == "accuracy"
+    assert dist["value"][acc].to_numpy() == pytest.approx(local["value"][acc].to_numpy(),
+                                                           abs=1e-6)
+    assert dist["value"][~acc].to_numpy() == pytest.approx(local["value"][~acc].to_numpy(),
+                                                            rel=1e-4, abs=1e-6)
+
+
 def test_ray_cells_equal_local_run(tiny_study, tmp_path: Path):
     study = tiny_study()  # 2 methods × seeds 5, 6, 7
     run_study(study, tmp_path / "local")
@@ -59,12 +71,7 @@ def test_ray_cells_equal_local_run(tiny_study, tmp_path: Path):
     summary = done[0]
     assert len(lines) == 2 * 2 and all("ray tasks" in line for line in lines)  # 2 × 2 cells
 
-    local, dist = (read_metrics(tmp_path / d / "metrics.csv") for d in ("local", "ray"))
-    assert [(r["method"], r["seed"], r["step"], r["split"]) for r in local] == [
-        (r["method"], r["seed"], r["step"], r["split"]) for r in dist]
-    for a, b in zip(local, dist, strict=True):
-        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-6)
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+    _assert_same_metrics(tmp_path / "local", tmp_path / "ray")
 
     for method in ("AdLaLa", "Adam"):
         folder = tmp_path / "ray" / "methods" / method
@@ -139,5 +146,38 @@ def test_bad_address_is_one_line_error(address: str, tmp_path: Path, capsys):
     assert code == 2
     assert err.startswith("thermotrain: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and address in err
-    assert not (tmp_path / "r").exists()  # nothing written: the same command can be retried
+    # nothing written (the CLI's --out check may leave the empty folder): the same command
+    # can be retried
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
     assert not ray.is_initialized()
+
+
+def test_two_node_cluster_runs_cells_on_both_nodes(tiny_study, tmp_path: Path):
+    """A cluster of two ray nodes on this machine (one CPU each) joined by ``address``, as a
+    real cluster would be: the cells run on both nodes (node id recorded per cell), the
+    results equal the local backend's, and the folder reports."""
+    from ray.cluster_utils import Cluster
+
+    study = tiny_study()  # 2 methods × seeds 5, 6, 7: 4 cells of at most 2 seeds
+    run_study(study, tmp_path / "local")
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        nodes = {cluster.head_node.node_id} | {n.node_id for n in cluster.worker_nodes}
+        assert len(nodes) == 2
+        summary = run_study_ray(study, tmp_path / "ray", address=cluster.address,
+                                seeds_per_task=2)
+        assert not ray.is_initialized()  # the driver disconnected; the cluster runs on
+    finally:
+        cluster.shutdown()
+    cells = [c for m in summary["methods"].values() for c in m["ray_cells"]]
+    assert sorted(tuple(c["seeds"]) for c in cells) == [(5, 6), (5, 6), (7,), (7,)]
+    assert {c["node"] for c in cells} == nodes  # both nodes trained cells
+    _assert_same_metrics(tmp_path / "local", tmp_path / "ray")
+    ref = json.loads((tmp_path / "local" / "summary.json").read_text())
+    for name, m in ref["methods"].items():
+        assert summary["methods"][name]["test_accuracy_mean"] == pytest.approx(
+            m["test_accuracy_mean"], abs=1e-6)
+    assert "| AdLaLa |" in write_report(tmp_path / "ray").read_text()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from thermotrain.experiments import ReportError, comparison_table, run_study, write_report
 
@@ -75,3 +76,105 @@ def test_study_notes_are_shown_and_do_not_block_resume(tmp_path: Path):
     check_folder(tmp_path / "run", edited, resume=True)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["notes"] == ["edited"]
     assert "- edited" in write_report(tmp_path / "run").read_text()
+
+
+# --------------------------------------------------------------------------- damaged folders
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished tiny run (trained once for the tests below, which copy it)."""
+    from _experiments_helpers import tiny_raw
+
+    from thermotrain.experiments import parse_study
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    run_study(parse_study(tiny_raw(), "tiny.toml"), out)
+    return out
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(run, target)
+    return target
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+@pytest.mark.parametrize("damage", ["metrics.csv truncated", "summary.json empty",
+                                    "summary.json corrupt", "config.json missing",
+                                    "snapshots.pt corrupt", "snapshots.pt truncated"])
+def test_damaged_run_folder_is_a_one_line_report_error(finished_run, tmp_path: Path,
+                                                       damage: str, capsys):
+    from thermotrain.cli.main import main
+
+    run = _copy(finished_run, tmp_path)
+    name, what = damage.split(" ")
+    path = run / "methods" / "Adam" / name if name == "snapshots.pt" else run / name
+    {"truncated": _truncate, "empty": lambda p: p.write_text(""),
+     "corrupt": lambda p: p.write_bytes(b'{"study": "tiny", \x00'),
+     "missing": Path.unlink}[what](path)
+    with pytest.raises(ReportError) as info:
+        write_report(run)
+    message = str(info.value)
+    assert str(path if what != "missing" else run) in message and "\n" not in message
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("thermotrain: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err and path.name in err
+    assert not (run / "report.md").exists()
+
+
+def test_old_wide_metrics_still_report(finished_run, tmp_path: Path):
+    """A run folder of an earlier version (wide metrics.csv, snapshots without the model
+    spec) reports the same table and figures."""
+    import pandas as pd
+
+    from thermotrain.experiments.run_folder import RunFolder
+
+    run = _copy(finished_run, tmp_path)
+    long = RunFolder(run).read_metrics()
+    keys = ["study", "method", "seed", "step", "split"]
+    wide = long.pivot_table(index=keys, columns="metric", values="value", sort=False)
+    wide = wide.reset_index()[[*keys, "loss", "accuracy"]]
+    wide.to_csv(run / "metrics.csv", index=False)
+    assert (run / "metrics.csv").read_text().splitlines()[0] == \
+        "study,method,seed,step,split,loss,accuracy"
+    for method in ("AdLaLa", "Adam"):
+        path = run / "methods" / method / "snapshots.pt"
+        snaps = torch.load(path, weights_only=True)
+        snaps.pop("model", None)
+        torch.save(snaps, path)
+    order = [*keys, "metric"]
+    pd.testing.assert_frame_equal(
+        RunFolder(run).read_metrics().sort_values(order, ignore_index=True),
+        long.sort_values(order, ignore_index=True))
+    text = write_report(run).read_text()
+    assert text == write_report(finished_run).read_text()
+    figures = {p.name for p in (run / "figures").glob("*.png")}
+    assert {"curves.png", "boundaries.png", "histograms.png", "line.png"} <= figures
+
+
+def test_report_of_a_run_with_diverged_members(finished_run, tmp_path: Path):
+    """Seed 6 of Adam diverged at step 20: NaN losses from there on, the summary counts it;
+    the report is still written and shows the count."""
+    from thermotrain.experiments.run_folder import RunFolder
+
+    run = _copy(finished_run, tmp_path)
+    folder = RunFolder(run)
+    metrics = folder.read_metrics()
+    bad = (metrics["method"] == "Adam") & (metrics["seed"] == 6) & (metrics["step"] >= 20)
+    metrics.loc[bad & (metrics["metric"] == "loss"), "value"] = float("nan")
+    folder.write_metrics(metrics)
+    summary = folder.read_summary()
+    summary["methods"]["Adam"].update(n_diverged=1, diverged=[{"seed": 6, "step": 20}],
+                                      n_seeds=2, train_loss_mean=float("nan"))
+    folder.write_summary(summary)
+    text = write_report(run).read_text()
+    assert "| Adam |" in text and "| 2 (1 diverged) |" in text
+    assert "- Adam: 1 of 2 members diverged (seed 6 at step 20); excluded from the means." \
+        in text
+    assert (run / "figures" / "curves.png").stat().st_size > 1000

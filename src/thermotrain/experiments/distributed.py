@@ -7,7 +7,11 @@ change the results) into ``methods/<method>/part-<i>/``. The driver gathers the 
 snapshots and final parameters into the same run folder layout as a local run
 (``config.json``, ``metrics.csv``, ``summary.json``, ``methods/<method>/snapshots.pt`` and a
 finished ``methods/<method>/checkpoint.pt`` with the final parameters of all seeds), so
-``thermotrain report`` works unchanged.
+``thermotrain report`` works unchanged. Every file is read and written through
+:mod:`.run_folder` (workers and driver alike); the driver holds the folder's lock
+(:meth:`~.run_folder.RunFolder.lock`) for the whole run. Cells are spread over the nodes
+(ray's ``SPREAD`` scheduling); the node id of every cell is recorded in ``summary.json``
+(``methods.<name>.ray_cells``: part, seeds, node, seconds).
 
 Without an address the backend starts a private local ray (all CPUs, or ``num_cpus``) and
 shuts it down at the end; with ``address`` (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``) it
@@ -35,11 +39,10 @@ import torch
 
 from ..data import resolve_data_dir
 from .builders import load_data
-from .config import StudyConfig, slug
+from .config import StudyConfig
+from .run_folder import MethodFolder, RunError, RunFolder
 from .runner import (
-    RunError,
     _fingerprint,
-    atomic_save,
     check_folder,
     finish_run,
     record_data_dir,
@@ -130,15 +133,21 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
 # --------------------------------------------------------------------------- one cell
 def _cell(study: StudyConfig, index: int, seeds: list[int], folder: str, resume: bool,
           data_dir: str | None, threads: int) -> dict[str, Any]:
-    """A ray task: train ``seeds`` of method ``index`` as one ensemble into ``folder``."""
+    """A ray task: train ``seeds`` of method ``index`` as one ensemble into ``folder``;
+    return its metric rows, time, snapshots, final parameters and the id of its node."""
+    import ray
+
     torch.set_num_threads(threads)
     method = study.methods[index]
     data = load_data(study.data, data_dir)
     outcome = train_method(study, method, data, Path(folder), seeds=seeds, resume=resume)
-    snaps = torch.load(Path(folder) / "snapshots.pt", weights_only=True)["snapshots"]
-    final = torch.load(Path(folder) / "checkpoint.pt", weights_only=True)
-    return {"rows": outcome.rows, "seconds": outcome.seconds, "snapshots": snaps,
-            "model": final["model"]}
+    part = MethodFolder(folder)
+    snaps, final = part.load_snapshots(), part.load_checkpoint()
+    if snaps is None or final is None:
+        raise RunError(f"{folder} holds no finished checkpoint and snapshots after training")
+    return {"rows": outcome.rows, "seconds": outcome.seconds, "snapshots": snaps["snapshots"],
+            "model_spec": snaps.get("model"), "model": final["model"],
+            "node": ray.get_runtime_context().get_node_id()}
 
 
 # --------------------------------------------------------------------------- gathering
@@ -203,6 +212,7 @@ def run_study_ray(
             match; a task's own exception is re-raised as itself.
     """
     out = Path(out)
+    run = RunFolder(out)
     threads = threads or 1
     seeds = list(study.training.run_seeds)
     chunk = seeds_per_task or max(1, math.ceil(len(seeds) / math.ceil(len(seeds) / 10)))
@@ -214,71 +224,91 @@ def run_study_ray(
     else:  # a cluster's nodes resolve their own default data root
         data_arg = None
 
-    if (out / "config.json").exists():
+    if run.config_path.exists():
         check_folder(out, study, resume)  # a folder in use fails before ray starts
-    with ray_session(address, num_cpus=num_cpus) as ray:
-        check_folder(out, study, resume)  # written only once connected
-        if not study.data.binary:  # data.json for the report, as run_study
-            record_data_dir(out, data_dir)
-        cell = ray.remote(num_cpus=threads)(_cell)
-        study_ref = ray.put(study)
-        futures: dict[Any, tuple[int, int]] = {}
-        for i, method in enumerate(study.methods):
-            base = (out / "methods" / slug(method.name)).resolve()  # workers' cwd differs
-            for j, part in enumerate(chunks):
-                ref = cell.remote(study_ref, i, part, str(base / f"part-{j}"), resume,
-                                  data_arg, threads)
-                futures[ref] = (i, j)
-        results: dict[tuple[int, int], dict[str, Any]] = {}
-        pending = list(futures)
-        try:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                try:
-                    result = ray.get(ready[0])
-                except ray.exceptions.RayTaskError as exc:
-                    _raise_task_error(ray, exc)
-                i, j = futures[ready[0]]
-                results[(i, j)] = result
-                if log is not None:
-                    log(f"{study.methods[i].name}: seeds {chunks[j][0]}–{chunks[j][-1]} done "
-                        f"({len(results)}/{len(futures)} ray tasks)")
-        except KeyboardInterrupt:
-            # cancelled cells get a KeyboardInterrupt and save a checkpoint (--resume)
-            for ref in pending:
-                ray.cancel(ref)
-            ray.wait(pending, num_returns=len(pending), timeout=CANCEL_GRACE)
-            raise
-        except BaseException:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise
+    if address is not None:
+        check_address(address)  # an unreachable cluster leaves no folder behind
+    with run.lock():
+        with ray_session(address, num_cpus=num_cpus) as ray:
+            check_folder(out, study, resume)  # written only once connected
+            if not study.data.binary:  # data.json for the report, as run_study
+                record_data_dir(out, data_dir)
+            cell = ray.remote(num_cpus=threads, scheduling_strategy="SPREAD")(_cell)
+            study_ref = ray.put(study)
+            futures: dict[Any, tuple[int, int]] = {}
+            for i, method in enumerate(study.methods):
+                # an absolute path: the workers' cwd differs
+                base = MethodFolder(run.method_dir(method.name).resolve())
+                for j, part in enumerate(chunks):
+                    ref = cell.remote(study_ref, i, part, str(base.part(j).path), resume,
+                                      data_arg, threads)
+                    futures[ref] = (i, j)
+            results: dict[tuple[int, int], dict[str, Any]] = {}
+            pending = list(futures)
+            try:
+                while pending:
+                    ready, pending = ray.wait(pending, num_returns=1)
+                    try:
+                        result = ray.get(ready[0])
+                    except ray.exceptions.RayTaskError as exc:
+                        _raise_task_error(ray, exc)
+                    i, j = futures[ready[0]]
+                    results[(i, j)] = result
+                    if log is not None:
+                        log(f"{study.methods[i].name}: seeds {chunks[j][0]}–{chunks[j][-1]} "
+                            f"done ({len(results)}/{len(futures)} ray tasks)")
+            except KeyboardInterrupt:
+                # cancelled cells get a KeyboardInterrupt and save a checkpoint (--resume)
+                for ref in pending:
+                    ray.cancel(ref)
+                ray.wait(pending, num_returns=len(pending), timeout=CANCEL_GRACE)
+                raise
+            except BaseException:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                raise
 
+        rows, timings = _gather(study, run, results, chunks)
+        return finish_run(study, out, rows, timings)
+
+
+def _gather(study: StudyConfig, run: RunFolder,
+            results: dict[tuple[int, int], dict[str, Any]], chunks: list[list[int]]
+            ) -> tuple[list[tuple], dict[str, dict[str, Any]]]:
+    """Write the parts' snapshots and final parameters as one run (snapshots, finished
+    checkpoints); return all metric rows (sorted as the local backend writes them) and the
+    per-method timings with the cells' nodes."""
+    seeds = [s for c in chunks for s in c]
     rows: list[tuple] = []
-    timings: dict[str, dict[str, float]] = {}
-    order = {"train": 0, "test": 1}
+    timings: dict[str, dict[str, Any]] = {}
+    position = {seed: k for k, seed in enumerate(seeds)}
     steps = study.training.steps
     saved = min(study.training.saved_members, len(seeds))
     for i, method in enumerate(study.methods):
         parts = [results[(i, j)] for j in range(len(chunks))]
         method_rows = [tuple(r) for p in parts for r in p["rows"]]
-        method_rows.sort(key=lambda r: (r[3], order[r[4]], seeds.index(r[2])))
+        # the local order: by step, then in the order the loop logs (split, metric), then seed
+        logged: dict[tuple[str, str], int] = {}
+        for r in method_rows:
+            logged.setdefault((r[4], r[5]), len(logged))
+        method_rows.sort(key=lambda r: (r[3], logged[(r[4], r[5])], position.get(r[2], -1)))
         rows.extend(method_rows)
         seconds = sum(p["seconds"] for p in parts)
-        timings[method.name] = {"seconds": seconds,
-                                "steps_per_second": steps * len(chunks) / seconds
-                                if seconds > 0 else float("nan"),
-                                "ray_tasks": len(chunks)}
+        timings[method.name] = {
+            "seconds": seconds,
+            "steps_per_second": steps * len(chunks) / seconds if seconds > 0 else float("nan"),
+            "ray_tasks": len(chunks),
+            "ray_cells": [{"part": j, "seeds": chunks[j], "node": p["node"],
+                           "seconds": p["seconds"]} for j, p in enumerate(parts)],
+        }
         snaps = _merge_snapshots([p["snapshots"] for p in parts], saved)
-        folder = out / "methods" / slug(method.name)
-        atomic_save({"method": method.name, "seeds": seeds, "snapshots": snaps},
-                    folder / "snapshots.pt")
+        run.save_snapshots(method.name, snaps, seeds=seeds, model=parts[0]["model_spec"])
         # a finished checkpoint as the local backend writes it (the optimizer and batcher
         # states stay in the parts): `run_study(..., resume=True)` sees the method as done
         model = {k: torch.cat([p["model"][k] for p in parts]) for k in parts[0]["model"]}
-        atomic_save({"fingerprint": _fingerprint(study, method, seeds), "step": steps,
-                     "done": True, "seconds": seconds, "model": model, "optimizer": None,
-                     "batcher": None, "rows": method_rows, "snapshots": snaps,
-                     "parts": [f"part-{j}" for j in range(len(chunks))]},
-                    folder / "checkpoint.pt")
-    return finish_run(study, out, rows, timings)
+        run.save_checkpoint(method.name, {
+            "fingerprint": _fingerprint(study, method, seeds), "step": steps, "done": True,
+            "seconds": seconds, "model": model, "optimizer": None, "batcher": None,
+            "rows": method_rows, "snapshots": snaps,
+            "parts": [f"part-{j}" for j in range(len(chunks))]})
+    return rows, timings

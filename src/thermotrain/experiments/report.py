@@ -82,16 +82,18 @@ def comparison_table(summary: dict[str, Any]) -> str:
 
 
 def _diverged_lines(summary: dict[str, Any]) -> list[str]:
-    """The report lines on diverged members (none when no member diverged)."""
+    """The report lines on diverged members and failed methods (none when all is well)."""
     out = []
     for name, m in summary["methods"].items():
+        if m.get("error"):
+            out.append(f"- {name}: could not be trained ({m['error']}).")
         if not m.get("n_diverged"):
             continue
         where = ", ".join(f"seed {d.get('seed')} at step {d.get('step')}"
                           for d in m.get("diverged") or [])
         out.append(f"- {name}: {m['n_diverged']} of {m['n_seeds']} members diverged"
                    + (f" ({where})" if where else "") + "; excluded from the means.")
-    return ["## Diverged members", ""] + out + [""] if out else []
+    return ["## Diverged members and failed methods", ""] + out + [""] if out else []
 
 
 # --------------------------------------------------------------------------- data
@@ -166,7 +168,7 @@ def _boundaries(run: Run, path: Path) -> int:
     panels = []
     for name in run.methods[:_MAX_PANELS]:
         snaps = run.snapshots.get(name)
-        if snaps is None or not snaps.saved:
+        if snaps is None or not snaps.saved or snaps.spec is None:
             continue
         chosen = [s for s in snaps.items if s["step"] > 0]
         if chosen:
@@ -319,7 +321,7 @@ def _line(run: Run, path: Path, data_dir: str | Path | None = None
     if len({(m["init"], m["init_std"]) for m in config["methods"]}) != 1:
         return False, []  # not the same initialisation
     snaps = [run.snapshots.get(m) for m in methods]
-    if not all(s is not None and s.saved for s in snaps):
+    if not all(s is not None and s.saved and s.spec is not None for s in snaps):
         return False, []
     if snaps[0].spec != snaps[1].spec or snaps[0].saved != snaps[1].saved:
         return False, []

@@ -74,13 +74,14 @@ class Snapshots:
             (first layer of all members), ``members`` (the first ``saved_members`` members'
             parameters, ``name -> (saved, ...)``), optional ``window`` (``steps`` and
             ``members`` ``name -> (W, saved, ...)``, ``training.snapshot_average``).
-        spec: the model's :func:`~.run_folder.model_spec`.
+        spec: the model's :func:`~.run_folder.model_spec` (``None``: snapshots of an
+            earlier version of a model other than an MLP, which cannot be rebuilt).
     """
 
     method: str
     seeds: list[int]
     items: list[dict[str, Any]]
-    spec: dict[str, Any]
+    spec: dict[str, Any] | None
 
     @property
     def steps(self) -> list[int]:
@@ -111,6 +112,9 @@ class Snapshots:
               device: torch.device | str | None = None) -> torch.nn.Module:
         """The network at ``step`` (default: the last snapshot): the ensemble of the saved
         members, or with ``member=k`` the plain network of saved member ``k``."""
+        if self.spec is None:
+            raise ReportError(f"the snapshots of {self.method} do not store their model "
+                              "(written by an earlier thermotrain); only MLPs can be rebuilt")
         members = self.at(step)["members"]
         if member is not None:
             if not 0 <= member < self.saved:
@@ -120,13 +124,13 @@ class Snapshots:
         return build_model(self.spec, members, device)
 
 
-def _legacy_spec(config: Mapping[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
-    """The model spec of snapshots written before they stored it (MLPs only)."""
+def _legacy_spec(config: Mapping[str, Any], items: list[dict[str, Any]]
+                 ) -> dict[str, Any] | None:
+    """The model spec of snapshots written before they stored it (MLPs only, else None)."""
     model = config.get("model", {})
     members = items[0]["members"] if items else {}
     if model.get("kind") != "mlp" or not members:
-        raise ReportError("the snapshots do not store their model (written by an earlier "
-                          "thermotrain); only MLPs can be rebuilt from them")
+        return None
     names = sorted((n for n in members if n.endswith(".weight")),
                    key=lambda n: int(n.split(".")[1]))
     widths = [int(members[names[0]].shape[-1])] + [int(members[n].shape[-2]) for n in names]
