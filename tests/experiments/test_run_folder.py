@@ -245,3 +245,91 @@ def test_second_process_on_a_folder_fails_naming_the_first(tmp_path: Path):
                 pass
     with RunFolder(tmp_path).lock():  # released at the end of the block
         pass
+
+
+# --------------------------------------------------------------------------- through the runner
+def _holder(folder: Path) -> subprocess.Popen:
+    """A separate process that holds ``folder``'s lock until killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            from thermotrain.experiments.run_folder import RunFolder
+            with RunFolder({str(folder)!r}).lock():
+                print("locked", flush=True)
+                time.sleep(120)
+            """)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_run_on_a_folder_in_use_fails(tiny_study, tmp_path: Path, capsys):
+    """Defect 7.6: two processes training into one folder; the second stops at once, in one
+    line naming the first's PID (API: RunError; CLI: exit 2), and writes nothing."""
+    from thermotrain.cli.main import main
+    from thermotrain.experiments import run_study
+
+    out = tmp_path / "run"
+    holder = _holder(out)
+    try:
+        with pytest.raises(RunError, match=f"in use by another run \\(PID {holder.pid},"):
+            run_study(tiny_study(), out)
+        assert main(["run", "fig4", "--quick", "--out", str(out), "--no-progress",
+                     "--no-report"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"PID {holder.pid}" in err and "Traceback" not in err
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    run_study(tiny_study(), out)  # the dead holder's lock does not block
+    assert (out / "summary.json").exists()
+
+
+def test_resume_from_a_corrupt_checkpoint_uses_the_previous_one(tiny_study, tmp_path: Path):
+    """Defect 7.5: a run killed while its checkpoint was being written (simulated: the file
+    truncated) resumes from the previous checkpoint with one warning naming the file, and
+    the result equals the uninterrupted run bit for bit; with no usable checkpoint, one line
+    naming the file (no traceback from torch)."""
+    from thermotrain.experiments import run_study
+
+    study = tiny_study(training={"checkpoint_every": 10})
+    run_study(study, tmp_path / "straight")
+
+    def interrupt(method: str, step: int) -> None:
+        if method == "AdLaLa" and step == 25:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, out, callback=interrupt)
+    method = RunFolder(out).method("AdLaLa")
+    assert torch.load(method.checkpoint_path, weights_only=True)["step"] == 25
+    assert torch.load(method.previous_checkpoint_path, weights_only=True)["step"] == 20
+    data = method.checkpoint_path.read_bytes()
+    method.checkpoint_path.write_bytes(data[: len(data) // 3])
+    with pytest.warns(CheckpointWarning, match=f"^{method.checkpoint_path} is unreadable"):
+        run_study(study, out, resume=True)
+    a, b = (RunFolder(tmp_path / d).read_metrics() for d in ("straight", "resumed"))
+    pd.testing.assert_frame_equal(a, b)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, tmp_path / "again", callback=interrupt)
+    method = RunFolder(tmp_path / "again").method("AdLaLa")
+    method.checkpoint_path.write_bytes(b"\x00" * 100)
+    method.previous_checkpoint_path.write_bytes(b"")
+    with pytest.raises(RunError) as info:
+        run_study(study, tmp_path / "again", resume=True)
+    assert str(info.value).startswith(f"{method.checkpoint_path} is unreadable (")
+    assert "\n" not in str(info.value)
+
+
+def test_disk_full_during_a_run_is_one_line(tiny_study, tmp_path: Path, monkeypatch):
+    from thermotrain.experiments import run_study
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(RunError, match=r"^cannot write .*: No space left on device$"):
+        run_study(tiny_study(), tmp_path / "run")
+    assert _temp_files(tmp_path) == []
