@@ -4,6 +4,8 @@
 * :mod:`.studies` — where the study files live (``studies/``) and how to find one;
 * :mod:`.builders` — data, ensemble models and optimizers from a study;
 * :mod:`.runner` — train each method's seeds as one ensemble, with checkpoints and resume;
+* :mod:`.run_folder` — the one reader/writer of run folders (:class:`RunFolder`), and
+  :mod:`.run_view` — a finished run loaded once (:class:`Run`), docs/runs.md;
 * :mod:`.report` — tables and figures from a run folder (never trains).
 
 The experiments use the library (samplers, data, models); the library never imports them.
@@ -11,6 +13,8 @@ The experiments use the library (samplers, data, models); the library never impo
 
 from .config import ConfigError, MethodConfig, StudyConfig, load_study, parse_study
 from .report import ReportError, comparison_table, write_report
+from .run_folder import RunFolder
+from .run_view import Run
 from .runner import RunError, run_study, summarize, train_method
 from .studies import find_study, list_studies, studies_dir
 
@@ -20,6 +24,8 @@ __all__ = [
     "ReportError",
     "comparison_table",
     "write_report",
+    "RunFolder",
+    "Run",
     "StudyConfig",
     "MethodConfig",
     "load_study",
