@@ -6,24 +6,29 @@
 * :func:`build_optimizer` — the method's optimizer over the stacked parameters: the
   thermotrain samplers with ``ensemble_dim=0`` and per-member noise seeds, or
   ``torch.optim.SGD`` / ``Adam``, which act elementwise and are therefore exactly K
-  independent optimizers on stacked parameters.
+  independent optimizers on stacked parameters;
+* :func:`sweep_packs`, :func:`build_packed_optimizer` — the cells of a hyperparameter sweep
+  times the seeds as **one** ensemble with per-member hyperparameters (``(K,)`` tensors),
+  where the optimizer takes them (otherwise the cells train one by one).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .. import samplers
 from ..data import load_fashion_mnist, load_mnist, planar_trig, spirals
 from ..models import CNN, MLP, StackableModel
-from .config import DataConfig, MethodConfig, StudyConfig, stream_seeds
+from .config import DataConfig, MethodConfig, StudyConfig, make_optimizer, stream_seeds
 
-__all__ = ["Dataset", "load_data", "build_model", "build_optimizer"]
+__all__ = ["Dataset", "load_data", "evaluator", "build_model", "build_optimizer",
+           "build_packed_optimizer", "member_hyperparameters",
+           "supports_member_hyperparameters", "sweep_packs"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,23 @@ def load_data(config: DataConfig, data_dir: str | os.PathLike[str] | None = None
     return Dataset(xtr.contiguous(), ytr, xte.contiguous(), yte, 10)
 
 
+def evaluator(data: Dataset, chunk: int = 10_000
+              ) -> Callable[[torch.nn.Module], dict[str, dict[str, Tensor]]]:
+    """The runner's evaluation for :func:`thermotrain.training.train`: per-member mean loss
+    and accuracy on the whole training and test sets, ``{split: {"loss", "accuracy"}}``."""
+    from ..training.snapshots import evaluate
+
+    def run(model: torch.nn.Module) -> dict[str, dict[str, Tensor]]:
+        out = {}
+        for split, xs, ys in (("train", data.x_train, data.y_train),
+                              ("test", data.x_test, data.y_test)):
+            loss, acc = evaluate(model, xs, ys, chunk)
+            out[split] = {"loss": loss, "accuracy": acc}
+        return out
+
+    return run
+
+
 def build_model(study: StudyConfig, method: MethodConfig, data: Dataset,
                 seeds: Sequence[int]) -> StackableModel:
     """The K = ``len(seeds)`` member ensemble of the study's network for ``method``."""
@@ -84,28 +106,99 @@ def build_model(study: StudyConfig, method: MethodConfig, data: Dataset,
 
 
 def build_optimizer(method: MethodConfig, model: StackableModel, seeds: Sequence[int],
-                    rng: str = "torch") -> torch.optim.Optimizer:
+                    rng: str = "torch", nan_policy: str = "raise") -> torch.optim.Optimizer:
     """The optimizer of ``method`` over the stacked parameters of ``model`` (samplers draw
-    their noise from ``rng``)."""
-    hp = dict(method.hyperparameters)
-    kind = method.optimizer
-    noise = {"ensemble_dim": 0, "seed": stream_seeds(seeds, "noise"), "rng": rng}
-    for key in ("temperature", "friction"):
-        if isinstance(hp.get(key), list):
-            hp[key] = tuple(hp[key]) if kind in ("adlala", "lol") else list(hp[key])
-    if kind == "adlala":
-        return samplers.AdLaLa(model, **hp, **noise)
-    if kind == "lol":
-        return samplers.LOL(model, **hp, **noise)
-    if kind == "lala":
-        return samplers.LaLa(model, **hp, **noise)
-    if kind == "baoab":
-        return samplers.BAOAB(model.parameters(), **hp, **noise)
-    if kind == "sgld":
-        return samplers.SGLD(model.parameters(), **hp, **noise)
-    if kind == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"])
-    if kind == "adam":
-        return torch.optim.Adam(model.parameters(), lr=hp["lr"], betas=tuple(hp["betas"]),
-                                eps=hp["eps"])
-    raise ValueError(f"unknown optimizer {kind!r}")  # pragma: no cover - validated earlier
+    their noise from ``rng`` and treat non-finite values by ``nan_policy``; the runner
+    passes ``"ignore"`` and leaves diverging members to its
+    :class:`~thermotrain.training.DivergenceGuard`)."""
+    return _make_optimizer(method.optimizer, dict(method.hyperparameters), model, seeds, rng,
+                           nan_policy)
+
+
+def _make_optimizer(kind: str, hp: dict[str, Any], model: StackableModel,
+                    seeds: Sequence[int], rng: str, nan_policy: str) -> torch.optim.Optimizer:
+    # one registry of study optimizers (config.methods): adding a method touches one place
+    return make_optimizer(kind, hp, model, seeds=stream_seeds(seeds, "noise"), rng=rng,
+                          nan_policy=nan_policy)
+
+
+# --------------------------------------------------------------------------- sweeps packed
+def member_hyperparameters(cells: Sequence[MethodConfig], repeat: int) -> dict[str, Any]:
+    """The hyperparameters of one ensemble holding ``repeat`` members (seeds) of every cell
+    of a sweep, cell-major: a value shared by all cells stays as it is; one that differs
+    becomes a float64 ``(len(cells) * repeat,)`` tensor, member ``c * repeat + j`` holding
+    cell c's value (per position for per-layer pairs/lists)."""
+    keys = list(cells[0].hyperparameters)
+    if any(list(c.hyperparameters) != keys for c in cells):
+        raise ValueError("the cells of a packed sweep must have the same hyperparameters")
+
+    def column(values: list[Any]) -> Any:
+        if all(v == values[0] for v in values):
+            return values[0]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        return t.repeat_interleave(repeat)
+
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = [c.hyperparameters[key] for c in cells]
+        if all(isinstance(v, (list, tuple)) for v in values) and \
+                len({len(v) for v in values}) == 1:
+            cols = [column([v[i] for v in values]) for i in range(len(values[0]))]
+            out[key] = cols if any(torch.is_tensor(c) for c in cols) else list(values[0])
+        else:
+            out[key] = column(values)
+    return out
+
+
+_SUPPORT: dict[tuple[str, str], bool] = {}
+
+
+def supports_member_hyperparameters(kind: str, rng: str = "torch") -> bool:
+    """Whether optimizer ``kind`` takes a ``(K,)`` tensor hyperparameter (one value per
+    member): probed once per kind with a two-member network and one step."""
+    key = (kind, rng)
+    if key not in _SUPPORT:
+        defaults = {"adlala": {"lr": 0.1}, "lol": {"lr": 0.1}, "lala": {"lr": 0.1},
+                    "baoab": {"lr": 0.1}, "sgld": {"lr": 0.1, "temperature": 1e-4},
+                    "sgd": {"lr": 0.1, "momentum": 0.0},
+                    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}}[kind]
+        hp = dict(defaults, lr=torch.tensor([0.1, 0.2], dtype=torch.float64))
+        net = MLP([2, 3, 1], ensemble=2, seed=[0, 1])
+        try:
+            opt = _make_optimizer(kind, hp, net, [0, 1], rng, "ignore")
+            for p in net.parameters():
+                p.grad = torch.ones_like(p)
+            opt.step()
+            _SUPPORT[key] = True
+        except (TypeError, ValueError, RuntimeError):
+            _SUPPORT[key] = False
+    return _SUPPORT[key]
+
+
+def sweep_packs(methods: Sequence[MethodConfig], rng: str = "torch"
+                ) -> list[list[MethodConfig]]:
+    """The study's methods in training units: the consecutive cells of one swept method
+    (same ``base``, optimizer and initialisation: the same model and scheme) form one pack
+    when the optimizer takes per-member hyperparameters; every other method is alone."""
+    units: list[list[MethodConfig]] = []
+    for m in methods:
+        last = units[-1] if units else None
+        if (last is not None and m.sweep and last[0].sweep and m.base == last[0].base
+                and m.optimizer == last[0].optimizer and m.init == last[0].init
+                and m.init_std == last[0].init_std
+                and supports_member_hyperparameters(m.optimizer, rng)):
+            last.append(m)
+        else:
+            units.append([m])
+    return units
+
+
+def build_packed_optimizer(cells: Sequence[MethodConfig], model: StackableModel,
+                           seeds: Sequence[int], rng: str = "torch",
+                           nan_policy: str = "raise") -> torch.optim.Optimizer:
+    """The optimizer of a packed sweep: ``model`` holds ``len(seeds)`` members per cell,
+    cell-major (``seeds`` the run seeds of one cell); member ``c * len(seeds) + j`` follows
+    cell c's hyperparameters with seed j's noise stream — as cell c's own run would."""
+    hp = member_hyperparameters(cells, len(seeds))
+    return _make_optimizer(cells[0].optimizer, hp, model, list(seeds) * len(cells), rng,
+                           nan_policy)

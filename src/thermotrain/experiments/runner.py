@@ -1,59 +1,64 @@
-r"""Run a study: every method trains its K seeds as **one** vectorised ensemble.
+r"""Run a study: every method trains its K seeds as **one** vectorised ensemble, through the
+library's training loop (:func:`thermotrain.training.train`).
 
 For each method of a :class:`~.config.StudyConfig` the runner builds a K-member ensemble
 network (member k initialised with its run seed), the method's optimizer over the stacked
 parameters (samplers with ``ensemble_dim=0`` and per-member noise seeds; SGD/Adam act
 elementwise), and a :class:`~thermotrain.data.Minibatcher` with per-member batch seeds. Member
 k therefore reproduces the single run with seed :math:`s_k` (tested). The hot loop is one
-gather, one forward/backward of the summed per-member losses and one ``step()``: no Python
-work proportional to K, no host synchronisation between evaluations.
+gather, one forward/backward (or one fused C call) and one ``step()``: no Python work
+proportional to K, no host synchronisation between evaluations but the divergence check of
+the per-member losses.
 
-A run folder holds::
+The loop's hooks here: :class:`~thermotrain.training.DivergenceGuard` (a member whose loss or
+parameters go non-finite is marked, frozen and left out of the means: ``summary.json``
+``n_diverged`` and ``diverged: [{seed, step}]``; the other members and methods carry on),
+:class:`~thermotrain.training.snapshots.Snapshots` (parameters for the report) and, with
+``loggers=("tensorboard",)``, a :class:`~thermotrain.training.TensorBoardLogger` writing
+``RUN/tensorboard/<method>/seed-<s>``. The run folder (:mod:`.run_folder`, docs/runs.md)
+holds ``config.json``, the long-format ``metrics.csv`` (``study, method, seed, step, split,
+metric, value``), ``summary.json`` and per method ``checkpoint.pt`` and ``snapshots.pt``.
 
-    config.json                  the resolved study (what was run)
-    metrics.csv                  study, method, seed, step, split, loss, accuracy (fractions)
-    summary.json                 final test accuracy mean/std per method, timings, paper numbers
-    methods/<method>/checkpoint.pt   model + optimizer + minibatcher state + metrics so far
-    methods/<method>/snapshots.pt    parameters at the snapshot steps (for the report)
-    data.json                    the resolved data root (image data sets only; the report
-                                 reloads the data from it for the Fig. 3 line)
-
-Checkpoints are written every ``training.checkpoint_every`` steps, at the end, and when the
-run is interrupted (Ctrl-C is deferred to the end of the current step), always atomically
-(temporary file + :func:`os.replace`). ``resume=True`` continues each method from its
-checkpoint and reproduces the uninterrupted run bit for bit.
+Checkpoints are written every ``training.checkpoint_every`` steps, at the end, and on
+SIGINT/SIGTERM (deferred to the end of the current step), always atomically; a second signal
+stops at once and keeps the last complete checkpoint. ``resume=True`` continues each method
+from its checkpoint and reproduces the uninterrupted run bit for bit.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import gc
 import json
-import math
 import os
-import signal
-import statistics
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from ..data import Minibatcher
-from ..models import StackableModel, ensemble_accuracy, ensemble_loss
-from ..models import fused as fused_mlp
-from .builders import Dataset, build_model, build_optimizer, load_data
+from ..training import DivergenceGuard, TensorBoardLogger, train
+from ..training.progress import ProgressBar
+from ..training.snapshots import Snapshots, evaluate
+from .builders import Dataset, build_model, build_optimizer, evaluator, load_data, sweep_packs
 from .config import MethodConfig, StudyConfig, slug, stream_seeds
-from .run_folder import atomic_save, atomic_write_text
+from .packed import train_pack
+from .run_folder import (
+    METRIC_COLUMNS,
+    MethodFolder,
+    RunError,
+    RunFolder,
+    atomic_save,
+    atomic_write_text,
+    metrics_frame,
+    read_metrics_file,
+)
+from .summary import method_line, summarize
 
 __all__ = [
     "RunError",
     "METRIC_COLUMNS",
+    "LOGGERS",
     "run_study",
     "train_method",
     "evaluate",
@@ -66,139 +71,42 @@ __all__ = [
     "record_data_dir",
 ]
 
-#: columns of ``metrics.csv``
-METRIC_COLUMNS = ("study", "method", "seed", "step", "split", "loss", "accuracy")
+#: loggers of ``run_study(loggers=...)``: the CSV table is always written
+LOGGERS = ("csv", "tensorboard")
 
 Callback = Callable[[str, int], None]
 
 
-class RunError(RuntimeError):
-    """A run cannot start or continue (e.g. the folder holds another study); one line."""
-
-
 # --------------------------------------------------------------------------- files
 def write_metrics(rows: Sequence[Sequence[Any]], path: Path) -> None:
-    """Write metric rows (:data:`METRIC_COLUMNS`) as CSV, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(METRIC_COLUMNS)
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    """Write metric rows (long :data:`METRIC_COLUMNS`) as CSV, atomically."""
+    text = metrics_frame(rows).to_csv(index=False, lineterminator="\n", na_rep="nan")
+    atomic_write_text(Path(path), text)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Read ``metrics.csv`` into dicts with typed values."""
-    out = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            out.append({"study": r["study"], "method": r["method"], "seed": int(r["seed"]),
-                        "step": int(r["step"]), "split": r["split"], "loss": float(r["loss"]),
-                        "accuracy": float(r["accuracy"])})
-    return out
-
-
-# --------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(model: StackableModel, x: Tensor, y: Tensor, chunk: int = 10_000
-             ) -> tuple[Tensor, Tensor]:
-    """Per-member mean loss and accuracy on a whole data set: two ``(K,)`` tensors.
-
-    The set is processed in chunks of ``chunk`` points (memory stays bounded on MNIST)."""
-    n = x.shape[0]
-    loss_sum: Tensor | None = None
-    correct: Tensor | None = None
-    for start in range(0, n, chunk):
-        xb, yb = x[start : start + chunk], y[start : start + chunk]
-        logits = model(xb)
-        ls = ensemble_loss(logits, yb, reduction="sum")
-        acc = ensemble_accuracy(logits, yb) * xb.shape[0]
-        loss_sum = ls if loss_sum is None else loss_sum + ls
-        correct = acc if correct is None else correct + acc
-    assert loss_sum is not None and correct is not None
-    return loss_sum / n, correct / n
-
-
-# --------------------------------------------------------------------------- progress
-class _Progress:
-    """A rich progress bar with ETA over all methods (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int):
-        self._bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                TimeRemainingColumn(), console=Console(stderr=True),
-            )
-            self._task = self._bar.add_task("", total=total, rate="")
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def update(self, advance: int, description: str, rate: float | None = None) -> None:
-        if self._bar is not None:
-            text = "" if rate is None else f"{rate:,.0f} steps/s"
-            self._bar.update(self._task, advance=advance, description=description, rate=text)
-
-
-@contextlib.contextmanager
-def _frozen_gc() -> Iterator[None]:
-    """Exempt the objects alive now (all of torch, pandas, matplotlib …) from the cyclic
-    garbage collector during the hot loop: otherwise every full collection walks them all,
-    ~10 % of a small-ensemble step."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[list[bool]]:
-    """Turn SIGINT into a flag checked between steps (so the state saved is consistent)."""
-    flag = [False]
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if flag[0]:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        flag[0] = True
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    """``metrics.csv`` as one dict per (study, method, seed, step, split) with the values of
+    its metrics as keys (``loss``, ``accuracy``, …): the wide view of the long table."""
+    frame = read_metrics_file(Path(path))
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in frame.itertuples(index=False):
+        key = (r.study, r.method, int(r.seed), int(r.step), r.split)
+        entry = out.setdefault(key, dict(zip(METRIC_COLUMNS[:5], key, strict=True)))
+        entry[r.metric] = float(r.value)
+    return list(out.values())
 
 
 # --------------------------------------------------------------------------- training
 @dataclass
 class MethodOutcome:
-    """What :func:`train_method` returns: metric rows and timings."""
+    """What :func:`train_method` returns: metric rows (long format), timings, and the
+    members that diverged (``[{seed, step}]``)."""
 
     rows: list[tuple]
     seconds: float
     steps: int
     resumed_from: int
+    diverged: list[dict[str, int]] = field(default_factory=list)
 
 
 def _fingerprint(study: StudyConfig, method: MethodConfig, seeds: Sequence[int]) -> str:
@@ -215,38 +123,14 @@ def _fingerprint(study: StudyConfig, method: MethodConfig, seeds: Sequence[int])
     return json.dumps(keep, sort_keys=True)
 
 
-def _members(model: StackableModel, saved: int) -> dict[str, Tensor]:
-    return {name: p.detach()[:saved].clone() for name, p in model.named_parameters()}
-
-
-def _snapshot(model: StackableModel, step: int, saved: int) -> dict[str, Any]:
-    first = model.layer_modules()[0]
-    return {
-        "step": step,
-        "first_weight": first.weight.detach().clone(),
-        "first_bias": first.bias.detach().clone(),
-        "members": _members(model, saved),
-    }
-
-
-def _window_steps(snap_steps: Sequence[int], width: int) -> set[int]:
-    """The steps whose parameters the averaged classifiers need (``snapshot_average``)."""
-    if width <= 1:
-        return set()
-    return {t for s in snap_steps for t in range(max(0, s - width + 1), s + 1)}
-
-
-def _attach_window(snap: dict[str, Any], window: list, width: int,
-                   later: Sequence[int]) -> list:
-    """Add the last ``width`` parameter states (ending at the snapshot's step) to ``snap``
-    as ``snap["window"] = {"steps": [...], "members": {name: (W, saved, ...)}}``; return
-    the states still needed by the ``later`` snapshot steps."""
-    s = snap["step"]
-    states = [(t, m) for t, m in window if s - width < t <= s]
-    snap["window"] = {"steps": [t for t, _ in states],
-                      "members": {k: torch.stack([m[k] for _, m in states])
-                                  for k in states[0][1]}}
-    return [(t, m) for t, m in window if any(t > s2 - width for s2 in later)]
+def _resume_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of the loop; ones written before it (top-level ``snapshots`` and
+    ``window``, no hook states) get their snapshot state moved under ``hooks``."""
+    if "hooks" not in ckpt:
+        ckpt = dict(ckpt)
+        ckpt["hooks"] = {"snapshots": {"snapshots": ckpt.get("snapshots", []),
+                                       "window": ckpt.get("window", [])}}
+    return ckpt
 
 
 def train_method(
@@ -259,6 +143,7 @@ def train_method(
     resume: bool = False,
     callback: Callback | None = None,
     progress: Callable[[int, float], None] | None = None,
+    tensorboard: Path | None = None,
 ) -> MethodOutcome:
     """Train the K = ``len(seeds)`` runs of one method as one ensemble; write its checkpoint
     and snapshots into ``folder``.
@@ -272,188 +157,76 @@ def train_method(
         callback: ``callback(method_name, step)`` after every step (tests use it to
             interrupt a run; raising :class:`KeyboardInterrupt` saves a checkpoint first).
         progress: ``progress(steps_done_since_last_call, steps_per_second)``.
+        tensorboard: write TensorBoard events of the metrics under this folder.
 
     Returns:
-        The metric rows ``(study, method, seed, step, split, loss, accuracy)`` and timings.
+        The metric rows ``(study, method, seed, step, split, metric, value)``, timings and
+        the diverged members.
+
+    Raises:
+        RunError: the checkpoint was written for another configuration.
     """
     t = study.training
     seeds = list(t.run_seeds if seeds is None else seeds)
-    folder.mkdir(parents=True, exist_ok=True)
-    ckpt_path = folder / "checkpoint.pt"
+    files = MethodFolder(folder)
     fingerprint = _fingerprint(study, method, seeds)
-
-    model = build_model(study, method, data, seeds)
-    opt = build_optimizer(method, model, seeds, t.rng)
-    batcher = Minibatcher(data.x_train.shape[0], t.batch_size, replacement=t.replacement,
-                          seeds=stream_seeds(seeds, "batches"))
-    rows: list[tuple] = []
-    snapshots: list[dict] = []
-    window: list = []  # (step, members) states for the averaged classifiers
-    start, elapsed = 0, 0.0
-
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=True)
-        if ckpt["fingerprint"] != fingerprint:
-            raise RunError(f"{ckpt_path} was written for a different configuration of "
-                           f"{method.name!r}; start a new run folder")
-        rows = [tuple(r) for r in ckpt["rows"]]
-        snapshots = ckpt["snapshots"]
-        window = [(int(t), m) for t, m in ckpt.get("window", [])]
-        start, elapsed = int(ckpt["step"]), float(ckpt["seconds"])
+    ckpt = files.load_checkpoint() if resume else None
+    if ckpt is not None:
+        if ckpt.get("fingerprint") != fingerprint:
+            raise RunError(f"{files.checkpoint_path} was written for a different "
+                           f"configuration of {method.name!r}; start a new run folder")
         if ckpt["done"]:
             if progress is not None:
                 progress(t.steps, 0.0)
-            return MethodOutcome(rows, elapsed, t.steps, start)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        batcher.load_state_dict(ckpt["batcher"])
+            return MethodOutcome([tuple(r) for r in ckpt["rows"]], float(ckpt["seconds"]),
+                                 t.steps, int(ckpt["step"]), list(ckpt.get("diverged", [])))
+        ckpt = _resume_state(ckpt)
         if progress is not None:
-            progress(start, 0.0)
-    resumed_from = start
+            progress(int(ckpt["step"]), 0.0)
+    resumed_from = int(ckpt["step"]) if ckpt is not None else 0
 
-    eval_steps = set(t.eval_steps())
-    snap_steps = set(t.snapshot_steps())
+    model = build_model(study, method, data, seeds)
+    opt = build_optimizer(method, model, seeds, t.rng, nan_policy="ignore")  # the guard's job
+    batcher = Minibatcher(data.x_train.shape[0], t.batch_size, replacement=t.replacement,
+                          seeds=stream_seeds(seeds, "batches"))
     saved = min(t.saved_members, len(seeds))
-    width = t.snapshot_average if saved else 1
-    window_steps = _window_steps(sorted(snap_steps), width)
-    x, y = data.x_train, data.y_train
+    guard = DivergenceGuard()
+    snaps = Snapshots(t.snapshot_steps(), keep=range(saved), window=t.snapshot_average)
+    hooks: list[Any] = [guard, snaps]
+    if tensorboard is not None:
+        hooks.append(TensorBoardLogger(tensorboard))
 
-    def record(step: int) -> None:
-        nonlocal window
-        if step in window_steps:
-            window.append((step, _members(model, saved)))
-        if step in eval_steps:
-            was = model.training
-            model.eval()
-            for split, xs, ys in (("train", x, y), ("test", data.x_test, data.y_test)):
-                loss, acc = evaluate(model, xs, ys, t.eval_batch)
-                for s, lv, av in zip(seeds, loss.tolist(), acc.tolist(), strict=True):
-                    rows.append((study.name, method.name, s, step, split, lv, av))
-            model.train(was)
-        if step in snap_steps:
-            snapshots.append(_snapshot(model, step, saved))
-            if window_steps:
-                window = _attach_window(snapshots[-1], window, width,
-                                        [s for s in snap_steps if s > step])
+    def extra() -> dict[str, Any]:  # kept at the top level: read by the report and ray
+        return {"fingerprint": fingerprint, "snapshots": snaps.snapshots,
+                "diverged": guard.report(seeds),
+                **({"window": snaps.window} if t.snapshot_average > 1 and saved else {})}
 
-    def save(step: int, done: bool) -> None:
-        atomic_save({
-            "fingerprint": fingerprint, "step": step, "done": done, "seconds": elapsed,
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "batcher": batcher.state_dict(), "rows": rows, "snapshots": snapshots,
-            **({"window": [[t, m] for t, m in window]} if window_steps else {}),
-        }, ckpt_path)
-
-    if start == 0:
-        record(0)
-    gradient = fused_mlp.gradient_fn(model, x, y)  # one C call where it applies
-    ckpt_every = t.checkpoint_every
-    report_every = max(1, min(500, t.steps // 100 or 1))
-    step = start
-    tick = time.perf_counter()
-    last_report = step
-    with _deferred_interrupt() as interrupted, _frozen_gc():
-        try:
-            while step < t.steps:
-                gradient(batcher.next())
-                opt.step()
-                step += 1
-                if step in eval_steps or step in snap_steps or step in window_steps:
-                    now = time.perf_counter()
-                    elapsed += now - tick
-                    record(step)
-                    tick = time.perf_counter()
-                if ckpt_every and step % ckpt_every == 0 and step < t.steps:
-                    now = time.perf_counter()
-                    elapsed += now - tick
-                    save(step, False)
-                    tick = time.perf_counter()
-                if progress is not None and step % report_every == 0:
-                    now = time.perf_counter()
-                    progress(step - last_report, (step - resumed_from) /
-                             max(elapsed + now - tick, 1e-9))
-                    last_report = step
-                if callback is not None:
-                    callback(method.name, step)
-                if interrupted[0]:
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            elapsed += time.perf_counter() - tick
-            save(step, False)
-            raise
-    elapsed += time.perf_counter() - tick
-    save(step, True)
-    atomic_save({"method": method.name, "seeds": seeds, "snapshots": snapshots},
-                folder / "snapshots.pt")
-    if progress is not None and step != last_report:
-        progress(step - last_report, (step - resumed_from) / max(elapsed, 1e-9))
-    return MethodOutcome(rows, elapsed, t.steps, resumed_from)
-
-
-# --------------------------------------------------------------------------- summary
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return mean, std
-
-
-def summarize(study: StudyConfig, rows: Sequence[Sequence[Any]],
-              timings: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
-    """The ``summary.json`` content: for every method the final-evaluation mean and sample
-    standard deviation (ddof = 1) over seeds of test/train accuracy and loss, plus timings
-    (``seconds``: training time without evaluations and checkpoints, summed over resumes;
-    ``steps_per_second``: ensemble steps per second, all K members at once) and the paper's
-    numbers."""
-    steps = study.training.steps
-    methods: dict[str, Any] = {}
-    for m in study.methods:
-        final = {split: [r for r in rows if r[1] == m.name and r[3] == steps and r[4] == split]
-                 for split in ("train", "test")}
-        if not final["test"]:
-            continue
-        entry: dict[str, Any] = {
-            "optimizer": m.optimizer,
-            "hyperparameters": m.hyperparameters,
-            "sweep": m.sweep,
-            "base": m.base,
-            "n_seeds": len(final["test"]),
-            "steps": steps,
-        }
-        for split in ("test", "train"):
-            acc_m, acc_s = _mean_std([r[6] for r in final[split]])
-            loss_m, loss_s = _mean_std([r[5] for r in final[split]])
-            entry[f"{split}_accuracy_mean"] = acc_m
-            entry[f"{split}_accuracy_std"] = acc_s
-            entry[f"{split}_loss_mean"] = loss_m if math.isfinite(loss_m) else None
-            entry[f"{split}_loss_std"] = loss_s if math.isfinite(loss_s) else None
-        if timings and m.name in timings:
-            entry.update(timings[m.name])
-        paper = study.paper.get(m.name)
-        if paper is not None:
-            entry["paper"] = {"test_accuracy": paper.test_accuracy,
-                              "test_accuracy_std": paper.test_accuracy_std,
-                              "step": paper.step, "note": paper.note}
-        methods[m.name] = entry
-    return {"study": study.name, "description": study.description, "steps": steps,
-            "seeds": study.training.seeds, "methods": methods}
+    state = train(
+        model, opt, batcher, steps=t.steps, x_train=data.x_train, y_train=data.y_train,
+        hooks=hooks, seeds=seeds, evaluate=evaluator(data, t.eval_batch),
+        eval_steps=t.eval_steps(), checkpoint=files.save_checkpoint,
+        checkpoint_every=t.checkpoint_every, resume_from=ckpt, extra_state=extra,
+        study=study.name, method=method.name, progress=progress,
+        callback=None if callback is None else (lambda step: callback(method.name, step)),
+    )
+    files.save_snapshots(snaps.snapshots, seeds=seeds, model=model, method=method.name)
+    return MethodOutcome(state.rows, state.seconds, t.steps, resumed_from,
+                         guard.report(seeds))
 
 
 # --------------------------------------------------------------------------- the study
 def check_folder(out: Path, study: StudyConfig, resume: bool) -> None:
     """Create the run folder and write ``config.json``; refuse a folder holding another run
     (or any run, unless ``resume``)."""
-    config_path = out / "config.json"
+    folder = RunFolder(out).create()
+    config_path = folder.config_path
     resolved = study.to_dict()
     resolved.pop("path", None)
     if config_path.exists():
         if not resume:
             raise RunError(f"{out} already holds a run; pass --resume to continue it or choose "
                            "another --out")
-        try:
-            previous = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RunError(f"{config_path} is unreadable ({exc}); start a new run folder") \
-                from None
+        previous = folder.read_config()
         previous.pop("path", None)
         # notes are commentary, not part of what was run: editing them keeps --resume working
         previous.pop("notes", None)
@@ -464,8 +237,22 @@ def check_folder(out: Path, study: StudyConfig, resume: bool) -> None:
             changed = sorted(k for k in compared if previous.get(k) != compared[k])
             raise RunError(f"{out} was run with a different configuration (differs in: "
                            f"{', '.join(changed)}); use the same options or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config_path, json.dumps(resolved, indent=2) + "\n")
+    folder.write_config(resolved)
+
+
+def _check_loggers(loggers: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(loggers, str):
+        loggers = (loggers,)
+    bad = [x for x in loggers if x not in LOGGERS]
+    if bad:
+        raise ValueError(f"loggers must be among {', '.join(LOGGERS)}; got {bad[0]!r}")
+    if "tensorboard" in loggers:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise RunError("tensorboard logging needs tensorboard: pip install "
+                           "thermotrain[tensorboard]") from None
+    return tuple(loggers)
 
 
 def run_study(
@@ -478,6 +265,8 @@ def run_study(
     callback: Callback | None = None,
     threads: int | None = None,
     log: Callable[[str], None] | None = None,
+    loggers: Sequence[str] = ("csv",),
+    pack: bool = True,
 ) -> dict[str, Any]:
     """Train every method of ``study`` into the run folder ``out``; return the summary.
 
@@ -491,11 +280,29 @@ def run_study(
         threads: ``torch.set_num_threads`` during the run (``None``, the default, keeps
             torch's setting: all cores; the fused kernels use them even for small networks).
         log: where to print one line per finished method (default: nowhere).
+        loggers: ``"csv"`` (``metrics.csv``, always written) and/or ``"tensorboard"``
+            (events in ``out/tensorboard/<method>/seed-<s>``).
+        pack: train the cells of a hyperparameter sweep as one ensemble where the
+            optimizer takes per-member hyperparameters (:mod:`.packed`; same results to
+            rounding); ``False``: one cell after the other.
 
     Raises:
-        RunError: the folder holds a different run, or a checkpoint does not match.
+        RunError: the folder holds a different run or is in use, or a checkpoint does not
+            match.
+        ValueError: an unknown logger.
     """
     out = Path(out)
+    loggers = _check_loggers(loggers)
+    with RunFolder(out).lock():
+        return _run_locked(study, out, resume=resume, data_dir=data_dir, progress=progress,
+                           callback=callback, threads=threads, log=log, loggers=loggers,
+                           pack=pack)
+
+
+def _run_locked(study: StudyConfig, out: Path, *, resume: bool, data_dir: Any,
+                progress: bool | None, callback: Callback | None, threads: int | None,
+                log: Callable[[str], None] | None, loggers: tuple[str, ...], pack: bool
+                ) -> dict[str, Any]:
     check_folder(out, study, resume)
     data = load_data(study.data, data_dir)
     if not study.data.binary:
@@ -507,30 +314,51 @@ def run_study(
         torch.set_num_threads(threads)
     rows: list[tuple] = []
     timings: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
     total = study.training.steps * len(study.methods)
+    units = sweep_packs(study.methods, study.training.rng) if pack else \
+        [[m] for m in study.methods]
     try:
-        with _Progress(bool(progress), total) as bar:
-            for method in study.methods:
-                label = f"{study.name}: {method.name}"
+        with ProgressBar(bool(progress), total) as bar:
+            for unit in units:
+                label = f"{study.name}: {unit[0].base or unit[0].name}" if len(unit) > 1 \
+                    else f"{study.name}: {unit[0].name}"
 
                 def report(n: int, rate: float, label: str = label) -> None:
                     bar.update(n, label, rate or None)
 
-                outcome = train_method(study, method, data, out / "methods" / slug(method.name),
-                                       resume=resume, callback=callback, progress=report)
-                rows.extend(outcome.rows)
-                rate = outcome.steps / outcome.seconds if outcome.seconds > 0 else float("nan")
-                timings[method.name] = {"seconds": outcome.seconds, "steps_per_second": rate}
-                if log is not None:
-                    final = [r[6] for r in outcome.rows
-                             if r[3] == study.training.steps and r[4] == "test"]
-                    mean, std = _mean_std(final)
-                    log(f"{method.name}: test accuracy {100 * mean:.1f} ± {100 * std:.1f} % "
-                        f"({len(final)} seeds, {outcome.steps} steps, {rate:,.0f} steps/s)")
+                name = unit[0].base if len(unit) > 1 else unit[0].name
+                tb = out / "tensorboard" / slug(name) if "tensorboard" in loggers else None
+                try:
+                    if len(unit) > 1:
+                        done = train_pack(study, unit, data, out, _fingerprint, resume=resume,
+                                          callback=callback, progress=report, tensorboard=tb)
+                    else:
+                        o = train_method(study, unit[0], data, out / "methods" / slug(name),
+                                         resume=resume, callback=callback, progress=report,
+                                         tensorboard=tb)
+                        done = {name: {"rows": o.rows, "seconds": o.seconds,
+                                       "diverged": o.diverged}}
+                except FloatingPointError as exc:  # the other methods carry on
+                    for m in unit:
+                        errors[m.name] = str(exc).splitlines()[0]
+                    if log is not None:
+                        log(f"{name}: failed ({str(exc).splitlines()[0]})")
+                    continue
+                steps = study.training.steps
+                for m in unit:
+                    r = done[m.name]
+                    rows.extend(r["rows"])
+                    pack_seconds = r["seconds"] * len(unit)
+                    rate = steps / pack_seconds if pack_seconds > 0 else float("nan")
+                    timings[m.name] = {"seconds": r["seconds"], "steps_per_second": rate,
+                                       **({"packed_cells": len(unit)} if len(unit) > 1 else {})}
+                    if log is not None:
+                        log(method_line(study, m, r["rows"], r["diverged"], steps, rate))
     finally:
         if threads is not None:
             torch.set_num_threads(previous_threads)
-    return finish_run(study, out, rows, timings)
+    return finish_run(study, out, rows, timings, errors)
 
 
 def record_data_dir(out: Path, data_dir: str | os.PathLike[str] | None) -> None:
@@ -538,14 +366,15 @@ def record_data_dir(out: Path, data_dir: str | os.PathLike[str] | None) -> None:
     data sets (the Fig. 3 line) without ``--data-dir``."""
     from ..data import resolve_data_dir
 
-    atomic_write_text(out / "data.json",
-                      json.dumps({"data_dir": str(resolve_data_dir(data_dir).resolve())}) + "\n")
+    RunFolder(out).write_data_root(resolve_data_dir(data_dir))
 
 
 def finish_run(study: StudyConfig, out: Path, rows: Sequence[Sequence[Any]],
-               timings: dict[str, dict[str, float]]) -> dict[str, Any]:
+               timings: dict[str, dict[str, float]], errors: dict[str, str] | None = None
+               ) -> dict[str, Any]:
     """Write ``metrics.csv`` and ``summary.json`` of a finished run; return the summary."""
-    write_metrics(rows, out / "metrics.csv")
-    summary = summarize(study, rows, timings)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    folder = RunFolder(out)
+    folder.write_metrics(rows)
+    summary = summarize(study, rows, timings, errors)
+    folder.write_summary(summary)
     return summary

@@ -139,8 +139,7 @@ class DivergenceGuard(Hook):
         state.diverged = self.diverged.clone()
         self._any = True
         for k in new.nonzero().flatten().tolist():
-            state.rows.append((state.study, state.method, state.seeds[k], state.step, "train",
-                               "diverged", float(state.step)))
+            state.rows.append(state.row(k, "diverged", float(state.step)))
         self._put_back()
 
     @torch.no_grad()
@@ -165,9 +164,11 @@ class DivergenceGuard(Hook):
         self.at = state["at"].clone()
         self._good = [g.clone() for g in state["good"]]
 
-    def report(self, seeds: list[int]) -> list[dict[str, int]]:
-        """``[{seed, step}]`` of the diverged members (for ``summary.json``)."""
+    def report(self, seeds: list[int], members: range | None = None) -> list[dict[str, int]]:
+        """``[{seed, step}]`` of the diverged members (for ``summary.json``); ``members``:
+        only those (``seeds`` then gives their seeds, in order)."""
         if self.diverged is None:
             return []
-        return [{"seed": int(seeds[k]), "step": int(self.at[k])}
-                for k in self.diverged.nonzero().flatten().tolist()]
+        members = range(len(self.diverged)) if members is None else members
+        return [{"seed": int(seeds[i]), "step": int(self.at[k])}
+                for i, k in enumerate(members) if bool(self.diverged[k])]

@@ -4,7 +4,8 @@
   value`` (what ``metrics.csv`` holds; pandas reads it with ``pd.read_csv``), rewritten
   atomically at every evaluation, checkpoint and at the end;
 * :class:`TensorBoardLogger` — scalars ``{split}/{metric}`` per member (one run directory
-  per seed: ``<log_dir>/seed-<s>``, so TensorBoard overlays the members), through
+  per seed: ``<log_dir>/seed-<s>``, so TensorBoard overlays the members; rows of no
+  member, seed −1, in ``<log_dir>/all``), through
   ``torch.utils.tensorboard`` (optional extra: ``pip install thermotrain[tensorboard]``).
 
 Both remember how many rows they have written (their ``state_dict``), so a resumed run
@@ -34,7 +35,7 @@ def write_rows(rows: list[tuple], path: Path) -> None:
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(METRIC_COLUMNS)
-        writer.writerows(("" if v is None else v for v in r) for r in rows)
+        writer.writerows(rows)
     os.replace(tmp, path)
 
 
@@ -69,7 +70,7 @@ class CSVLogger(Hook):
 
 class TensorBoardLogger(Hook):
     """Scalars ``{split}/{metric}`` of every logged row, one event directory per seed
-    (``<log_dir>/seed-<s>``; rows without a seed go to ``<log_dir>/all``).
+    (``<log_dir>/seed-<s>``; rows of no member, seed −1, go to ``<log_dir>/all``).
 
     Rows are sent after every step that logged some (so hooks' metrics appear live) and
     flushed at evaluations, checkpoints and the end.
@@ -96,7 +97,7 @@ class TensorBoardLogger(Hook):
         self._purge: int | None = None
 
     def _writer(self, seed: Any) -> Any:
-        key = "all" if seed is None else f"seed-{seed}"
+        key = "all" if seed is None or seed == -1 else f"seed-{seed}"
         w = self._writers.get(key)
         if w is None:
             w = self._writers[key] = self._writer_type(str(self.log_dir / key),

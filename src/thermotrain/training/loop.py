@@ -90,7 +90,8 @@ class LoopState:
 
     def __init__(self, model: torch.nn.Module, optimizer: Any, *, x_train: Tensor,
                  y_train: Tensor, seeds: Sequence[int], total_steps: int,
-                 eval_steps: Iterable[int] = (), study: str = "", method: str = ""):
+                 eval_steps: Iterable[int] = (), study: str = "",
+                 method: str | Sequence[str] = ""):
         self.model = model
         self.optimizer = optimizer
         self.x_train, self.y_train = x_train, y_train
@@ -101,7 +102,15 @@ class LoopState:
         self.step = 0
         self.rows: list[Row] = []
         self.seconds = 0.0
-        self.study, self.method = study, method
+        self.study = study
+        if isinstance(method, str):
+            self.method, self.member_methods = method, [method] * self.members
+        else:
+            self.member_methods = [str(m) for m in method]
+            if len(self.member_methods) != self.members:
+                raise ValueError(f"method must be one name or one per member "
+                                 f"({self.members}), got {len(self.member_methods)}")
+            self.method = self.member_methods[0]
         device = next(model.parameters()).device
         self.diverged = torch.zeros(self.members, dtype=torch.bool, device=device)
         self.stop_requested = False
@@ -121,24 +130,28 @@ class LoopState:
             self.model.train(was)
 
     def log(self, metric: str, value: float | Tensor, split: str = "train") -> None:
-        """Record ``metric`` at the current step: a float (one row, ``seed`` empty) or a
-        ``(K,)`` tensor (one row per member)."""
+        """Record ``metric`` at the current step: a float (one row, ``seed`` −1: not one
+        member's) or a ``(K,)`` tensor (one row per member)."""
         if not isinstance(metric, str) or not metric:
             raise TypeError(f"metric must be a non-empty string, got {metric!r}")
         if not isinstance(split, str) or not split:
             raise TypeError(f"split must be a non-empty string, got {split!r}")
-        head = (self.study, self.method)
         if isinstance(value, Tensor) and value.dim() > 0:
             if value.shape != (self.members,):
                 raise ValueError(f"{metric}: a per-member value must have shape "
                                  f"({self.members},), got {tuple(value.shape)}")
-            for seed, v in zip(self.seeds, value.tolist(), strict=True):
-                self.rows.append((*head, seed, self.step, split, metric, float(v)))
+            for k, v in enumerate(value.tolist()):
+                self.rows.append(self.row(k, metric, float(v), split))
             return
         if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
             raise TypeError(f"{metric}: value must be a number or a ({self.members},) tensor, "
                             f"got {type(value).__name__}")
-        self.rows.append((*head, None, self.step, split, metric, float(value)))
+        self.rows.append((self.study, self.method, -1, self.step, split, metric, float(value)))
+
+    def row(self, member: int, metric: str, value: float, split: str = "train") -> Row:
+        """The metric row of ``member`` at the current step (not recorded)."""
+        return (self.study, self.member_methods[member], self.seeds[member], self.step, split,
+                metric, value)
 
     def stop(self) -> None:
         """Ask the loop to end after the current step (it checkpoints and returns)."""
@@ -231,7 +244,7 @@ def train(
     resume_from: Mapping[str, Any] | None = None,
     extra_state: Callable[[], dict[str, Any]] | None = None,
     study: str = "",
-    method: str = "",
+    method: str | Sequence[str] = "",
     callback: Callable[[int], None] | None = None,
     progress: Callable[[int, float], None] | None = None,
     handle_signals: bool = True,
@@ -258,7 +271,8 @@ def train(
             an interrupt).
         resume_from: a checkpoint dict written by this function: continue from it.
         extra_state: adds keys to every checkpoint (e.g. a configuration fingerprint).
-        study, method: the first two columns of the metric rows.
+        study, method: the first two columns of the metric rows (``method``: one name, or
+            one per member — e.g. the cells of a packed hyperparameter sweep).
         callback: ``callback(step)`` at the end of every step (a consistent point: raising
             :class:`KeyboardInterrupt` there checkpoints the step first).
         progress: ``progress(steps_since_last_call, steps_per_second)`` now and then.
