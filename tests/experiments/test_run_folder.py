@@ -333,3 +333,43 @@ def test_disk_full_during_a_run_is_one_line(tiny_study, tmp_path: Path, monkeypa
     with pytest.raises(RunError, match=r"^cannot write .*: No space left on device$"):
         run_study(tiny_study(), tmp_path / "run")
     assert _temp_files(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- Run.load
+def test_run_loads_once_and_rebuilds_any_model(tmp_path: Path):
+    from thermotrain.experiments.run_folder import ReportError
+    from thermotrain.experiments.run_view import Run
+
+    net = CNN(in_shape=(1, 8, 8), num_classes=3, channels=(2,), ensemble=2, seed=[1, 2])
+    folder = RunFolder(tmp_path)
+    folder.write_config({"model": {"kind": "cnn"}})
+    folder.write_summary({"study": "s", "methods": {"C": {}, "D": {}}})
+    folder.write_metrics(LONG)
+    members = {k: v.detach().clone() for k, v in net.named_parameters()}
+    first = net.layer_modules()[0]
+    snap = {"step": 7, "first_weight": first.weight.detach(), "first_bias": first.bias.detach(),
+            "members": members}
+    folder.save_snapshots("C", [snap], seeds=[1, 2], model=net)
+    run = Run.load(tmp_path)
+    assert run.methods == ["C", "D"] and set(run.snapshots) == {"C"}
+    assert tuple(run.metrics.columns) == METRIC_COLUMNS and len(run.metrics) == len(LONG)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(run.model("C")(x), net(x), rtol=0, atol=0)
+        torch.testing.assert_close(run.model("C", step=7, member=1)(x), net.member(1)(x),
+                                   rtol=0, atol=0)
+    with pytest.raises(ReportError, match=r"C has no snapshot at step 3 \(steps: \[7\]\)"):
+        run.model("C", step=3)
+    with pytest.raises(ReportError, match="member 2 is not saved"):
+        run.model("C", member=2)
+    with pytest.raises(ReportError, match="'D' has no snapshots"):
+        run.model("D")
+    # snapshots of an earlier version (no model spec): a CNN cannot be rebuilt, the run
+    # still loads (the report skips what needs the model)
+    raw = folder.load_snapshots("C")
+    del raw["model"]
+    torch.save(raw, folder.method("C").snapshots_path)
+    old = Run.load(tmp_path)
+    assert old.snapshots["C"].spec is None
+    with pytest.raises(ReportError, match="do not store their model"):
+        old.model("C")
