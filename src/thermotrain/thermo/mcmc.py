@@ -8,6 +8,7 @@ converts the trace (``az.convert_to_dataset``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,14 +32,19 @@ def _array(name: str, value: object) -> np.ndarray:
 
 def as_dataset(trace: object):
     """The trace as an ``xarray.Dataset`` (``az.convert_to_dataset``): an array ``(chains,
-    draws, ...)`` becomes variable ``"theta"``; a mapping ``{name: array}`` one variable each."""
+    draws, ...)`` becomes variable ``"theta"``; a mapping ``{name: array}`` one variable each.
+
+    Ensembles often have more chains than draws (thousands of members): ArviZ's warning about
+    that (it suspects swapped axes) is silenced, the axes are as documented."""
     import arviz as az
 
     if isinstance(trace, Mapping):
         data = {str(k): _array(str(k), v) for k, v in trace.items()}
     else:
         data = {"theta": _array("theta", trace)}
-    return az.convert_to_dataset(data)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="More chains", category=UserWarning)
+        return az.convert_to_dataset(data)
 
 
 def mcmc_summary(trace: object, **kwargs) -> Any:
