@@ -346,6 +346,11 @@ def test_the_largest_allowed_seed_loads():
     assert max(stream_seeds(s.training.run_seeds, "noise")) == MAX_SEED
 
 
+def test_an_experiment_study_is_not_a_method_study():
+    with pytest.raises(ConfigError, match="experiment = 'x' makes this an experiment study"):
+        parse_study({**tiny_raw(), "experiment": "x"}, "tiny.toml")
+
+
 def test_non_utf8_toml_is_a_config_error(tmp_path: Path):
     path = tmp_path / "latin1.toml"
     path.write_bytes('description = "Ångström"\n'.encode("latin-1"))

@@ -124,14 +124,16 @@ OPTIMIZERS: dict[str, dict[str, Hyperparameter]] = optimizer_schemas()
 
 
 def make_optimizer(kind: str, hyperparameters: Mapping[str, Any], model: torch.nn.Module, *,
-                   seeds: Sequence[int] | None = None, rng: str = "torch"
-                   ) -> torch.optim.Optimizer:
+                   seeds: Sequence[int] | None = None, rng: str = "torch",
+                   **sampler_options: Any) -> torch.optim.Optimizer:
     """The optimizer ``kind`` over ``model`` with resolved ``hyperparameters``.
 
     Partitioned presets get the model (they split it by layer), the others its parameters.
     Thermotrain samplers also get ``ensemble_dim=0`` and one noise seed per member
-    (``seeds``, default ``0, 1, ...``) from the noise source ``rng``; torch's optimizers act
-    elementwise and are therefore exactly K independent optimizers on stacked parameters.
+    (``seeds``, default ``0, 1, ...``) from the noise source ``rng``, plus
+    ``sampler_options`` (e.g. ``nan_policy``); torch's optimizers act elementwise and are
+    therefore exactly K independent optimizers on stacked parameters. Lists (per-layer pairs,
+    betas) are passed as tuples.
     """
     cls = optimizer_registry()[kind]
     hp = {k: tuple(v) if isinstance(v, list) else v for k, v in hyperparameters.items()}
@@ -139,7 +141,8 @@ def make_optimizer(kind: str, hyperparameters: Mapping[str, Any], model: torch.n
     if isinstance(cls, type) and issubclass(cls, samplers.PartitionedLangevin):
         k = getattr(model, "ensemble_size", None) or 1
         hp.update(ensemble_dim=0, rng=rng,
-                  seed=list(seeds) if seeds is not None else list(range(int(k))))
+                  seed=list(seeds) if seeds is not None else list(range(int(k))),
+                  **sampler_options)
     return cls(target, **hp)
 
 

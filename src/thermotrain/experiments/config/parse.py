@@ -201,6 +201,10 @@ def parse_study(raw: Mapping[str, Any], file: str = "<study>", *, quick: bool = 
     """
     raw = copy.deepcopy(dict(raw))
     top = Where(file, "")
+    if "experiment" in raw:
+        raise top.fail("experiment", f"= {raw['experiment']!r} makes this an experiment study: "
+                                     "its experiment kind reads it (thermotrain run, "
+                                     "experiments.kinds.load_spec), not load_study")
     reject_unknown(top, raw, _TOP_KEYS)
     for key in ("data", "model", "training"):
         if key in raw:
