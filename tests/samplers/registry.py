@@ -61,11 +61,20 @@ SAMPLERS = [
                 dict(temperature=0.0, noise=0.0), True),
 ]
 
-# The counter-based noise source: every generic property must hold with it too.
+# The other splittings of Langevin (SPEC §1): every generic property must hold for them.
 SAMPLERS += [
-    SamplerSpec(f"{name}-philox", spec.build, {**spec.kwargs, "rng": "philox"},
+    SamplerSpec(f"Langevin-{word}", lambda L, word=word, **k: tt.Langevin(_flat(L), splitting=word,
+                                                                        **k),
+                dict(lr=0.05, friction=1.0, temperature=1e-3), dict(temperature=0.0))
+    for word in ("ABOBA", "OBABO", "BAOA")
+]
+
+# The default noise source is the counter-based Philox stream; torch generators
+# (rng="torch"): every generic property must hold with them too.
+SAMPLERS += [
+    SamplerSpec(f"{name}-torch", spec.build, {**spec.kwargs, "rng": "torch"},
                 spec.zero_noise, spec.partitioned)
     for spec in list(SAMPLERS)
     for name in [spec.name]
-    if spec.name in ("BAOAB", "SGLD", "AdLaLa", "LOL", "PartitionedLangevin")
+    if spec.name in ("BAOAB", "SGLD", "AdLaLa", "LOL", "PartitionedLangevin", "Langevin-OBABO")
 ]

@@ -52,7 +52,7 @@ def test_state_dict_round_trip(spec):
             else:
                 assert value == other_value, key
     assert a["noise"]["seeds"] == b["noise"]["seeds"] == [0]
-    assert a["noise"]["rng"] == b["noise"]["rng"] == spec.kwargs.get("rng", "torch")
+    assert a["noise"]["rng"] == b["noise"]["rng"] == spec.kwargs.get("rng", "philox")
     if a["noise"]["rng"] == "philox":
         assert a["noise"]["draws"] == b["noise"]["draws"] == 7
     else:
@@ -89,7 +89,7 @@ def test_foreach_equals_reference(spec):
     la, lb = make_layers(), make_layers()
     a = run(spec.build(la, seed=1, foreach=True, **spec.kwargs), la, 25)
     b = run(spec.build(lb, seed=1, foreach=False, **spec.kwargs), lb, 25)
-    if spec.kwargs.get("rng") == "philox":
+    if spec.kwargs.get("rng", "philox") == "philox":
         # the fast path is the fused C kernel: the same maps in the same order, but the
         # compiler may fuse multiply-adds and pᵀp is summed in float64 (fused.py), so the
         # paths agree to rounding (float64 here: 25 steps of O(1) values)

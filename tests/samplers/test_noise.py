@@ -1,5 +1,5 @@
-"""The large-model path: noise chunks drawn on worker threads, elementwise schemes applied
-chunk by chunk on the workers. Forced here on a small model by shrinking the chunk size."""
+"""The large-model path of rng="torch": noise chunks drawn on worker threads. Forced here on a
+small model by shrinking the chunk size."""
 
 from __future__ import annotations
 
@@ -15,10 +15,6 @@ from thermotrain.samplers import noise as noise_mod
 def tiny_chunks(monkeypatch):
     monkeypatch.setattr(noise_mod, "CHUNK", 7)
     monkeypatch.setattr(noise_mod, "PARALLEL_THRESHOLD", 0)
-    import thermotrain.samplers.optimizer as opt_mod
-
-    monkeypatch.setattr(opt_mod, "CHUNK", 7)
-    monkeypatch.setattr(opt_mod, "BLOCK", 3)  # cache blocks that do not divide chunks
 
 
 def _flat(layers):
@@ -38,7 +34,7 @@ BUILDERS = {
 def test_worker_chunk_path_equals_reference(tiny_chunks, name, rng):
     la, lb, lc = make_layers(), make_layers(), make_layers()
     opt = BUILDERS[name](la, seed=3, rng=rng)
-    # torch generators: drawn on the workers; philox: fused sub-steps (no chunk plan)
+    # torch generators: drawn on the workers; philox: the fused kernel
     assert opt._noise.parallel(sum(p.numel() for p in _flat(la))) == (rng == "torch")
     chunked = run(opt, la, 30)
     reference = run(BUILDERS[name](lb, seed=3, foreach=False, rng=rng), lb, 30)
@@ -50,7 +46,7 @@ def test_worker_chunk_path_equals_reference(tiny_chunks, name, rng):
 
 def test_worker_chunk_path_reports_non_finite(tiny_chunks):
     p = torch.ones(40, dtype=torch.float64, requires_grad=True)
-    opt = tt.BAOAB([p], lr=0.1, temperature=1e-4, seed=0)
+    opt = tt.BAOAB([p], lr=0.1, temperature=1e-4, seed=0, rng="torch")
     p.grad = torch.ones(40, dtype=torch.float64)
     p.grad[17] = float("inf")
     with pytest.raises(FloatingPointError, match="shape \\(40,\\)"):
@@ -64,7 +60,7 @@ def _reference_stream(seed, sizes, dtype=torch.float32):
 
 
 def test_draws_equal_plain_generator_draws_even_when_the_size_changes():
-    src = noise_mod.NoiseSource([5])
+    src = noise_mod.NoiseSource([5], rng="torch")
     sizes = [7, 7, 7, 11, 11, 7, 3]
     got = [src.draw(n, torch.float32).wait()[0].clone() for n in sizes]
     for a, b in zip(got, _reference_stream(5, sizes), strict=True):
@@ -72,11 +68,11 @@ def test_draws_equal_plain_generator_draws_even_when_the_size_changes():
 
 
 def test_state_dict_resumes_the_stream():
-    src = noise_mod.NoiseSource([9, 10])
+    src = noise_mod.NoiseSource([9, 10], rng="torch")
     first = src.draw(6, torch.float64).wait().clone()
     state = src.state_dict()
     second = src.draw(6, torch.float64).wait().clone()
-    other = noise_mod.NoiseSource([0, 0])
+    other = noise_mod.NoiseSource([0, 0], rng="torch")
     other.load_state_dict(state)
     assert torch.equal(other.draw(6, torch.float64).wait(), second)
     for k, seed in enumerate([9, 10]):

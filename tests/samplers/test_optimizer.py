@@ -73,7 +73,7 @@ def test_overdamped_position_form():
     """θ_{n+1} = θ_n − (h²/2)∇L + (h/2)√τ(R_n + R_{n−1}) (first step: −h²/4 ∇L + h/2 √τ R_0)."""
     h, tau = 0.3, 1e-2
     la = make_layers()
-    opt = tt.OverdampedLangevin(_flat(la), lr=h, temperature=tau, seed=4)
+    opt = tt.OverdampedLangevin(_flat(la), lr=h, temperature=tau, seed=4, rng="torch")
     traj = [[p.detach().clone() for p in _flat(la)]]
     grads = []
     for n in range(20):

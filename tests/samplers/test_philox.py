@@ -115,7 +115,7 @@ def test_sampler_state_is_the_draw_counter_and_resumes():
 def test_loading_a_state_of_the_other_rng_is_a_clear_error():
     layers = make_layers()
     flat = [p for lay in layers for p in lay]
-    opt = tt.BAOAB(flat, lr=0.05, temperature=1e-3, seed=2)
+    opt = tt.BAOAB(flat, lr=0.05, temperature=1e-3, seed=2, rng="torch")
     run(opt, layers, 1)
     other = tt.BAOAB(flat, lr=0.05, temperature=1e-3, seed=2, rng="philox")
     with pytest.raises(ValueError, match="rng='torch'.*rng='philox'"):

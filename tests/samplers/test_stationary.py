@@ -210,3 +210,83 @@ def test_adaptive_langevin_thermalizes_momenta_and_xi():
     assert abs(xi_mean.mean().item() - xi_target) < 5 * xi_se + 0.01 * xi_target
     assert abs(kin_mean.mean().item() - tau) < 5 * kin_se + 0.005 * tau
     assert abs(xi_mean.mean().item() - 2.0) > 20 * xi_se  # ξ moved from its start and settled
+
+
+# --------------------------------------------------------------------- splittings (SPEC §1)
+def exact_splitting_covariance(cycle: str, fractions: list[float], friction: float, h: float,
+                               boundary_drift: float = 0.0):
+    """Exact stationary covariance of θ for the one-gradient cycle of a splitting on
+    U = ½θᵀAθ, written from SPEC §1 as the linear map z' = M z + N R on z = (θ, p), one
+    matrix per sub-step: A_t, B_t, O_t (a fresh R per O). ``boundary_drift`` reports
+    θ − t·p instead of θ (ABOBA's boundary positions)."""
+    d = 2
+    M, N = np.eye(2 * d), np.zeros((2 * d, 0))
+    for letter, f in zip(cycle, fractions, strict=True):
+        t = f * h
+        S, add = np.eye(2 * d), None
+        if letter == "A":
+            S[:d, d:] = t * np.eye(d)
+        elif letter == "B":
+            S[d:, :d] = -t * A
+        elif letter == "O":
+            c = math.exp(-friction * t)
+            S[d:, d:] = c * np.eye(d)
+            add = np.zeros((2 * d, d))
+            add[d:, :] = math.sqrt((1 - c * c) * TAU) * np.eye(d)
+        M, N = S @ M, S @ N
+        if add is not None:
+            N = np.hstack([N, add])
+    cov = solve_discrete_lyapunov(M, N @ N.T)
+    P = np.hstack([np.eye(d), -boundary_drift * np.eye(d)])
+    return P @ cov @ P.T
+
+
+H_SPLIT = 0.6  # h²λ_max/4 = 0.36: far from h → 0, the answers differ visibly
+SPLITTING_CASES = [
+    # word, one-gradient cycle (SPEC §1), fractions of h, the closed form of SPEC §1
+    ("BAOAB", "BAOA", [1.0, 0.5, 1.0, 0.5], "exact"),
+    ("BAOA", "BAOA", [1.0, 0.5, 1.0, 0.5], "exact"),
+    ("OBABO", "BOBA", [0.5, 1.0, 0.5, 1.0], "obabo"),
+    ("ABOBA", "BOBA", [0.5, 1.0, 0.5, 1.0], "obabo"),  # the parameters: mid-drift
+]
+
+
+@pytest.mark.parametrize("word,cycle,fractions,form", SPLITTING_CASES,
+                         ids=[c[0] for c in SPLITTING_CASES])
+def test_splittings_sample_their_exact_gaussian_covariance(word, cycle, fractions, form):
+    exact = exact_splitting_covariance(cycle, fractions, 1.0, H_SPLIT)
+    closed = TAU * np.linalg.inv(A) if form == "exact" else TAU * np.linalg.inv(
+        A @ (np.eye(2) - H_SPLIT**2 * A / 4))
+    np.testing.assert_allclose(exact, closed, rtol=1e-8, atol=1e-12)
+
+    def build(L, s):
+        return tt.Langevin(_flat(L), lr=H_SPLIT, friction=1.0, temperature=TAU, splitting=word,
+                           seed=s)
+    mean, se = sample_covariance(build, H_SPLIT, chains=2000, burn=300, steps=2500)
+    assert np.all(np.abs(mean - exact) < 5 * se), (mean, exact, se)
+    if form == "obabo":  # resolved: not τA⁻¹
+        assert np.any(np.abs(mean - TAU * np.linalg.inv(A)) > 10 * se)
+
+
+def test_aboba_boundary_positions_have_the_exact_covariance():
+    """ABOBA's boundary positions θ − (h/2)p (SPEC §1): τA⁻¹ at any stable h."""
+    exact = exact_splitting_covariance("BOBA", [0.5, 1.0, 0.5, 1.0], 1.0, H_SPLIT,
+                                       boundary_drift=H_SPLIT / 2)
+    np.testing.assert_allclose(exact, TAU * np.linalg.inv(A), rtol=1e-8, atol=1e-12)
+    chains, burn, steps = 2000, 300, 2500
+    x = torch.zeros(chains, 1, dtype=torch.float64, requires_grad=True)
+    y = torch.zeros(chains, 1, dtype=torch.float64, requires_grad=True)
+    opt = tt.Langevin([x, y], lr=H_SPLIT, friction=1.0, temperature=TAU, splitting="ABOBA",
+                      seed=1)
+    acc = torch.zeros(chains, 2, 2, dtype=torch.float64)
+    for n in range(burn + steps):
+        grad = torch.cat([x.detach(), y.detach()], dim=1) @ A_T
+        x.grad, y.grad = grad[:, :1].contiguous(), grad[:, 1:].contiguous()
+        opt.step()
+        if n >= burn:
+            bx, by = opt.boundary_positions()[0]
+            theta = torch.cat([bx, by], dim=1)
+            acc += theta[:, :, None] * theta[:, None, :]
+    per_chain = (acc / steps).numpy()
+    mean, se = per_chain.mean(0), per_chain.std(0, ddof=1) / math.sqrt(chains)
+    assert np.all(np.abs(mean - exact) < 5 * se), (mean, exact, se)

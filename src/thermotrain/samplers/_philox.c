@@ -292,24 +292,25 @@ static void normal_f64(double *restrict out, int64_t n, uint64_t key, uint64_t d
 #define ROWS_PER_CHUNK(n) ((n) >= 2048 ? 1 : 2048 / (n))
 
 
+
 /* ---------------------------------------------------------------------------------------
- * Fused schemes (fused.py): a whole group's step in one pass over (theta, p, grad), the
- * noise made in cache. Job i: rows[i] rows of n[i] entries at theta[i]/p[i]/g[i] + r*stride[i]
- * (the three share a layout), row r on stream (keys[r], draw) from entry start[i].
- * prm: per-kind scalars; rowf[i*rows[i] + r]: per (job, row) factor (adaptive: e^{-xi t}).
+ * Step programs (fused.py): one parameter group's whole step, as the list of sub-steps its
+ * splitting compiles to (splittings.py), interpreted over tiles of TILE entries of
+ * (theta, p, grad) while they are in cache; the noise is made tile by tile and never stored.
+ * Job i: rows[i] rows (the ensemble members, rows[i] == K) of n[i] entries at
+ * theta[i]/p[i]/g[i] + r*stride[i] (the three share a layout); row r draws from the stream
+ * (keys[r], draw), noise op with draw index j from entry start[j*count + i] on.
  *
- *   kind 0  langevin   p -= k g; th += h2 p; p = c p + d z (c = 0: p = d z); th += h2 p
- *                      prm = {k, h2, c, d}
- *   kind 1  sgld       th = th - h g + s z                            prm = {h, s}
- *   kind 2  adaptive,  p -= k g; th += h2 p; p *= f; p += s z;  sums[i*rows+r] = sum p^2
- *           1st half                                               prm = {k, h2, s}
- *   kind 3  adaptive,  p += s z; p *= f; th += h2 p                prm = {s, h2}
- *           2nd half
- *   kind 4  draw       th = z                                         (p, g unused)
- *   kind 5  axpby      th = a th + b z (a = 0: th = b z)              prm = {a, b}
+ *   op  A  th += t p            coef {t}         op  C  p *= exp(-xi t)   coef {t}
+ *       B  p  -= k g            coef {k}             D  p += s z          coef {s}
+ *       O  p  = c p + d z       coef {c, d}          E  xi += a (p.p - N tau)  coef {a, tau}
+ *       R  p  = d z (resample)  coef {d}             G  th -= t g         coef {t}
+ *                                                    W  th += s z         coef {s}
  *
- * Returns 1 if every value written is finite, else 0. Sums are reduced tile by tile in a
- * fixed order, so results do not depend on the number of threads.
+ * Coefficients are per member: coef[(o*SLOTS + s)*K + r]. E ops cut the program into
+ * segments (one parallel pass each); p.p is summed per tile in float64 and reduced in a fixed
+ * order, so results do not depend on the thread count. A row with skip[r] != 0 is not
+ * touched. rowok[r] = 0 when a value of member r written by this call is not finite.
  * ------------------------------------------------------------------------------------- */
 /* finiteness by the exponent bits: -ffast-math lets the compiler assume isfinite() is true */
 static inline int finite_f32(float x) {
@@ -323,116 +324,227 @@ static inline int finite_f64(double x) {
   return (u & 0x7ff0000000000000ull) != 0x7ff0000000000000ull;
 }
 
-#define DEFINE_SCHEME_TILE(T, NORMAL, NAME, isfinite)                                                 \
-  static int NAME(int kind, T *restrict th, T *restrict p, const T *restrict g, int64_t m,   \
-                  uint64_t key, uint64_t draw, uint64_t start, const double *prm, T f,       \
-                  double *sum, const T *zpre) {                                              \
-    *sum = 0.0;                                                                              \
-    if (kind == 4 && !zpre) {                                                                \
-      NORMAL(th, m, key, draw, start);                                                       \
-      return 1;                                                                              \
-    }                                                                                        \
-    T zbuf[TILE];                                                                            \
-    const T *z = zpre;                                                                       \
-    if (!z) {                                                                                \
-      NORMAL(zbuf, m, key, draw, start);                                                     \
-      z = zbuf;                                                                              \
+enum { OP_A, OP_B, OP_O, OP_R, OP_C, OP_D, OP_E, OP_G, OP_W, OP_COUNT };
+#define SLOTS 2
+#define MAXOPS 64
+#define MAXDRAWS 8
+#define MAXSEG 8 /* C ops per segment */
+#define MAXZ 2   /* noise ops per segment */
+
+static int is_noise(int op) { return op == OP_O || op == OP_R || op == OP_D || op == OP_W; }
+
+/* p.p of a tile in float64, in 8 fixed lanes combined in a fixed order, compiled without
+   -ffast-math's reassociation: the result does not depend on the alignment of p (a member of
+   an ensemble sums exactly like the separate run) */
+#pragma GCC push_options
+#pragma GCC optimize("no-fast-math")
+#define DEFINE_SUMSQ(T, NAME)                                                                  \
+  static double NAME(const T *p, int64_t m) {                                                \
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                \
+    int64_t i = 0;                                                                           \
+    for (; i + 8 <= m; i += 8)                                                               \
+      for (int l = 0; l < 8; l++) acc[l] += (double)p[i + l] * (double)p[i + l];             \
+    for (int l = 0; i < m; i++, l++) acc[l] += (double)p[i] * (double)p[i];                  \
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
+  }
+DEFINE_SUMSQ(float, sumsq_f32)
+DEFINE_SUMSQ(double, sumsq_f64)
+/* the scalar exp, never a vector variant (libmvec's differs in the last bits): a member's
+   C factor must not depend on how many members share the call */
+__attribute__((noinline)) static double exp_scalar(double x) { return exp(x); }
+#pragma GCC pop_options
+
+#define DEFINE_SEGMENT_TILE(T, NAME, isfinite, SUMSQ)                                                 \
+  static int NAME(const int *ops, int o0, int o1, const double *coef, int64_t K, int64_t r,  \
+                  T *restrict th, T *restrict p, const T *restrict g, int64_t m,             \
+                  const T *const *z, const T *cf, double *sum) {                             \
+    int q = 0, qc = 0;                                                                       \
+    for (int o = o0; o < o1; o++) {                                                          \
+      const T a = (T)coef[(o * SLOTS) * K + r], b = (T)coef[(o * SLOTS + 1) * K + r];        \
+      switch (ops[o]) {                                                                      \
+      case OP_A:                                                                             \
+        for (int64_t i = 0; i < m; i++) th[i] = th[i] + a * p[i];                            \
+        break;                                                                               \
+      case OP_B:                                                                             \
+        for (int64_t i = 0; i < m; i++) p[i] = p[i] - a * g[i];                              \
+        break;                                                                               \
+      case OP_O: {                                                                           \
+        const T *restrict zz = z[q++];                                                       \
+        for (int64_t i = 0; i < m; i++) p[i] = a * p[i] + b * zz[i];                         \
+        break;                                                                               \
+      }                                                                                      \
+      case OP_R: {                                                                           \
+        const T *restrict zz = z[q++];                                                       \
+        for (int64_t i = 0; i < m; i++) p[i] = a * zz[i];                                    \
+        break;                                                                               \
+      }                                                                                      \
+      case OP_C: {                                                                           \
+        const T f = cf[qc++];                                                                \
+        for (int64_t i = 0; i < m; i++) p[i] = p[i] * f;                                     \
+        break;                                                                               \
+      }                                                                                      \
+      case OP_D: {                                                                           \
+        const T *restrict zz = z[q++];                                                       \
+        for (int64_t i = 0; i < m; i++) p[i] = p[i] + a * zz[i];                             \
+        break;                                                                               \
+      }                                                                                      \
+      case OP_G:                                                                             \
+        for (int64_t i = 0; i < m; i++) th[i] = th[i] - a * g[i];                            \
+        break;                                                                               \
+      case OP_W: {                                                                           \
+        const T *restrict zz = z[q++];                                                       \
+        for (int64_t i = 0; i < m; i++) th[i] = th[i] + a * zz[i];                           \
+        break;                                                                               \
+      }                                                                                      \
+      }                                                                                      \
     }                                                                                        \
     int ok = 1;                                                                              \
-    double acc = 0.0;                                                                        \
-    if (kind == 4) {                                                                         \
-      memcpy(th, z, sizeof(T) * (size_t)m);                                                  \
-    } else if (kind == 5) {                                                                  \
-      const T a = (T)prm[0], b = (T)prm[1];                                                  \
-      if (a == (T)0)                                                                         \
-        for (int64_t i = 0; i < m; i++) th[i] = b * z[i];                                    \
-      else                                                                                   \
-        for (int64_t i = 0; i < m; i++) th[i] = a * th[i] + b * z[i];                        \
-    } else if (kind == 0) {                                                                  \
-      const T k = (T)prm[0], h2 = (T)prm[1], c = (T)prm[2], d = (T)prm[3];                   \
-      if (c == (T)0) {                                                                       \
-        for (int64_t i = 0; i < m; i++) {                                                    \
-          T q = p[i] - k * g[i];                                                             \
-          T t = th[i] + h2 * q;                                                              \
-          q = d * z[i];                                                                      \
-          t = t + h2 * q;                                                                    \
-          th[i] = t;                                                                         \
-          p[i] = q;                                                                          \
-          ok &= isfinite(t) & isfinite(q);                                                   \
-        }                                                                                    \
-      } else {                                                                               \
-        for (int64_t i = 0; i < m; i++) {                                                    \
-          T q = p[i] - k * g[i];                                                             \
-          T t = th[i] + h2 * q;                                                              \
-          q = c * q + d * z[i];                                                              \
-          t = t + h2 * q;                                                                    \
-          th[i] = t;                                                                         \
-          p[i] = q;                                                                          \
-          ok &= isfinite(t) & isfinite(q);                                                   \
-        }                                                                                    \
-      }                                                                                      \
-    } else if (kind == 1) {                                                                  \
-      const T h = (T)prm[0], s = (T)prm[1];                                                  \
-      for (int64_t i = 0; i < m; i++) {                                                      \
-        T t = th[i] - h * g[i];                                                              \
-        t = t + s * z[i];                                                                    \
-        th[i] = t;                                                                           \
-        ok &= isfinite(t);                                                                   \
-      }                                                                                      \
-    } else if (kind == 2) {                                                                  \
-      const T k = (T)prm[0], h2 = (T)prm[1], s = (T)prm[2];                                  \
-      for (int64_t i = 0; i < m; i++) {                                                      \
-        T q = p[i] - k * g[i];                                                               \
-        T t = th[i] + h2 * q;                                                                \
-        q = q * f;                                                                           \
-        q = q + s * z[i];                                                                    \
-        th[i] = t;                                                                           \
-        p[i] = q;                                                                            \
-        acc += (double)q * (double)q;                                                        \
-        ok &= isfinite(t) & isfinite(q);                                                     \
-      }                                                                                      \
-    } else {                                                                                 \
-      const T s = (T)prm[0], h2 = (T)prm[1];                                                 \
-      for (int64_t i = 0; i < m; i++) {                                                      \
-        T q = p[i] + s * z[i];                                                               \
-        q = q * f;                                                                           \
-        T t = th[i] + h2 * q;                                                                \
-        th[i] = t;                                                                           \
-        p[i] = q;                                                                            \
-        ok &= isfinite(t) & isfinite(q);                                                     \
-      }                                                                                      \
+    for (int64_t i = 0; i < m; i++) ok &= isfinite(th[i]);                                   \
+    if (p) {                                                                                 \
+      for (int64_t i = 0; i < m; i++) ok &= isfinite(p[i]);                                  \
+      if (sum) *sum = SUMSQ(p, m);                                                           \
     }                                                                                        \
-    *sum = acc;                                                                              \
     return ok;                                                                               \
   }
 
-DEFINE_SCHEME_TILE(float, normal_f32, scheme_tile_f32, finite_f32)
-DEFINE_SCHEME_TILE(double, normal_f64, scheme_tile_f64, finite_f64)
+DEFINE_SEGMENT_TILE(float, segment_tile_f32, finite_f32, sumsq_f32)
+DEFINE_SEGMENT_TILE(double, segment_tile_f64, finite_f64, sumsq_f64)
 
-/* The tiles of a batch of jobs, shared among the OpenMP threads; partial[t] = tile t's sum of
-   p^2 (kind 2) when partial is given. */
-static int run_tiles(int kind, int64_t count, void *const *theta, void *const *p,
-                     void *const *g, const int64_t *rows, const int64_t *n,
-                     const int64_t *stride, const uint64_t *start, const uint64_t *keys,
-                     uint64_t draw, const double *prm, const double *rowf, double *partial,
-                     int f64) {
+static int rows_finite_f32(const float *x, int64_t m) {
+  int ok = 1;
+  for (int64_t i = 0; i < m; i++) ok &= finite_f32(x[i]);
+  return ok;
+}
+static int rows_finite_f64(const double *x, int64_t m) {
+  int ok = 1;
+  for (int64_t i = 0; i < m; i++) ok &= finite_f64(x[i]);
+  return ok;
+}
+
+/* tile t of the batch -> (job i, row r, offset off, length m, global row index jrow) */
+static inline void locate(int64_t t, const int64_t *rows, const int64_t *n, int64_t *i_,
+                          int64_t *r_, int64_t *off_, int64_t *m_) {
+  int64_t i = 0, rest = t, tiles = 0;
+  for (;; i++) {
+    tiles = (n[i] + TILE - 1) / TILE;
+    if (rest < rows[i] * tiles) break;
+    rest -= rows[i] * tiles;
+  }
+  *i_ = i;
+  *r_ = rest / tiles;
+  *off_ = (rest % tiles) * TILE;
+  *m_ = n[i] - *off_ < TILE ? n[i] - *off_ : TILE;
+}
+
+static double xi_get(const void *xi, int64_t r, int f64) {
+  return f64 ? ((const double *)xi)[r] : (double)((const float *)xi)[r];
+}
+
+/* Check a program and its jobs before touching memory: -100 - o for a bad op o, -2 - i for
+   job i whose sizes do not fit the tensors (numel[3*i + {0,1,2}] = entries of theta, p, g;
+   0 where the tensor is absent), 0 if fine. */
+static int check_program(int64_t count, void *const *theta, void *const *p, void *const *g,
+                         void *const *xi, const int64_t *rows, const int64_t *n,
+                         const int64_t *stride, const int64_t *numel, int64_t K, int nops,
+                         const int *ops, const int *opdraw, int ndraws) {
+  if (nops < 0 || nops > MAXOPS || ndraws < 0 || ndraws > MAXDRAWS || K < 1) return -100;
+  int noise = 0, cops = 0;
+  for (int o = 0; o < nops; o++) {
+    if (ops[o] < 0 || ops[o] >= OP_COUNT) return -100 - o;
+    if (is_noise(ops[o]) && (opdraw[o] < 0 || opdraw[o] >= ndraws)) return -100 - o;
+    if (ops[o] == OP_E) {
+      noise = cops = 0;
+      continue;
+    }
+    if (is_noise(ops[o]) && ++noise > MAXZ) return -100 - o;
+    if (ops[o] == OP_C && ++cops > MAXSEG) return -100 - o;
+  }
+  for (int64_t i = 0; i < count; i++) {
+    if (rows[i] != K || n[i] < 0 || (rows[i] > 1 && stride[i] < n[i]) || !theta[i]) return -2 - (int)i;
+    const int64_t need = (rows[i] - 1) * stride[i] + n[i];
+    if (n[i] > 0 && numel[3 * i] < need) return -2 - (int)i;
+    for (int o = 0; o < nops; o++) {
+      const int op = ops[o];
+      const int uses_p = op == OP_A || op == OP_B || op == OP_O || op == OP_R || op == OP_C ||
+                         op == OP_D || op == OP_E;
+      const int uses_g = op == OP_B || op == OP_G;
+      if (uses_p && (!p[i] || (n[i] > 0 && numel[3 * i + 1] < need))) return -2 - (int)i;
+      if (uses_g && (!g[i] || (n[i] > 0 && numel[3 * i + 2] < need))) return -2 - (int)i;
+      if ((op == OP_E || op == OP_C) && !xi[i]) return -2 - (int)i;
+    }
+  }
+  return 0;
+}
+
+int tt_program(int64_t count, void *const *theta, void *const *p, void *const *g,
+               void *const *xi, const int64_t *rows, const int64_t *n, const int64_t *stride,
+               const int64_t *numel, int nops, const int *ops, const int *opdraw,
+               const double *coef, int ndraws, const uint64_t *start, const uint64_t *keys,
+               uint64_t draw, const int32_t *skip, int screen, int32_t *rowok, int f64) {
+  const int64_t K = count > 0 ? rows[0] : 1;
+  const int bad = check_program(count, theta, p, g, xi, rows, n, stride, numel, K, nops, ops,
+                                opdraw, ndraws);
+  if (bad) return bad;
+  for (int64_t r = 0; r < K; r++) rowok[r] = 1;
   int64_t total = 0, entries = 0;
   for (int64_t i = 0; i < count; i++) {
     total += rows[i] * ((n[i] + TILE - 1) / TILE);
     entries += rows[i] * n[i];
   }
-  /* short rows (an ensemble of small tensors): all rows' noise first, many rows per vector
-     loop (normal_rows), into a buffer that stays in cache */
-  void **zb = (void **)calloc((size_t)(count > 0 ? count : 1), sizeof(void *));
-  if (!zb) return -1;
+  const size_t esz = f64 ? sizeof(double) : sizeof(float);
+  int32_t *tileok = (int32_t *)malloc((size_t)(total > 0 ? total : 1) * sizeof(int32_t));
+  if (!tileok) return -1;
+  /* the gradient screen: nothing is written when a (not skipped) row's gradient is not
+     finite, so that a caller can skip the batch with the state untouched */
+  int uses_g = 0;
+  for (int o = 0; o < nops; o++) uses_g |= ops[o] == OP_B || ops[o] == OP_G;
+  if (screen && uses_g) {
+#pragma omp parallel for schedule(static) if (entries >= PARALLEL_MIN)
+    for (int64_t t = 0; t < total; t++) {
+      int64_t i, r, off, m;
+      locate(t, rows, n, &i, &r, &off, &m);
+      const int64_t at = r * stride[i] + off;
+      tileok[t] = (skip && skip[r]) ? 1
+                  : f64 ? rows_finite_f64((const double *)g[i] + at, m)
+                        : rows_finite_f32((const float *)g[i] + at, m);
+    }
+    int all = 1;
+    for (int64_t t = 0; t < total; t++) {
+      if (tileok[t]) continue;
+      int64_t i, r, off, m;
+      locate(t, rows, n, &i, &r, &off, &m);
+      rowok[r] = 0;
+      all = 0;
+    }
+    if (!all) {
+      free(tileok);
+      return 0;
+    }
+  }
+  /* short rows (an ensemble of small tensors): every draw's noise for them first, many rows
+     per vector loop (normal_rows), into buffers that stay in cache */
+  int used[MAXDRAWS] = {0};
+  for (int o = 0; o < nops; o++)
+    if (is_noise(ops[o])) used[opdraw[o]] = 1;
+  void **zb = (void **)calloc((size_t)(count * MAXDRAWS > 0 ? count * MAXDRAWS : 1),
+                              sizeof(void *));
+  double *partial = (double *)calloc((size_t)(total > 0 ? total : 1), sizeof(double));
+  double *cf = (double *)calloc((size_t)(count * K * MAXSEG > 0 ? count * K * MAXSEG : 1),
+                                sizeof(double));
+  int status = 1;
+  if (!zb || !partial || !cf) {
+    status = -1;
+    goto done;
+  }
   int64_t chunks = 0;
   for (int64_t i = 0; i < count; i++) {
-    if (rows[i] > 1 && n[i] > 0 && n[i] < SHORT_ROW) {
-      zb[i] = malloc((size_t)(rows[i] * n[i]) * (f64 ? sizeof(double) : sizeof(float)));
-      if (!zb[i]) {
-        for (int64_t j = 0; j < i; j++) free(zb[j]);
-        free(zb);
-        return -1;
+    if (!(rows[i] > 1 && n[i] > 0 && n[i] < SHORT_ROW)) continue;
+    for (int j = 0; j < ndraws; j++) {
+      if (!used[j]) continue;
+      zb[i * MAXDRAWS + j] = malloc((size_t)(rows[i] * n[i]) * esz);
+      if (!zb[i * MAXDRAWS + j]) {
+        status = -1;
+        goto done;
       }
       chunks += (rows[i] + ROWS_PER_CHUNK(n[i]) - 1) / ROWS_PER_CHUNK(n[i]);
     }
@@ -440,130 +552,207 @@ static int run_tiles(int kind, int64_t count, void *const *theta, void *const *p
 #pragma omp parallel for schedule(static) if (entries >= PARALLEL_MIN)
   for (int64_t c = 0; c < chunks; c++) {
     int64_t i = 0, rest = c, per = 1, nc = 0;
-    for (;; i++) {
-      if (!zb[i]) continue;
-      per = ROWS_PER_CHUNK(n[i]);
-      nc = (rows[i] + per - 1) / per;
-      if (rest < nc) break;
-      rest -= nc;
+    int j = 0;
+    for (;; ) {
+      if (zb[i * MAXDRAWS + j]) {
+        per = ROWS_PER_CHUNK(n[i]);
+        nc = (rows[i] + per - 1) / per;
+        if (rest < nc) break;
+        rest -= nc;
+      }
+      if (++j == MAXDRAWS) {
+        j = 0;
+        i++;
+      }
     }
     const int64_t r0 = rest * per, nr = rows[i] - r0 < per ? rows[i] - r0 : per;
+    const uint64_t s = start[j * count + i];
     if (f64)
-      normal_rows_f64((double *)zb[i] + r0 * n[i], nr, n[i], n[i], keys + r0, draw, start[i]);
+      normal_rows_f64((double *)zb[i * MAXDRAWS + j] + r0 * n[i], nr, n[i], n[i], keys + r0,
+                      draw, s);
     else
-      normal_rows_f32((float *)zb[i] + r0 * n[i], nr, n[i], n[i], keys + r0, draw, start[i]);
+      normal_rows_f32((float *)zb[i * MAXDRAWS + j] + r0 * n[i], nr, n[i], n[i], keys + r0,
+                      draw, s);
   }
-  int ok = 1;
-#pragma omp parallel for schedule(static) reduction(& : ok) if (entries >= PARALLEL_MIN)
-  for (int64_t t = 0; t < total; t++) {
-    int64_t i = 0, rest = t, tiles = 0, jrow = 0;
-    for (;; i++) {
-      tiles = (n[i] + TILE - 1) / TILE;
-      if (rest < rows[i] * tiles) break;
-      rest -= rows[i] * tiles;
-      jrow += rows[i];
+  for (int o0 = 0; o0 <= nops;) {
+    int o1 = o0;
+    while (o1 < nops && ops[o1] != OP_E) o1++;
+    const int reduce = o1 < nops; /* an E op follows: sum p.p per tile */
+    /* C factors of this segment per (job, row): exp(-xi t) */
+    int nc = 0;
+    for (int o = o0; o < o1; o++) {
+      if (ops[o] != OP_C) continue;
+      for (int64_t i = 0; i < count; i++)
+        for (int64_t r = 0; r < K; r++)
+          cf[(i * K + r) * MAXSEG + nc] =
+              exp_scalar(-xi_get(xi[i], r, f64) * coef[(o * SLOTS) * K + r]);
+      nc++;
     }
-    const int64_t r = rest / tiles, off = (rest % tiles) * TILE;
-    const int64_t m = n[i] - off < TILE ? n[i] - off : TILE;
-    const int64_t at = r * stride[i] + off;
-    const double f = rowf ? rowf[jrow + r] : 1.0;
-    double acc = 0.0;
-    const int64_t zat = r * n[i] + off; /* in the short-row buffer */
-    if (f64)
-      ok &= scheme_tile_f64(kind, (double *)theta[i] + at, p[i] ? (double *)p[i] + at : NULL,
-                            g[i] ? (const double *)g[i] + at : NULL, m, keys[r], draw,
-                            start[i] + (uint64_t)off, prm, f, &acc,
-                            zb[i] ? (const double *)zb[i] + zat : NULL);
-    else
-      ok &= scheme_tile_f32(kind, (float *)theta[i] + at, p[i] ? (float *)p[i] + at : NULL,
-                            g[i] ? (const float *)g[i] + at : NULL, m, keys[r], draw,
-                            start[i] + (uint64_t)off, prm, (float)f, &acc,
-                            zb[i] ? (const float *)zb[i] + zat : NULL);
-    if (partial) partial[t] = acc;
+    int segok = 1;
+    if (o1 > o0 || reduce) {
+#pragma omp parallel for schedule(static) if (entries >= PARALLEL_MIN)
+      for (int64_t t = 0; t < total; t++) {
+        int64_t i, r, off, m;
+        locate(t, rows, n, &i, &r, &off, &m);
+        tileok[t] = 1;
+        if (skip && skip[r]) continue;
+        const int64_t at = r * stride[i] + off;
+        const int64_t zat = r * n[i] + off; /* in the short-row buffers */
+        double acc = 0.0;
+        if (f64) {
+          double zbuf[MAXZ][TILE];
+          const double *z[MAXZ];
+          double f[MAXSEG];
+          int q = 0, own = 0;
+          for (int o = o0; o < o1; o++) {
+            if (!is_noise(ops[o])) continue;
+            const int j = opdraw[o];
+            if (zb[i * MAXDRAWS + j]) {
+              z[q++] = (const double *)zb[i * MAXDRAWS + j] + zat;
+            } else {
+              double *buf = zbuf[own++];
+              normal_f64(buf, m, keys[r], draw, start[j * count + i] + (uint64_t)off);
+              z[q++] = buf;
+            }
+          }
+          for (int c = 0; c < nc; c++) f[c] = cf[(i * K + r) * MAXSEG + c];
+          tileok[t] = segment_tile_f64(ops, o0, o1, coef, K, r, (double *)theta[i] + at,
+                                       p[i] ? (double *)p[i] + at : NULL,
+                                       g[i] ? (const double *)g[i] + at : NULL, m, z, f,
+                                       reduce ? &acc : NULL);
+        } else {
+          float zbuf[MAXZ][TILE];
+          const float *z[MAXZ];
+          float f[MAXSEG];
+          int q = 0, own = 0;
+          for (int o = o0; o < o1; o++) {
+            if (!is_noise(ops[o])) continue;
+            const int j = opdraw[o];
+            if (zb[i * MAXDRAWS + j]) {
+              z[q++] = (const float *)zb[i * MAXDRAWS + j] + zat;
+            } else {
+              float *buf = zbuf[own++];
+              normal_f32(buf, m, keys[r], draw, start[j * count + i] + (uint64_t)off);
+              z[q++] = buf;
+            }
+          }
+          for (int c = 0; c < nc; c++) f[c] = (float)cf[(i * K + r) * MAXSEG + c];
+          tileok[t] = segment_tile_f32(ops, o0, o1, coef, K, r, (float *)theta[i] + at,
+                                       p[i] ? (float *)p[i] + at : NULL,
+                                       g[i] ? (const float *)g[i] + at : NULL, m, z, f,
+                                       reduce ? &acc : NULL);
+        }
+        partial[t] = acc;
+      }
+      for (int64_t t = 0; t < total; t++) {
+        if (tileok[t]) continue;
+        int64_t i, r, off, m;
+        locate(t, rows, n, &i, &r, &off, &m);
+        rowok[r] = 0;
+        segok = 0;
+      }
+    }
+    if (!segok) status = 0;
+    if (!reduce) break;
+    /* E per (job, member): its tiles' sums in order, then xi += a (p.p - N tau) */
+    const int e = o1;
+    for (int64_t i = 0, t = 0; i < count; i++) {
+      const int64_t tiles = (n[i] + TILE - 1) / TILE;
+      for (int64_t r = 0; r < rows[i]; r++) {
+        double ss = 0.0;
+        for (int64_t q = 0; q < tiles; q++) ss += partial[t++];
+        if (skip && skip[r]) continue;
+        const double a = coef[(e * SLOTS) * K + r], tau = coef[(e * SLOTS + 1) * K + r];
+        const double x = xi_get(xi[i], r, f64) + a * (ss - (double)n[i] * tau);
+        if (f64)
+          ((double *)xi[i])[r] = x;
+        else
+          ((float *)xi[i])[r] = (float)x;
+        if (!finite_f64(xi_get(xi[i], r, f64))) {
+          rowok[r] = 0;
+          status = 0;
+        }
+      }
+    }
+    o0 = o1 + 1;
   }
-  for (int64_t i = 0; i < count; i++) free(zb[i]);
+done:
+  if (zb)
+    for (int64_t k = 0; k < count * MAXDRAWS; k++) free(zb[k]);
   free(zb);
-  return ok;
+  free(partial);
+  free(cf);
+  free(tileok);
+  return status;
 }
 
-/* Plain draws (NoiseSource.draw and CounterNoise): mode 0 x <- z, mode 1 x <- a x + b z
-   (a == 0: x <- b z), through the same tiles as the fused schemes (kinds 4 and 5). */
-int tt_philox_jobs(int64_t count, void *const *x, const int64_t *rows, const int64_t *n,
-                   const int64_t *stride, const uint64_t *start, const uint64_t *keys,
-                   uint64_t draw, int mode, double a, double b, int f64) {
-  void **none = (void **)calloc((size_t)(count > 0 ? count : 1), sizeof(void *));
-  if (!none) return -1;
-  const double prm[4] = {a, b, 0.0, 0.0};
-  const int ok = run_tiles(mode == 0 ? 4 : 5, count, x, none, none, rows, n, stride, start,
-                           keys, draw, prm, NULL, NULL, f64);
-  free(none);
-  return ok < 0 ? -1 : 0;
-}
-
-/* kinds 0 (langevin) and 1 (sgld) */
-int tt_scheme_jobs(int kind, int64_t count, void *const *theta, void *const *p,
-                   void *const *g, const int64_t *rows, const int64_t *n,
-                   const int64_t *stride, const uint64_t *start, const uint64_t *keys,
-                   uint64_t draw, const double *prm, int f64) {
-  return run_tiles(kind, count, theta, p, g, rows, n, stride, start, keys, draw, prm, NULL,
-                   NULL, f64);
-}
-
-static double xi_get(const void *xi, int64_t r, int f64) {
-  return f64 ? ((const double *)xi)[r] : (double)((const float *)xi)[r];
-}
-
-/* The adaptive scheme's whole step, A C D E D C A after the merged kick, around its one
-   reduction: job i's thermostat xi[i] holds rows[i] values (one per member, in the
-   parameters' dtype); its noise for the two D steps starts at start1[i] and start2[i].
-   prm = {k, h/2, s = sigma_A sqrt(h/2), h*epsilon, tau}. */
-int tt_adaptive_jobs(int64_t count, void *const *theta, void *const *p, void *const *g,
-                     void *const *xi, const int64_t *rows, const int64_t *n,
-                     const int64_t *stride, const uint64_t *start1, const uint64_t *start2,
-                     const uint64_t *keys, uint64_t draw, const double *prm, int f64) {
-  int64_t total = 0, nrows = 0;
+/* Plain draws (NoiseSource.draw, philox_normal_): job i's rows[i] rows of n[i] entries (row r
+   at x[i] + r*stride[i]) get stream entries [start[i], start[i]+n[i]) of (keys[r], draw), in
+   tiles shared among the OpenMP threads. numel[i]: entries of x[i], checked. */
+int tt_philox_fill(int64_t count, void *const *x, const int64_t *rows, const int64_t *n,
+                   const int64_t *stride, const int64_t *numel, const uint64_t *start,
+                   const uint64_t *keys, uint64_t draw, int f64) {
+  int64_t total = 0, entries = 0;
   for (int64_t i = 0; i < count; i++) {
+    if (rows[i] < 0 || n[i] < 0 || (rows[i] > 1 && stride[i] < n[i]) || !x[i]) return -2 - (int)i;
+    if (rows[i] > 0 && n[i] > 0 && numel[i] < (rows[i] - 1) * stride[i] + n[i]) return -2 - (int)i;
     total += rows[i] * ((n[i] + TILE - 1) / TILE);
-    nrows += rows[i];
+    entries += rows[i] * n[i];
   }
-  double *partial = (double *)calloc((size_t)(total > 0 ? total : 1), sizeof(double));
-  double *f = (double *)calloc((size_t)(nrows > 0 ? nrows : 1), sizeof(double));
-  if (!partial || !f) {
-    free(partial);
-    free(f);
-    return -1;
-  }
-  const double h2 = prm[1];
-  for (int64_t i = 0, j = 0; i < count; i++)
-    for (int64_t r = 0; r < rows[i]; r++, j++) f[j] = exp(-xi_get(xi[i], r, f64) * h2);
-  const double first[4] = {prm[0], h2, prm[2], 0.0};
-  int ok = run_tiles(2, count, theta, p, g, rows, n, stride, start1, keys, draw, first, f,
-                     partial, f64);
-  if (ok < 0) {
-    free(partial);
-    free(f);
-    return -1;
-  }
-  /* E_h per (job, member): its tiles' sums in order, then xi += h eps (p.p - N tau) */
-  for (int64_t i = 0, t = 0, j = 0; i < count; i++) {
-    const int64_t tiles = (n[i] + TILE - 1) / TILE;
-    for (int64_t r = 0; r < rows[i]; r++, j++) {
-      double ss = 0.0;
-      for (int64_t q = 0; q < tiles; q++) ss += partial[t++];
-      const double x = xi_get(xi[i], r, f64) + prm[3] * (ss - (double)n[i] * prm[4]);
+  /* short rows many at a time */
+  for (int64_t i = 0; i < count; i++) {
+    if (rows[i] > 1 && n[i] > 0 && n[i] < SHORT_ROW) {
       if (f64)
-        ((double *)xi[i])[r] = x;
+        normal_rows_f64((double *)x[i], rows[i], n[i], stride[i], keys, draw, start[i]);
       else
-        ((float *)xi[i])[r] = (float)x;
-      ok &= finite_f64(xi_get(xi[i], r, f64));
-      f[j] = exp(-xi_get(xi[i], r, f64) * h2);
+        normal_rows_f32((float *)x[i], rows[i], n[i], stride[i], keys, draw, start[i]);
     }
   }
-  const double second[4] = {prm[2], h2, 0.0, 0.0};
-  const int ok2 = run_tiles(3, count, theta, p, g, rows, n, stride, start2, keys, draw, second,
-                            f, NULL, f64);
-  ok = ok2 < 0 ? -1 : ok & ok2;
-  free(partial);
-  free(f);
-  return ok;
+#pragma omp parallel for schedule(static) if (entries >= PARALLEL_MIN)
+  for (int64_t t = 0; t < total; t++) {
+    int64_t i, r, off, m;
+    locate(t, rows, n, &i, &r, &off, &m);
+    if (rows[i] > 1 && n[i] < SHORT_ROW) continue;
+    const int64_t at = r * stride[i] + off;
+    if (f64)
+      normal_f64((double *)x[i] + at, m, keys[r], draw, start[i] + (uint64_t)off);
+    else
+      normal_f32((float *)x[i] + at, m, keys[r], draw, start[i] + (uint64_t)off);
+  }
+  return 0;
+}
+
+/* Finiteness per member: rowok[r] = 0 when an entry of row r of any job is not finite
+   (job i: rows[i] == K rows of n[i] entries at x[i] + r*stride[i]; numel[i] checked). */
+int tt_finite_rows(int64_t count, void *const *x, const int64_t *rows, const int64_t *n,
+                   const int64_t *stride, const int64_t *numel, int64_t K, int32_t *rowok,
+                   int f64) {
+  int64_t total = 0, entries = 0;
+  for (int64_t i = 0; i < count; i++) {
+    if (rows[i] != K || n[i] < 0 || (rows[i] > 1 && stride[i] < n[i]) || !x[i]) return -2 - (int)i;
+    if (n[i] > 0 && numel[i] < (rows[i] - 1) * stride[i] + n[i]) return -2 - (int)i;
+    total += rows[i] * ((n[i] + TILE - 1) / TILE);
+    entries += rows[i] * n[i];
+  }
+  for (int64_t r = 0; r < K; r++) rowok[r] = 1;
+  int32_t *tileok = (int32_t *)malloc((size_t)(total > 0 ? total : 1) * sizeof(int32_t));
+  if (!tileok) return -1;
+#pragma omp parallel for schedule(static) if (entries >= PARALLEL_MIN)
+  for (int64_t t = 0; t < total; t++) {
+    int64_t i, r, off, m;
+    locate(t, rows, n, &i, &r, &off, &m);
+    const int64_t at = r * stride[i] + off;
+    tileok[t] = f64 ? rows_finite_f64((const double *)x[i] + at, m)
+                    : rows_finite_f32((const float *)x[i] + at, m);
+  }
+  int all = 1;
+  for (int64_t t = 0; t < total; t++) {
+    if (tileok[t]) continue;
+    int64_t i, r, off, m;
+    locate(t, rows, n, &i, &r, &off, &m);
+    rowok[r] = 0;
+    all = 0;
+  }
+  free(tileok);
+  return all;
 }

@@ -1,106 +1,179 @@
-r"""Fused group steps for the counter-based noise (``rng="philox"`` with the C kernel).
+r"""The fused implementation of a step program: the C kernel's interpreter (``_philox.c``,
+``tt_program``) runs the op list of :func:`.splittings.program` — the same ops as
+:mod:`.reference` — over tiles of :math:`(\theta, p, \nabla\tilde L)` while they are in
+cache, making the Philox normals tile by tile (never stored), on torch's OpenMP threads. Ops
+are passed as op codes, coefficients as arrays of K doubles (one per ensemble member); E cuts
+the program into passes around its :math:`p^\top p` (summed per tile in float64, reduced in
+a fixed order).
 
-With Philox noise a group's whole step — the merged kick and the gradient-free part of its
-scheme — is one pass over :math:`(\theta, p, \nabla\tilde L)` in the C kernel (``_philox.c``),
-the normals made in cache and never stored; the adaptive scheme takes two passes around its
-reduction (:math:`E_h` needs :math:`p^\top p` after the first :math:`D_{h/2}`). The maps are
-exactly those of :mod:`.schemes` composed from :mod:`.substeps`, in the same order; results
-agree with the composed path (which :class:`~thermotrain.samplers.noise.CounterNoise` runs)
-to rounding — the C compiler may fuse a multiply and an add, and :math:`p^\top p` is summed
-in float64 — and are bit-reproducible from run to run and for any thread count.
+Results are bit-reproducible from run to run and for any thread count; they agree with the
+torch reference to rounding only (the C compiler may contract a multiply and an add into an
+FMA, and :math:`p^\top p` is summed in float64 there).
 
-Each function returns whether every value it wrote is finite (the optimizer's NaN check
-comes for free).
+Every tensor is validated here (device, dtype, shape, contiguity) before its address reaches
+C, and the kernel checks again that every row it touches lies inside the tensors' sizes; a
+mismatch raises :class:`ValueError` naming the parameter.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+import ctypes
+from collections.abc import Sequence
 
 import torch
+from torch import Tensor
 
-from .philox import Keys, adaptive_kernel, kernel_available, scheme_kernel
-from .substeps import ou_coefficients
+from .philox import Keys, _array, _library, kernel_available
+from .reference import GroupView
 
-__all__ = ["FUSED", "supports"]
+__all__ = ["supports", "run", "OPCODES", "ProgramError"]
 
-#: kernel kinds of ``tt_scheme_jobs``
-LANGEVIN, SGLD, ADAPTIVE_FIRST, ADAPTIVE_SECOND = 0, 1, 2, 3
+#: op codes of ``tt_program`` (``_philox.c``)
+OPCODES = {"A": 0, "B": 1, "O": 2, "R": 3, "C": 4, "D": 5, "E": 6, "G": 7, "W": 8}
+SLOTS = 2
+
+
+class ProgramError(ValueError):
+    """A tensor of the group does not fit the kernel (raised before anything is written)."""
 
 
 _SUPPORTED: dict[tuple, bool] = {}
 
 
-def supports(view, members: int) -> bool:
-    """Whether the fused kernel can take this group: CPU float32/float64 tensors of one
-    dtype, contiguous, the ensemble axis (if any) leading. (Cached per set of tensors and
-    storages: a step reuses its tensors.)"""
-    key = (members, kernel_available(), *((id(t), t.data_ptr()) for t in (*view.params, *view.grads,
-                                                       *view.momenta, *view.xis)))
+def supports(view: GroupView, members: int) -> bool:
+    """Whether the kernel can take this group: CPU float32/float64 tensors of one dtype,
+    contiguous, gradients and momenta shaped like their parameters, the ensemble axis (if any)
+    leading. (Cached per set of tensors and storages: a step reuses its tensors.)"""
+    key = (members, kernel_available(),
+           *((id(t), t.data_ptr(), t.shape) for t in (*view.params, *view.grads, *view.momenta,
+                                                      *view.xis)))
     hit = _SUPPORTED.get(key)
     if hit is None:
         if len(_SUPPORTED) > 1024:
             _SUPPORTED.clear()
-        hit = _SUPPORTED[key] = _supports(view, members)
+        hit = _SUPPORTED[key] = kernel_available() and _problem(view, members) is None
     return hit
 
 
-def _supports(view, members: int) -> bool:
-    if not kernel_available():
-        return False
+def _problem(view: GroupView, members: int) -> str | None:
+    """Why the kernel cannot take ``view`` (``None``: it can)."""
     dtype = view.params[0].dtype
     if dtype not in (torch.float32, torch.float64):
-        return False
-    for p, g, e in zip(view.params, view.grads, view.ensemble_dims, strict=True):
+        return f"dtype {dtype} (the kernel takes float32 and float64)"
+    momenta = view.momenta or [None] * len(view.params)
+    xis = view.xis or [None] * len(view.params)
+    for i, (p, g, m, xi, e) in enumerate(zip(view.params, view.grads, momenta, xis,
+                                             view.ensemble_dims, strict=True)):
+        name = view.names[i] if view.names else f"parameter {i}"
         if e not in (None, 0) and members > 1:
-            return False
-        for t in (p, g):
+            return f"{name}: ensemble axis {e} (the kernel takes a leading one)"
+        for what, t in (("parameter", p), ("gradient", g), ("momentum", m)):
+            if t is None:
+                continue
             if t.device.type != "cpu" or t.dtype != dtype or not t.is_contiguous():
-                return False
-        if g.shape != p.shape:
-            return False
-    return (all(m.is_contiguous() for m in view.momenta)
-            and all(x.is_contiguous() and x.dtype == dtype for x in view.xis))
+                return (f"{name}: its {what} is {t.dtype} on {t.device}"
+                        f"{'' if t.is_contiguous() else ', not contiguous'}")
+            if t.shape != p.shape:
+                return (f"{name}: its {what} has shape {tuple(t.shape)}, the parameter "
+                        f"{tuple(p.shape)}")
+        if xi is not None and (xi.numel() != members or xi.dtype != dtype
+                               or not xi.is_contiguous() or xi.device.type != "cpu"):
+            return f"{name}: its thermostat has shape {tuple(xi.shape)} ({xi.dtype})"
+    return None
 
 
-def _jobs(view, offsets: Sequence[int], momenta: bool):
-    ps = view.momenta if momenta else [None] * len(view.params)
-    return list(zip(view.params, ps, view.grads, offsets, strict=True))
+def _packed_tensors(view: GroupView, members: int) -> tuple:
+    count = len(view.params)
+    momenta = view.momenta or [None] * count
+    xis = view.xis or [None] * count
+    n = [p.numel() // members for p in view.params]
+    numel = []
+    for p, m, g in zip(view.params, momenta, view.grads, strict=True):
+        numel += [p.numel(), m.numel() if m is not None else 0, g.numel()]
+    return (count,
+            _array(ctypes.c_void_p, (p.data_ptr() for p in view.params)),
+            _array(ctypes.c_void_p, (m.data_ptr() if m is not None else None for m in momenta)),
+            _array(ctypes.c_void_p, (g.data_ptr() for g in view.grads)),
+            _array(ctypes.c_void_p, (x.data_ptr() if x is not None else None for x in xis)),
+            _array(ctypes.c_int64, [members] * count),
+            _array(ctypes.c_int64, n),
+            _array(ctypes.c_int64, n),  # contiguous rows: the stride is the row length
+            _array(ctypes.c_int64, numel))
 
 
-def _langevin(view, hp, offsets, keys: Keys, draw: int, members: int) -> bool:
-    h = hp["lr"]
-    c, d = ou_coefficients(hp["friction"], hp["temperature"], h)
-    return scheme_kernel(LANGEVIN, _jobs(view, offsets[0], True), members, keys, draw,
-                         [view.kick, h / 2, c, d])
+def pack_program(ops: Sequence[tuple], members: int) -> tuple:
+    """The op codes, draw indices and the (op, slot, member) coefficient array."""
+    codes = _array(ctypes.c_int, (OPCODES[op[0]] for op in ops))
+    draws = _array(ctypes.c_int, (op[3] for op in ops))
+    coef = []
+    for op in ops:
+        for v in op[1:3]:
+            coef += [float(x) for x in v] if isinstance(v, list) else [float(v)] * members
+    return len(ops), codes, draws, _array(ctypes.c_double, coef)
 
 
-def _overdamped(view, hp, offsets, keys: Keys, draw: int, members: int) -> bool:
-    h = hp["lr"]
-    return scheme_kernel(LANGEVIN, _jobs(view, offsets[0], True), members, keys, draw,
-                         [view.kick, h / 2, 0.0, math.sqrt(hp["temperature"])])
+def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple, offsets: Sequence[Sequence[int]],
+        keys: Keys, draw: int, members: int, skip: Tensor | None, screen: bool,
+        cache: dict) -> tuple[int, list[bool]]:
+    """Run the program on the group. Returns ``(status, member ok)``: status 1 if every value
+    written is finite, 0 if not (with ``screen`` and a non-finite gradient: nothing written).
+    Raises :class:`ProgramError` for a tensor the kernel cannot take."""
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the fused kernels need the compiled Philox kernel")
+    problem = _problem(view, members)
+    if problem is not None:
+        raise ProgramError(f"the fused kernel cannot take {problem}")
+    sig = ("program", members, tuple((t.data_ptr(), t.numel()) for t in (
+        *view.params, *view.grads, *view.momenta, *view.xis)), tuple(map(tuple, offsets)))
+    tensors = cache.get(sig)
+    if tensors is None:
+        if len(cache) > 256:
+            cache.clear()
+        ndraws = len(offsets)
+        starts = [offsets[j][i] for j in range(ndraws) for i in range(len(view.params))]
+        tensors = cache[sig] = (_packed_tensors(view, members), ndraws,
+                                _array(ctypes.c_uint64, starts or [0]))
+    packed, ndraws, starts = tensors
+    rowok = (ctypes.c_int32 * members)()
+    skip_arr = None
+    if skip is not None:
+        skip_arr = (ctypes.c_int32 * members)(*(int(s) for s in skip.tolist()))
+    nops, codes, draws, coef = packed_ops
+    status = lib.tt_program(*packed, nops, codes, draws, coef, ndraws, starts,
+                            keys.address(0), int(draw or 0), skip_arr, int(screen), rowok,
+                            int(view.params[0].dtype == torch.float64))
+    if status == -1:
+        raise MemoryError("the fused step kernel could not allocate its work space")
+    if status <= -100:
+        raise AssertionError(f"the fused step kernel rejected op {-100 - status} of {ops}")
+    if status < 0:
+        i = -2 - status
+        name = view.names[i] if view.names else f"parameter {i}"
+        raise ProgramError(f"the fused kernel rejected {name}: its sizes do not fit")
+    return status, [bool(x) for x in rowok]
 
 
-def _sgld(view, hp, offsets, keys: Keys, draw: int, members: int) -> bool:
-    h = hp["lr"]
-    return scheme_kernel(SGLD, _jobs(view, offsets[0], False), members, keys, draw,
-                         [h, math.sqrt(2.0 * hp["temperature"] * h)])
-
-
-def _adaptive(view, hp, offsets, keys: Keys, draw: int, members: int) -> bool:
-    h = hp["lr"]
-    jobs = list(zip(view.params, view.momenta, view.grads, view.xis, offsets[0], offsets[1],
-                    strict=True))
-    return adaptive_kernel(jobs, members, keys, draw,
-                           [view.kick, h / 2, hp["noise"] * math.sqrt(h / 2),
-                            h * hp["coupling"], hp["temperature"]])
-
-
-#: scheme name -> fused step ``(view, hp, offsets, keys, draw, members) -> all finite``
-FUSED: dict[str, Callable[..., bool]] = {
-    "langevin": _langevin,
-    "overdamped": _overdamped,
-    "sgld": _sgld,
-    "adaptive": _adaptive,
-}
+def finite_members(tensors: Sequence[Tensor], members: int) -> list[bool] | None:
+    """Per member, whether every entry of ``tensors`` (contiguous CPU float32/float64 of one
+    dtype, members on a leading axis) is finite, in one parallel pass of the kernel; ``None``
+    where the kernel cannot take them (the caller screens in torch)."""
+    lib = _library()
+    if lib is None or not tensors:
+        return None
+    dtype = tensors[0].dtype
+    if dtype not in (torch.float32, torch.float64) or any(
+            t.device.type != "cpu" or t.dtype != dtype or not t.is_contiguous()
+            or t.numel() % members for t in tensors):
+        return None
+    n = [t.numel() // members for t in tensors]
+    rowok = (ctypes.c_int32 * members)()
+    ptrs = _array(ctypes.c_void_p, (t.data_ptr() for t in tensors))
+    status = lib.tt_finite_rows(len(tensors), ptrs,
+                                _array(ctypes.c_int64, [members] * len(tensors)),
+                                _array(ctypes.c_int64, n), _array(ctypes.c_int64, n),
+                                _array(ctypes.c_int64, (t.numel() for t in tensors)), members,
+                                rowok, int(dtype == torch.float64))
+    if status < 0:
+        raise ValueError("the finiteness screen rejected a tensor")
+    return [bool(x) for x in rowok]

@@ -34,9 +34,9 @@ import torch
 from torch import Tensor
 
 from .._checks import member_seeds
-from .philox import Keys, axpby_torch_, philox_axpby_many_, philox_normal_
+from .philox import Keys, philox_normal_
 
-__all__ = ["NoiseSource", "CounterNoise", "CHUNK", "RNGS", "normalize_seeds", "member_view"]
+__all__ = ["NoiseSource", "CHUNK", "RNGS", "normalize_seeds", "member_view"]
 
 #: the noise sources a sampler can use (``rng=``)
 RNGS = ("torch", "philox")
@@ -108,34 +108,6 @@ def member_view(rows: Tensor, shape: Sequence[int], ensemble_dim: int | None) ->
     return rows.view(rows.shape[0], *member_shape).movedim(0, ensemble_dim)
 
 
-class CounterNoise:
-    """One draw's noise for the tensors of a group, never materialized: sub-steps call
-    :meth:`axpby_` (``x ← a·x + b·R``) and the Philox kernel makes ``R`` in cache (see
-    :func:`.philox.philox_axpby_many_`). Tensor ``i``'s entries take stream entries from
-    ``offsets[i]`` on, member by member, exactly where the ``(K, M)`` buffer of
-    :meth:`NoiseSource.draw` would hold them."""
-
-    def __init__(self, source: NoiseSource, draw: int, offsets: Sequence[int],
-                 ensemble_dims: Sequence[int | None]):
-        self.source, self.draw = source, draw
-        self.offsets, self.ensemble_dims = list(offsets), list(ensemble_dims)
-
-    def axpby_(self, tensors: Sequence[Tensor], a: float, b: float) -> None:
-        keys, members = self.source._keys, self.source.members  # noqa: SLF001 - same module
-        assert keys is not None
-        pieces: list[tuple[Tensor, int]] = []
-        for t, off, edim in zip(tensors, self.offsets, self.ensemble_dims, strict=True):
-            n = t.numel() // members
-            if t.is_contiguous() and (edim is None or edim == 0 or members == 1):
-                pieces.append((t.view(members, n), off))
-                continue
-            # another layout: materialize the member rows, then one torch update
-            z = philox_normal_(torch.empty(members, n, dtype=t.dtype, device=t.device),
-                               keys, self.draw, off)
-            axpby_torch_(t, member_view(z, t.shape, edim), a, b)
-        philox_axpby_many_(pieces, keys, self.draw, a, b)
-
-
 class NoiseSource:
     """Per-member, per-chunk generators and a reusable ``(K, M)`` noise buffer.
 
@@ -145,7 +117,7 @@ class NoiseSource:
     """
 
     def __init__(self, seeds: Sequence[int], device: torch.device | str | None = None,
-                 rng: str = "torch"):
+                 rng: str = "philox"):
         if rng not in RNGS:
             raise ValueError(f"rng must be one of {RNGS}, got {rng!r}")
         self.rng = rng

@@ -46,8 +46,6 @@ from .. import _native
 __all__ = [
     "philox4x32",
     "philox_normal_",
-    "philox_axpby_many_",
-    "axpby_torch_",
     "philox_normal_reference",
     "kernel_available",
 ]
@@ -137,16 +135,14 @@ def philox_normal_reference(
 
 # --------------------------------------------------------------------------- the kernel
 def _declare(lib: ctypes.CDLL) -> None:
-    i64, u64, ptr = ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p
-    lib.tt_philox_jobs.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, ptr, u64, ctypes.c_int,
-                                   ctypes.c_double, ctypes.c_double, ctypes.c_int]
-    lib.tt_philox_jobs.restype = ctypes.c_int
-    lib.tt_scheme_jobs.argtypes = [ctypes.c_int, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
-                                   u64, ptr, ctypes.c_int]
-    lib.tt_scheme_jobs.restype = ctypes.c_int
-    lib.tt_adaptive_jobs.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
-                                     u64, ptr, ctypes.c_int]
-    lib.tt_adaptive_jobs.restype = ctypes.c_int
+    i64, u64, ptr, cint = ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_int
+    lib.tt_philox_fill.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, u64, cint]
+    lib.tt_philox_fill.restype = cint
+    lib.tt_program.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint, ptr, ptr,
+                               ptr, cint, ptr, ptr, u64, ptr, cint, ptr, cint]
+    lib.tt_program.restype = cint
+    lib.tt_finite_rows.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, cint]
+    lib.tt_finite_rows.restype = cint
     lib.tt_philox4x32_raw.argtypes = [ptr, i64, u64, u64, u64]
     lib.tt_philox4x32_raw.restype = None
 
@@ -172,24 +168,12 @@ class Keys:
             if not 0 <= s < 2**64:
                 raise ValueError(f"philox keys must be in [0, 2**64), got {s}")
         self.array = (ctypes.c_uint64 * max(1, len(self.seeds)))(*self.seeds)
-        self._batches: dict[tuple, tuple] = {}
 
     def __len__(self) -> int:
         return len(self.seeds)
 
     def address(self, first_row: int) -> int:
         return ctypes.addressof(self.array) + first_row * ctypes.sizeof(ctypes.c_uint64)
-
-
-def _cached_args(keys: Keys, sig: tuple, build) -> tuple:
-    # the ctypes argument arrays of a batch, cached: steps repeat the same tensors
-    args = keys._batches.get(sig)  # noqa: SLF001 - same module
-    if args is None:
-        args = build()
-        if len(keys._batches) > 256:  # noqa: SLF001
-            keys._batches.clear()  # noqa: SLF001
-        keys._batches[sig] = args  # noqa: SLF001
-    return args
 
 
 def _array(ctype, values):
@@ -199,54 +183,33 @@ def _array(ctype, values):
 
 def _kernel_job(x: Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and (x.shape[1] <= 1 or x.stride(1) == 1))
+            and x.dim() == 2 and (x.shape[1] <= 1 or x.stride(1) == 1)
+            and (x.shape[0] <= 1 or x.stride(0) >= x.shape[1]))
 
 
-def axpby_torch_(x: Tensor, z: Tensor, a: float | None, b: float) -> Tensor:
-    """``x ← a·x + b·z`` in torch ops (``a = 0``: ``x ← b·z``; ``a = None``: ``x ← z``), the
-    update the kernel fuses; for tensors the kernel does not take."""
-    if a is None:
-        return x.copy_(z)
-    if a == 0.0:
-        return x.copy_(z).mul_(b)
-    return x.mul_(a).add_(z, alpha=b)
-
-
-def _run(keys: Keys, first_row: int, pieces: Sequence[tuple[Tensor, int]], draw: int,
-         mode: int, a: float = 0.0, b: float = 0.0) -> None:
-    """Apply ``mode`` (0: fill with z, 1: ``x ← a·x + b·z``) to every ``(x, start)`` piece,
-    ``x`` of shape ``(R, n)`` with row r on stream ``keys[first_row + r]`` from entry
-    ``start``; one kernel call where the kernel applies, the torch definition elsewhere."""
+def _fill(keys: Keys, first_row: int, x: Tensor, start: int, draw: int) -> None:
+    """Fill ``x`` (shape ``(R, n)``, row r on stream ``keys[first_row + r]``) with entries
+    ``[start, start + n)`` of draw ``draw``: the kernel where it applies, else the torch
+    definition."""
+    if x.shape[1] == 0 or x.shape[0] == 0:
+        return
     lib = _library()
-    fast: list[tuple[Tensor, int]] = []
-    for x, start in pieces:
-        if x.shape[1] == 0:
-            continue
-        if lib is not None and _kernel_job(x):
-            fast.append((x, start))
-            continue
-        z = philox_normal_reference(keys.seeds[first_row : first_row + x.shape[0]], draw,
-                                    x.shape[1], x.dtype, x.device, start)
-        axpby_torch_(x, z, None if mode == 0 else a, b)
-    for dtype in {x.dtype for x, _ in fast}:
-        batch = [(x, s) for x, s in fast if x.dtype == dtype]
-
-        def build(batch=batch):
-            return (len(batch),
-                    _array(ctypes.c_void_p, (x.data_ptr() for x, _ in batch)),
-                    _array(ctypes.c_int64, (x.shape[0] for x, _ in batch)),
-                    _array(ctypes.c_int64, (x.shape[1] for x, _ in batch)),
-                    _array(ctypes.c_int64, (x.stride(0) for x, _ in batch)),
-                    _array(ctypes.c_uint64, (s for _, s in batch)),
-                    keys.address(first_row))
-
-        sig = ("jobs", first_row,
-               tuple((x.data_ptr(), *x.shape, x.stride(0), s) for x, s in batch))
-        status = lib.tt_philox_jobs(*_cached_args(keys, sig, build),  # type: ignore[union-attr]
-                                    draw, mode, float(a), float(b),
-                                    int(dtype == torch.float64))
-        if status != 0:
-            raise MemoryError("the Philox kernel could not allocate its work space")
+    if lib is None or not _kernel_job(x):
+        x.copy_(philox_normal_reference(keys.seeds[first_row : first_row + x.shape[0]], draw,
+                                        x.shape[1], x.dtype, x.device, start))
+        return
+    # the storage the kernel may touch: from x's first entry to the end of its storage
+    avail = x.untyped_storage().nbytes() // x.element_size() - x.storage_offset()
+    status = lib.tt_philox_fill(1, _array(ctypes.c_void_p, [x.data_ptr()]),
+                                _array(ctypes.c_int64, [x.shape[0]]),
+                                _array(ctypes.c_int64, [x.shape[1]]),
+                                _array(ctypes.c_int64, [x.stride(0)]),
+                                _array(ctypes.c_int64, [avail]),
+                                _array(ctypes.c_uint64, [start]), keys.address(first_row),
+                                draw, int(x.dtype == torch.float64))
+    if status != 0:
+        raise ValueError(f"the Philox kernel rejected a buffer of shape {tuple(x.shape)} and "
+                         f"strides {x.stride()}")
 
 
 def _rows(x: Tensor, keys: Keys, rows: slice | None, name: str) -> int:
@@ -262,86 +225,10 @@ def philox_normal_(out: Tensor, keys: Keys, draw: int, start: int = 0,
     ``[start, start + n)`` of draw ``draw``. Uses the C kernel where it applies (CPU,
     float32/float64, unit stride along a row), on torch's OpenMP threads."""
     lo = _rows(out, keys, rows, "out")
-    _run(keys, lo, [(out, start)], draw, 0)
+    if start < 0 or draw < 0:
+        raise ValueError(f"start and draw must be >= 0, got start={start}, draw={draw}")
+    _fill(keys, lo, out, start, draw)
     return out
-
-
-def philox_axpby_many_(pieces: Sequence[tuple[Tensor, int]], keys: Keys, draw: int, a: float,
-                       b: float) -> None:
-    """``x ← a·x + b·z`` in place (``a = 0``: ``x ← b·z``, even where x is not finite) for every
-    ``(x, start)`` piece, ``x`` of shape ``(len(keys), n)`` and ``z`` entries
-    ``[start, start + n)`` of draw ``draw``: one kernel call, the normals made tile by tile in
-    cache and never stored (elsewhere materialized by :func:`philox_normal_reference`)."""
-    for x, _ in pieces:
-        _rows(x, keys, None, "x")
-    _run(keys, 0, pieces, draw, 1, a, b)
-
-
-def scheme_kernel(kind: int, jobs: Sequence[tuple[Tensor, Tensor | None, Tensor, int]],
-                  members: int, keys: Keys, draw: int, prm: Sequence[float]) -> bool:
-    """Run fused scheme ``kind`` (0 langevin, 1 sgld) of ``_philox.c`` on
-    ``(theta, p, grad, start)`` jobs: contiguous CPU float32/float64 tensors of one shape, seen
-    as ``members`` rows (the ensemble axis leading; the caller checks
-    :func:`kernel_available` and the layouts). Returns whether every value written is
-    finite."""
-    lib = _library()
-    if lib is None:
-        raise RuntimeError("the fused kernels need the compiled Philox kernel")
-
-    def build():
-        n = [t.numel() // members for t, _, _, _ in jobs]
-        return (len(jobs),
-                _array(ctypes.c_void_p, (t.data_ptr() for t, _, _, _ in jobs)),
-                _array(ctypes.c_void_p, (p.data_ptr() if p is not None else None
-                                         for _, p, _, _ in jobs)),
-                _array(ctypes.c_void_p, (g.data_ptr() for _, _, g, _ in jobs)),
-                _array(ctypes.c_int64, [members] * len(jobs)),
-                _array(ctypes.c_int64, n),
-                _array(ctypes.c_int64, n),  # contiguous rows: the stride is the row length
-                _array(ctypes.c_uint64, (s for _, _, _, s in jobs)),
-                keys.address(0))
-
-    sig = (kind, members, tuple((t.data_ptr(), p.data_ptr() if p is not None else 0,
-                                 g.data_ptr(), t.numel(), s) for t, p, g, s in jobs))
-    args = _cached_args(keys, sig, build)
-    ok = lib.tt_scheme_jobs(kind, *args, draw, _array(ctypes.c_double, prm),
-                            int(jobs[0][0].dtype == torch.float64))
-    if ok < 0:
-        raise MemoryError("the fused scheme kernel could not allocate its noise buffer")
-    return bool(ok)
-
-
-def adaptive_kernel(jobs: Sequence[tuple[Tensor, Tensor, Tensor, Tensor, int, int]],
-                    members: int, keys: Keys, draw: int, prm: Sequence[float]) -> bool:
-    """The adaptive scheme's whole step in one call on ``(theta, p, grad, xi, start1,
-    start2)`` jobs (layouts as for :func:`scheme_kernel`; ``xi`` contiguous with one value
-    per member, updated in place). ``prm = (k, h/2, σ_A√(h/2), hε, τ)``."""
-    lib = _library()
-    if lib is None:
-        raise RuntimeError("the fused kernels need the compiled Philox kernel")
-
-    def build():
-        n = [t.numel() // members for t, *_ in jobs]
-        return (len(jobs),
-                _array(ctypes.c_void_p, (j[0].data_ptr() for j in jobs)),
-                _array(ctypes.c_void_p, (j[1].data_ptr() for j in jobs)),
-                _array(ctypes.c_void_p, (j[2].data_ptr() for j in jobs)),
-                _array(ctypes.c_void_p, (j[3].data_ptr() for j in jobs)),
-                _array(ctypes.c_int64, [members] * len(jobs)),
-                _array(ctypes.c_int64, n),
-                _array(ctypes.c_int64, n),
-                _array(ctypes.c_uint64, (j[4] for j in jobs)),
-                _array(ctypes.c_uint64, (j[5] for j in jobs)),
-                keys.address(0))
-
-    sig = ("adaptive", members, tuple((*(t.data_ptr() for t in j[:4]), j[0].numel(), j[4],
-                                       j[5]) for j in jobs))
-    args = _cached_args(keys, sig, build)
-    ok = lib.tt_adaptive_jobs(*args, draw, _array(ctypes.c_double, prm),
-                              int(jobs[0][0].dtype == torch.float64))
-    if ok < 0:
-        raise MemoryError("the fused adaptive kernel could not allocate its work arrays")
-    return bool(ok)
 
 
 def philox4x32_kernel(first: int, n: int, key: int, draw: int) -> Tensor | None:

@@ -26,9 +26,11 @@ from typing import Any
 from torch import Tensor, nn
 
 from .optimizer import Hyperparameter, PartitionedLangevin
+from .splittings import SPLITTINGS, scheme_for_splitting
 
 __all__ = [
     "layers",
+    "Langevin",
     "BAOAB",
     "SGLD",
     "OverdampedLangevin",
@@ -36,6 +38,7 @@ __all__ = [
     "AdLaLa",
     "LOL",
     "LaLa",
+    "PRESETS",
 ]
 
 
@@ -128,6 +131,32 @@ class BAOAB(PartitionedLangevin):
                  temperature: Hyperparameter = 1e-4, **kwargs):
         super().__init__(params, lr, scheme="langevin", friction=friction,
                          temperature=temperature, **kwargs)
+
+
+class Langevin(PartitionedLangevin):
+    r"""Underdamped Langevin dynamics with a chosen one-gradient splitting (SPEC §1):
+    ``"BAOAB"`` (default, = :class:`BAOAB`), ``"ABOBA"``, ``"OBABO"`` or ``"BAOA"``.
+
+    On :math:`U = \tfrac12\theta^\top A\theta` the positions the optimizer leaves in the
+    parameters have the stationary covariance :math:`\tau A^{-1}` (BAOAB, BAOA: exact at any
+    stable h) or :math:`\tau[A(I - h^2A/4)]^{-1}` (OBABO; and ABOBA, whose parameters sit
+    mid-drift where its gradient is taken — its exact boundary positions
+    :math:`\theta - \tfrac h2 p`, covariance :math:`\tau A^{-1}`, come from
+    :meth:`boundary_positions`). A word needing two gradients per step is a ValueError.
+
+    Example:
+        >>> import torch, thermotrain as tt
+        >>> w = torch.zeros(3, requires_grad=True)
+        >>> opt = tt.Langevin([w], lr=0.1, friction=1.0, temperature=1e-3, splitting="OBABO",
+        ...                   seed=0)
+        >>> w.grad = torch.ones(3); opt.step()
+    """
+
+    def __init__(self, params, lr: Hyperparameter = 0.1, friction: Hyperparameter = 1.0,
+                 temperature: Hyperparameter = 1e-4, splitting: str = "BAOAB", **kwargs):
+        super().__init__(params, lr, scheme=scheme_for_splitting(splitting), friction=friction,
+                         temperature=temperature, **kwargs)
+        self.splitting = splitting
 
 
 class SGLD(PartitionedLangevin):
@@ -246,3 +275,18 @@ class LaLa(PartitionedLangevin):
                     "temperature": per_layer["temperature"][i]}
             out.append({**base, **g})
         super().__init__(out, lr, **kwargs)
+
+
+#: preset name -> class (the study schema is derived from these signatures)
+PRESETS: dict[str, type[PartitionedLangevin]] = {
+    "baoab": BAOAB,
+    "langevin": Langevin,
+    "sgld": SGLD,
+    "overdamped": OverdampedLangevin,
+    "adaptive": AdaptiveLangevin,
+    "adlala": AdLaLa,
+    "lol": LOL,
+    "lala": LaLa,
+}
+
+assert set(SPLITTINGS) == {"BAOAB", "ABOBA", "OBABO", "BAOA"}
