@@ -253,7 +253,7 @@ def delta_min(losses: Tensor | np.ndarray | Sequence[float]) -> Tensor:
     Returns:
         ``()`` or ``(K,)``, ≥ 0. NaN if a column holds a NaN.
     """
-    v = torch.as_tensor(np.asarray(losses, dtype=np.float64) if not isinstance(losses, Tensor)
+    v = torch.as_tensor(np.array(losses, dtype=np.float64) if not isinstance(losses, Tensor)
                         else losses.detach().cpu().double())
     if v.ndim not in (1, 2) or v.shape[0] < 2:
         raise ValueError(f"losses must have shape (A,) or (A, K) with A >= 2, got "

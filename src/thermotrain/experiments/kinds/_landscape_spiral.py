@@ -38,7 +38,8 @@ SCHEMA = {
     "model": {"hidden": list},
     "training": {"steps": int, "batch_size": int, "seeds": int, "seed": common.NUMBER},
     "methods": list,
-    "analysis": {"eigenvalues": int, "trace_samples": int, "line_alphas": int,
+    "analysis": {"eigenvalues": int, "lanczos_steps": int, "trace_samples": int,
+                 "line_alphas": int,
                  "mli_alphas": int, "plane_grid": int, "plane_span": common.NUMBER},
 }
 
@@ -100,7 +101,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         train_loss, train_acc = common.evaluate(model, xtr, ytr)
         test_loss, test_acc = common.evaluate(model, xte, yte)
         eig = landscape.hessian_eigenvalues(model, None, (xtr, ytr), k=an.get("eigenvalues", 3),
-                                            seed=1)
+                                            iterations=an.get("lanczos_steps", 100), seed=1)
         trace = landscape.hessian_trace(model, None, (xtr, ytr),
                                         samples=an.get("trace_samples", 100), seed=2)
         mli = landscape.interpolate(model, start, end, data, alphas=an.get("mli_alphas", 50))
