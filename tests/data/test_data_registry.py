@@ -249,3 +249,31 @@ def test_registry_names_and_spec_validation():
         _tiny_spec(files=(FileSpec("a"), FileSpec("a")), splits={})
     with pytest.raises(ValueError, match="names unknown files"):
         _tiny_spec(splits={"train": ("nope",)})
+
+
+def test_downloads_go_through_pooch_with_the_pinned_hash(http_root, tmp_path, monkeypatch):
+    import pooch
+
+    calls = []
+    original = pooch.retrieve
+
+    def spy(url, known_hash=None, **kwargs):
+        calls.append((url.rsplit("/", 1)[1], known_hash))
+        return original(url, known_hash=known_hash, **kwargs)
+
+    monkeypatch.setattr(pooch, "retrieve", spy)
+    _serve_tiny(http_root.root)
+    fetch(_tiny_spec(), tmp_path, base_url=http_root.url, progress=False)
+    # pooch checks the SHA-256 of a plain file itself; a .gz is pinned by its decompressed
+    # content, which fetch checks after pooch's download
+    assert sorted(calls) == [("images-idx3-ubyte.gz", None), ("labels-idx1-ubyte.gz", None),
+                             ("notes.txt", f"sha256:{sha256(NOTES)}")]
+
+
+def test_a_plain_file_with_the_wrong_hash_is_refused_by_pooch(http_root, tmp_path):
+    _serve_tiny(http_root.root)
+    (http_root.root / "notes.txt").write_bytes(b"changed upstream\n")
+    with pytest.raises(DatasetCorruptError, match="notes.txt has the wrong SHA-256"):
+        fetch(_tiny_spec(), tmp_path, base_url=http_root.url, progress=False)
+    assert "notes.txt" not in _leftovers(tmp_path / "tiny")
+    assert not [p for p in (tmp_path / "tiny").iterdir() if p.name.endswith(".fetch")]

@@ -356,3 +356,16 @@ def test_non_utf8_toml_is_a_config_error(tmp_path: Path):
     path.write_bytes('description = "Ångström"\n'.encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 text.*0xc5"):
         load_study(path)
+
+
+def test_a_splitting_word_from_a_study_file():
+    from thermotrain.experiments.config import optimizer_registry
+
+    if "langevin" not in optimizer_registry():
+        pytest.skip("the samplers package has no Langevin(splitting=...) preset yet")
+    raw = _no_paper(methods=[{"name": "L", "optimizer": "langevin", "splitting": "OBABO"}])
+    (method,) = parse_study(raw, "tiny.toml").methods
+    assert method.hyperparameters["splitting"] == "OBABO"
+    raw = _no_paper(methods=[{"name": "L", "optimizer": "langevin", "splitting": "BABO"}])
+    with pytest.raises(ConfigError, match=r"tiny.toml: \[methods.L\] .*BABO"):
+        parse_study(raw, "tiny.toml")
