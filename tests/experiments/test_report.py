@@ -178,3 +178,21 @@ def test_report_of_a_run_with_diverged_members(finished_run, tmp_path: Path):
     assert "- Adam: 1 of 2 members diverged (seed 6 at step 20); excluded from the means." \
         in text
     assert (run / "figures" / "curves.png").stat().st_size > 1000
+
+
+def test_report_of_a_really_diverging_study(tmp_path: Path):
+    """End to end: SGD with lr = 1e4 diverges on the spirals; the runner marks its members
+    diverged and the report is still written with the count and where it happened."""
+    from _experiments_helpers import tiny_raw
+
+    from thermotrain.experiments import parse_study
+
+    raw = tiny_raw(methods=[{"name": "SGD", "optimizer": "sgd", "lr": 1e4},
+                            {"name": "Adam", "optimizer": "adam", "lr": 0.01}])
+    raw.pop("paper")
+    summary = run_study(parse_study(raw, "tiny.toml"), tmp_path / "run")
+    n = summary["methods"]["SGD"]["n_diverged"]
+    assert n >= 1 and summary["methods"]["Adam"]["n_diverged"] == 0
+    text = write_report(tmp_path / "run").read_text()
+    assert f"| 3 ({n} diverged) |" in text
+    assert f"- SGD: {n} of 3 members diverged (seed " in text

@@ -6,7 +6,8 @@
 * :mod:`.runner` — train each method's seeds as one ensemble, with checkpoints and resume;
 * :mod:`.run_folder` — the one reader/writer of run folders (:class:`RunFolder`), and
   :mod:`.run_view` — a finished run loaded once (:class:`Run`), docs/runs.md;
-* :mod:`.report` — tables and figures from a run folder (never trains).
+* :mod:`.report` — tables and figures from a run folder (never trains; figures in
+  :mod:`.report_figures`).
 
 The experiments use the library (samplers, data, models); the library never imports them.
 """
