@@ -323,7 +323,8 @@ def test_resume_from_a_corrupt_checkpoint_uses_the_previous_one(tiny_study, tmp_
     assert "\n" not in str(info.value)
 
 
-def test_disk_full_during_a_run_is_one_line(tiny_study, tmp_path: Path, monkeypatch):
+def test_disk_full_during_a_run_is_one_line(tiny_study, tmp_path: Path, monkeypatch,
+                                            capsys):
     from thermotrain.experiments import run_study
 
     def full(fd):
@@ -333,6 +334,30 @@ def test_disk_full_during_a_run_is_one_line(tiny_study, tmp_path: Path, monkeypa
     with pytest.raises(RunError, match=r"^cannot write .*: No space left on device$"):
         run_study(tiny_study(), tmp_path / "run")
     assert _temp_files(tmp_path) == []
+    # the CLI: exit code 2, one line naming the file, no traceback
+    from thermotrain.cli.main import main
+
+    assert main(["run", "fig4", "--quick", "--out", str(tmp_path / "cli"), "--no-progress",
+                 "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert str(tmp_path / "cli") in err and "Traceback" not in err
+    assert _temp_files(tmp_path) == []
+
+
+def test_ray_backend_takes_the_lock_before_starting_ray(tiny_study, tmp_path: Path):
+    from thermotrain.experiments.distributed import run_study_ray
+
+    out = tmp_path / "run"
+    holder = _holder(out)
+    try:
+        with pytest.raises(RunError, match=f"in use by another run \\(PID {holder.pid},"):
+            run_study_ray(tiny_study(), out)
+    finally:
+        holder.kill()
+        holder.wait()
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
 
 
 # --------------------------------------------------------------------------- Run.load
