@@ -8,7 +8,8 @@ effective landscape and, for Langevin sampling, removes most of the minibatch bi
 * :class:`SGWORLD` — SGLD meant for without-replacement batches;
   :func:`check_minibatch_policy` warns about SGWORLD with with-replacement batches.
 * :func:`per_sample_gradients`, :func:`hessian` — any small model, ensembles per member
-  (``torch.func``); :func:`flatten_parameters`, :func:`unflatten_parameters`, :func:`full_loss`.
+  (``torch.func``); :func:`chain_gradients` (K chains of one model, vectorized);
+  :func:`flatten_parameters`, :func:`unflatten_parameters`, :func:`full_loss`.
 * :func:`minibatch_diffusion` (D with the finite-population factor, both variants of the
   mean), :func:`effective_loss` (L_eff of WOR SGD, SPEC §4), :func:`minimize_newton`.
 * :class:`GaussianNESS` — Σ (Lyapunov), C, v(w), σ per step, ⟨σ⟩; :func:`areal_velocity`.
@@ -28,6 +29,7 @@ from .fluctuation import (
 )
 from .ftnet import FTRegression, FTRegressionNet, load_ft_regression
 from .gradients import (
+    chain_gradients,
     flatten_parameters,
     full_loss,
     hessian,
@@ -47,6 +49,7 @@ __all__ = [
     "flatten_parameters",
     "unflatten_parameters",
     "full_loss",
+    "chain_gradients",
     "minibatch_diffusion",
     "finite_population_factor",
     "effective_loss",

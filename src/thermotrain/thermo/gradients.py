@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 __all__ = ["per_sample_gradients", "hessian", "flatten_parameters", "unflatten_parameters",
-           "full_loss"]
+           "full_loss", "chain_gradients"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Penalty = Callable[[Mapping[str, Tensor]], Tensor]
@@ -187,3 +187,33 @@ def hessian(model: nn.Module, loss: LossFn, x: Tensor, y: Tensor, *,
         return torch.func.hessian(f)(flat)
     h = torch.func.hessian(lambda w: f(w).sum())(flat)  # (K, P, K, P)
     return torch.diagonal(h, dim1=0, dim2=2).permute(2, 0, 1)  # (K, P, P)
+
+
+def chain_gradients(model: nn.Module, loss: LossFn, x: Tensor, y: Tensor, *,
+                    penalty: Penalty | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+    r"""Minibatch gradients of many independent chains of one (plain) model, vectorized.
+
+    Returns ``grad(w, idx)``: for flat parameters ``w (K, P)`` (one row per chain, in
+    :func:`flatten_parameters` order) and batch indices ``idx (K, B)``, the ``(K, P)``
+    gradients :math:`\nabla L_{B_k}(w_k)` with :math:`L_B = \mathrm{loss}(f(X_B; w), Y_B) +
+    \mathrm{penalty}(w)` — ``vmap(grad(functional_call))`` over the chains, so K SGD chains
+    of any small model run as one computation (the stationary-state studies of
+    ``docs/thermo.md``).
+    """
+    _check(model, x, y, None)
+    like = _params(model, None)
+    buffers = dict(model.named_buffers())
+
+    def batch_loss(flat: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
+        p = unflatten_parameters(flat, like)
+        value = loss(functional_call(model, (p, buffers), (xb,)), yb)
+        if penalty is not None:
+            value = value + penalty(p)
+        return value
+
+    g = vmap(grad(batch_loss))
+
+    def gradient(w: Tensor, idx: Tensor) -> Tensor:
+        return g(w, x[idx], y[idx])
+
+    return gradient
