@@ -68,11 +68,18 @@ def test_verify_ok(parser, capsys, shared_data):
         (["datasets", "verify", "mnist"], 2, "4 of 4 files missing"),
         (["datasets", "verify", "cifar10", "--data-dir", ""], 2, "must not be an empty string"),
         (["datasets", "fetch", "nope"], 2, "unknown dataset 'nope'"),
+        (["datasets", "fetch", "mnist", "--base-url", "notaurl"], 2,
+         "base_url must be a http/https/ftp/file URL"),
+        (["datasets", "list", "--data-dir", "{tmp}/afile"], 2, "is a file, not a folder"),
+        (["datasets", "fetch", "mnist", "--data-dir", "/proc/thermotrain-data"], 2,
+         "cannot write in the data root"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(parser, capsys, tmp_path, argv, code, fragment):
     if "--data-dir" not in argv:
         argv = [*argv, "--data-dir", str(tmp_path)]
+    (tmp_path / "afile").write_text("x")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     got, out, err = _run(parser, argv, capsys)
     assert got == code and out == ""
     _assert_one_line_error(err)
@@ -129,6 +136,16 @@ def test_fetch_failures_exit_1(parser, capsys, http_root, tmp_path, tiny_registe
     code, _, err = _run(parser, argv, capsys)
     assert code == 1 and "failed verification" in err
     assert not (tmp_path / "tiny" / "payload.bin.gz").exists()
+
+
+def test_unreachable_server_is_one_short_line(parser, capsys, tmp_path, tiny_registered):
+    # port 9 (discard) on 127.0.0.1: nothing listens there, the connection is refused
+    argv = ["datasets", "fetch", "tiny", "--data-dir", str(tmp_path), "--base-url",
+            "http://127.0.0.1:9/"]
+    code, _, err = _run(parser, argv, capsys)
+    _assert_one_line_error(err)
+    assert code == 1 and "cannot connect to 127.0.0.1:9" in err
+    assert len(err) < 300
 
 
 def test_subcommand_is_required(parser, capsys):

@@ -15,7 +15,10 @@ data-set name, missing files). Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, TextIO
 
 from thermotrain.data import (
@@ -30,6 +33,7 @@ from thermotrain.data import (
     resolve_data_dir,
     verify,
 )
+from thermotrain.data.download import check_base_url
 
 __all__ = ["register", "run"]
 
@@ -105,8 +109,13 @@ def run(args: argparse.Namespace) -> int:
     command = getattr(args, "datasets_command", None)
     data_dir = getattr(args, "data_dir", None)
     try:
-        resolve_data_dir(data_dir)
-    except (TypeError, ValueError) as exc:  # e.g. --data-dir ""
+        root = resolve_data_dir(data_dir)
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"the data root {root} is a file, not a folder; pass --data-dir DIR")
+        if command == "fetch":
+            check_base_url(getattr(args, "base_url", None))
+            _check_writable(root)
+    except (TypeError, ValueError) as exc:  # e.g. --data-dir "", --base-url notaurl
         _error(exc, sys.stderr)
         return 2
     try:
@@ -145,6 +154,18 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # e.g. the data root is not writable
         _error(f"{exc.strerror or exc}: {exc.filename or ''}", sys.stderr)
         return 1
+
+
+def _check_writable(root: Path) -> None:
+    """``fetch`` writes under ``root``: create it and try a file (else ValueError, exit 2)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=root)
+    except OSError as exc:
+        raise ValueError(f"cannot write in the data root {root} ({exc.strerror or exc}); "
+                         "pass --data-dir DIR") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _list(data_dir: str | None, *, checksums: bool) -> int:

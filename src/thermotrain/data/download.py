@@ -39,7 +39,7 @@ from .specs import ArchiveSpec, DatasetSpec, FileSpec, get_dataset_spec
 from .status import DatasetStatus, check, dataset_folder, verify
 from .storage import candidate_paths, check_content
 
-__all__ = ["FetchReport", "fetch"]
+__all__ = ["FetchReport", "fetch", "check_base_url", "SCHEMES"]
 
 
 @dataclass(frozen=True)
@@ -125,11 +125,35 @@ def _retrieve(url: str, stage: Path, fname: str, known_sha256: str | None, *, ti
                                    downloader=downloader))
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, url: str) -> str:
+    import requests
+
     response = getattr(exc, "response", None)
     if response is not None and getattr(response, "status_code", None) is not None:
         return f"HTTP {response.status_code} {response.reason or ''}".strip()
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return f"cannot connect to {urllib.parse.urlparse(url).netloc}"
     return " ".join(str(getattr(exc, "strerror", None) or exc).split())
+
+
+#: URL schemes fetch can download from (pooch's HTTP/FTP downloaders, our file:// copy)
+SCHEMES = ("http", "https", "ftp", "file")
+
+
+def check_base_url(base_url: str | None) -> str | None:
+    """``base_url`` if it is ``None`` or a URL with a scheme of :data:`SCHEMES`, else
+    ``ValueError`` naming it."""
+    if base_url is None:
+        return None
+    if not isinstance(base_url, str):
+        raise TypeError(f"base_url must be a str or None, got {base_url!r}")
+    scheme = urllib.parse.urlparse(base_url).scheme
+    if scheme not in SCHEMES or not base_url.split("://", 1)[-1]:
+        raise ValueError(f"base_url must be a {'/'.join(SCHEMES)} URL such as "
+                         f"https://host/path/ or file:///folder/, got {base_url!r}")
+    return base_url
 
 
 def _urls(spec: DatasetSpec, base_url: str | None, remote: str) -> list[str]:
@@ -162,14 +186,14 @@ def _download_verified(spec: DatasetSpec, urls: list[str], folder: Path, fname: 
                 f"download from {url} failed verification, nothing was written: {exc}",
                 path=folder / fname)
             errors.append(f"{url}: checksum mismatch")
+        except (requests.exceptions.RequestException, OSError) as exc:  # (some are ValueErrors)
+            errors.append(f"{url}: {_reason(exc, url)}")
         except ValueError as exc:  # pooch: the SHA-256 of the download does not match
             corrupt = DatasetCorruptError(
                 f"download from {url} failed verification, nothing was written: "
                 f"{fname} has the wrong SHA-256 (expected {known_sha256}; pooch: "
                 f"{' '.join(str(exc).split())})", path=folder / fname)
             errors.append(f"{url}: checksum mismatch")
-        except (requests.exceptions.RequestException, OSError) as exc:
-            errors.append(f"{url}: {_reason(exc)}")
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
@@ -228,8 +252,7 @@ def fetch(
     """
     spec = get_dataset_spec(name)
     timeout = check_float("timeout", timeout, minimum=0.0, strict=True)
-    if base_url is not None and not isinstance(base_url, str):
-        raise TypeError(f"base_url must be a str or None, got {base_url!r}")
+    base_url = check_base_url(base_url)
     folder = dataset_folder(spec, data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     fix = f"the mirror serves a different file for {spec.name}"
