@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import warnings
@@ -191,8 +192,7 @@ def read_metrics_file(path: Path) -> pd.DataFrame:
         raise RunError(f"{path} is truncated (no newline at the end); run the study again "
                        "with --resume")
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=True,
-                          na_values=[])
+        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
     except (ValueError, pd.errors.ParserError) as exc:
         raise RunError(f"{path} is corrupt: {_reason(exc)}") from None
     columns = tuple(raw.columns)
