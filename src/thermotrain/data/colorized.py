@@ -47,13 +47,15 @@ def colorize(images: Tensor, seed: int = 0) -> Tensor:
 
 
 def load_colorized_mnist(split: str = "train", data_dir: str | os.PathLike[str] | None = None,
-                         *, seed: int = 0, device: torch.device | str | None = None,
+                         *, seed: int = 0, count: int | None = None,
+                         device: torch.device | str | None = None,
                          dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """Colourised MNIST: ``images[N, 3, 28, 28]`` in [0, 1] and ``labels[N]`` (int64).
 
     Loads MNIST through :func:`~thermotrain.data.load_mnist` (same files, verification and
     data root) and colours it with :func:`colorize` at seed ``2·seed`` (train) or
-    ``2·seed + 1`` (test).
+    ``2·seed + 1`` (test). ``count``: only the first ``count`` images (the same images and
+    colours as the first ``count`` of the whole split).
 
     Example:
         >>> x, y = load_colorized_mnist("test", "../shared/data")  # doctest: +SKIP
@@ -64,7 +66,11 @@ def load_colorized_mnist(split: str = "train", data_dir: str | os.PathLike[str] 
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**61:
         raise ValueError(f"seed must be an int in [0, 2**61), got {seed!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                              or count < 1):
+        raise ValueError(f"count must be None or an int >= 1, got {count!r}")
     images, labels = load_mnist(split, data_dir, dtype=dtype)
+    images, labels = images[:count], labels[:count]
     colour = colorize(images, 2 * seed + (split == "test"))
     return colour.to(device) if device is not None else colour, \
         labels.to(device) if device is not None else labels

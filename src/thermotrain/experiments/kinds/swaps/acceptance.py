@@ -76,6 +76,11 @@ def _cell(spec: dict[str, Any], temp: float, data: tuple) -> dict[str, Any]:
 
 
 def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    with common.threads(spec):
+        return _run(spec, ctx)
+
+
+def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     check(spec)
     prepare_folder(spec, ctx)
     data = common.spiral_data(spec)

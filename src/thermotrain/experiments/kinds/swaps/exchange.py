@@ -148,6 +148,11 @@ def _double_well(spec: dict[str, Any], sampler: str) -> dict[str, Any]:
 
 
 def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    with common.threads(spec):
+        return _run(spec, ctx)
+
+
+def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     check(spec)
     prepare_folder(spec, ctx)
     cells = common.Cells(ctx.out, ctx.resume)
