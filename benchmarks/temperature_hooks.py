@@ -1,0 +1,90 @@
+"""Cost of the temperature monitors (thermotrain.thermo) in a training run, in one process.
+
+Times :func:`thermotrain.training.train` of a 2-H-1 spiral-net ensemble with AdLaLa (the
+paper's setting: 500 points, batch 25) without hooks (baseline) and with each monitor
+recording every ``--every`` steps:
+
+* ``kinetic``: :class:`~thermotrain.thermo.KineticTemperature` (``finalize()`` + ‖p‖² per
+  group and member);
+* ``conf/full``: :class:`~thermotrain.thermo.ConfigurationalTemperature` on the full train
+  set (one gradient with ``create_graph`` + one Hessian-vector product);
+* ``conf/subset``: the same on a fixed subset of ``--subset`` points (documented bias);
+* ``both/full``: kinetic + configurational (full).
+
+Rounds interleave the arms (each round runs every arm for ``--steps`` steps) so load drifts
+hit all alike; the statistic is the median over rounds. Ratios are printed against the
+baseline. Usage::
+
+    python benchmarks/temperature_hooks.py [--rounds 5] [--steps 500] [--every 10]
+        [--members 10] [--hidden 100] [--subset 25] [--threads 1]
+
+Target (issue 9): recording every 10 steps adds ≤ 10 % to a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from thermotrain import samplers, thermo
+from thermotrain.data import Minibatcher, spirals
+from thermotrain.models import MLP
+from thermotrain.training import train
+
+
+def arms(every: int, subset: int) -> dict[str, list]:
+    return {
+        "baseline": lambda: [],
+        "kinetic": lambda: [thermo.KineticTemperature(every=every)],
+        "conf/full": lambda: [thermo.ConfigurationalTemperature(every=every)],
+        f"conf/subset{subset}": lambda: [thermo.ConfigurationalTemperature(every=every,
+                                                                          subset=subset)],
+        "both/full": lambda: [thermo.KineticTemperature(every=every),
+                              thermo.ConfigurationalTemperature(every=every)],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--members", type=int, default=10)
+    ap.add_argument("--hidden", type=int, default=100)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=25)
+    ap.add_argument("--subset", type=int, default=25)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    x, y = spirals(args.n, turns=4, seed=0)
+    setups = {}
+    for name, make in arms(args.every, args.subset).items():
+        model = MLP([2, args.hidden, 1], ensemble=args.members, seed=0)
+        opt = samplers.AdLaLa(model, ensemble_dim=0, seed=0, rng="philox")
+        batcher = Minibatcher(args.n, args.batch, seed=0, ensemble=args.members)
+        setups[name] = (model, opt, batcher, make)
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for r in range(args.rounds + 1):  # round 0 is a warm-up
+        for name, (model, opt, batcher, make) in setups.items():
+            hooks = make()
+            t = time.perf_counter()
+            train(model, opt, batcher, steps=args.steps, x_train=x, y_train=y, hooks=hooks,
+                  handle_signals=False)
+            if r:
+                times[name].append((time.perf_counter() - t) / args.steps)
+    base = statistics.median(times["baseline"])
+    print(f"AdLaLa, {args.members} members of 2-{args.hidden}-1, {args.n} points, batch "
+          f"{args.batch}, record every {args.every} steps, {args.threads} thread(s); "
+          f"median of {args.rounds} rounds × {args.steps} steps")
+    print(f"{'arm':<14} {'ms/step':>9} {'ratio':>7}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:<14} {med * 1e3:9.3f} {med / base:7.3f}")
+
+
+if __name__ == "__main__":
+    main()
