@@ -59,3 +59,39 @@ def test_fig3_mnist_quick_run_draws_the_line(tmp_path: Path, monkeypatch):
     line.unlink()
     text = write_report(out).read_text()
     assert "Line plot skipped" in text and not line.exists()
+
+
+@pytest.mark.slow  # ~15 s on 2 busy cores (41 CNN evaluations); the fast rebuild check is
+# tests/experiments/test_run_folder.py::test_run_loads_once_and_rebuilds_any_model
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(),
+                    reason=f"MNIST files not found in {SHARED_DATA / 'mnist'}")
+def test_report_rebuilds_a_cnn_for_the_line(tmp_path: Path):
+    """The snapshots store the model's spec, so the report's analyses work for CNNs too: the
+    Fig. 3 line of a tiny CNN study, its endpoints the two methods' final losses."""
+    from _experiments_helpers import tiny_raw
+
+    from thermotrain.experiments import parse_study
+
+    raw = tiny_raw(data={"kind": "mnist", "n_train": 30, "n_test": 20},
+                   model={"kind": "cnn", "channels": [2]},
+                   training={"seeds": 2, "steps": 4, "eval_every": 4, "snapshot_at": [2],
+                             "batch_size": 5},
+                   methods=[{"name": "SGD", "optimizer": "sgd", "lr": 0.05},
+                            {"name": "Adam", "optimizer": "adam", "lr": 0.001}])
+    for key in ("turns", "seed"):
+        raw["data"].pop(key)
+    raw.pop("paper")
+    raw["model"].pop("hidden")
+    out = tmp_path / "cnn"
+    run_study(parse_study(raw, "tiny-cnn.toml"), out, data_dir=SHARED_DATA)
+    text = write_report(out).read_text()
+    assert "θ(α) = (1 − α) θ_SGD + α θ_Adam" in text
+    assert (out / "figures" / "line.png").stat().st_size > 1000
+    rows = (out / "figures" / "line.csv").read_text().splitlines()[1:]
+    line_loss = {tuple(r.split(",")[:3]): float(r.split(",")[3]) for r in rows}
+    metrics = RunFolder(out).read_metrics()
+    final = metrics[(metrics["step"] == 4) & (metrics["metric"] == "loss")]
+    assert len(final) == 2 * 2 * 2
+    for r in final.itertuples():
+        alpha = "0" if r.method == "SGD" else "1"
+        assert line_loss[(alpha, str(r.seed), r.split)] == pytest.approx(r.value, rel=1e-4)
