@@ -160,3 +160,35 @@ def test_log_flag_reaches_the_runner(study, tmp_path: Path, capsys, monkeypatch)
                      "--log", "tensorboard"]) == 2
         assert "tensorboard logging needs" in _one_line_error(capsys.readouterr().err)
         assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. "
+                                 "DefaultCPUAllocator: can't allocate memory: you tried to "
+                                 "allocate 800000000 bytes. Error code 12")],
+)
+def test_running_out_of_memory_is_one_line_exit_1(error, study, tmp_path: Path, capsys,
+                                                  monkeypatch):
+    import thermotrain.experiments as experiments
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(experiments, "run_study", fail)
+    assert main(["run", str(study), "--out", str(tmp_path / "r"), "--no-progress"]) == 1
+    err = _one_line_error(capsys.readouterr().err)
+    assert "out of memory" in err
+    if isinstance(error, RuntimeError):
+        assert "763 MiB" in err
+
+
+def test_other_runtime_errors_are_not_hidden(study, tmp_path: Path, monkeypatch):
+    import thermotrain.experiments as experiments
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(experiments, "run_study", fail)
+    with pytest.raises(RuntimeError, match="a bug"):  # a bug shows its traceback
+        main(["run", str(study), "--out", str(tmp_path / "r"), "--no-progress"])

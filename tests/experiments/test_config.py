@@ -369,3 +369,18 @@ def test_a_splitting_word_from_a_study_file():
     raw = _no_paper(methods=[{"name": "L", "optimizer": "langevin", "splitting": "BABO"}])
     with pytest.raises(ConfigError, match=r"tiny.toml: \[methods.L\] .*BABO"):
         parse_study(raw, "tiny.toml")
+
+
+@pytest.mark.parametrize(
+    ("tables", "fragment"),
+    [
+        ({"training": {"seeds": 100_000_000}}, "needs about"),
+        ({"data": {"n_train": 10_000_000_000}}, "needs about"),
+        ({"model": {"hidden": [10**9, 10**9]}}, "needs about"),
+        ({"training": {"snapshot_average": 10**8}}, "snapshot_average = 100000000 with 3"),
+    ],
+)
+def test_studies_that_cannot_fit_in_memory_are_refused_before_allocating(tables, fragment):
+    with pytest.raises(ConfigError) as info:
+        parse_study(tiny_raw(**tables), "tiny.toml")
+    assert fragment in str(info.value) and "\n" not in str(info.value)

@@ -304,6 +304,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted; continue with the same command plus --resume")
         return 130
+    except MemoryError:
+        _error("out of memory; use fewer seeds, a smaller network or fewer points")
+        return 1
+    except RuntimeError as exc:  # torch's allocator reports running out of memory this way
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        import re
+
+        size = re.search(r"allocate (\d+) bytes", str(exc))
+        what = f"torch could not allocate {int(size.group(1)) / 2**20:.0f} MiB" if size \
+            else "torch could not allocate memory"
+        _error(f"out of memory ({what}); use fewer seeds, a smaller network or fewer points")
+        return 1
     except OSError as exc:
         _error(f"{exc.strerror or exc}: {exc.filename or ''}")
         return 1

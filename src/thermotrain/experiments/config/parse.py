@@ -5,6 +5,7 @@ study name, and the method × model check of :func:`~.methods.check_methods`."""
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -157,6 +158,52 @@ def _parse_training(raw: dict, file: str) -> TrainingConfig:
     return TrainingConfig(**kw)
 
 
+#: bytes per parameter of a training ensemble, roughly: parameters, gradients, momenta or
+#: Adam's two moments, noise and evaluation buffers (float32)
+_BYTES_PER_PARAMETER = 4 * 6
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _check_size(data: DataConfig, model: ModelConfig, training: TrainingConfig, file: str
+                ) -> None:
+    """Refuse, before anything is allocated, a study whose ensemble or generated data cannot
+    fit in this machine's memory (``--seeds 100000000``, ``hidden = [100000000]``,
+    ``n_train = 1e10``): a clear error instead of an allocation failure mid-run. The estimate
+    is deliberately rough (:data:`_BYTES_PER_PARAMETER`) and only rejects the impossible."""
+    w = Where(file, "training")
+    snapshots = len(training.snapshot_steps()) * training.snapshot_average
+    if snapshots > MAX_EVALUATIONS:
+        raise w.fail("snapshot_average", f"= {training.snapshot_average} with "
+                                         f"{len(training.snapshot_steps())} snapshot steps keeps "
+                                         f"{snapshots} parameter copies, at most "
+                                         f"{MAX_EVALUATIONS} are allowed")
+    memory = _physical_memory()
+    if memory is None:
+        return
+    d_in = 2 if data.binary else 784
+    out = 1 if data.binary else 10
+    need = 0
+    if model.kind == "mlp":
+        widths = [d_in, *model.hidden, out]
+        n_params = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+        need += training.seeds * n_params * _BYTES_PER_PARAMETER
+    if data.binary:  # generated in memory: inputs and labels of both sets, float64 then 32
+        need += ((data.n_train or 0) + (data.n_test or 0)) * (d_in + 1) * 12
+    if need > memory:
+        gib = 2**30
+        raise ConfigError(
+            f"{file}: this study needs about {need / gib:.3g} GiB "
+            f"({training.seeds} seeds x the network [{', '.join(map(str, model.hidden))}] "
+            f"and {data.n_train} + {data.n_test} points), more than this machine's "
+            f"{memory / gib:.3g} GiB; use fewer seeds, a smaller network or fewer points")
+
+
 def _parse_paper(raw: object, file: str, names: Sequence[str]) -> dict[str, PaperResult]:
     w = Where(file, "paper")
     raw = as_table(w, "[paper]", raw)
@@ -243,6 +290,7 @@ def parse_study(raw: Mapping[str, Any], file: str = "<study>", *, quick: bool = 
         raise Where(file, "model").fail("kind", "cnn needs image data (mnist, fashion_mnist)")
     if model.kind == "cnn" and data.flatten:
         data = DataConfig(**{**asdict(data), "flatten": False})
+    _check_size(data, model, training, file)
     methods = parse_methods(raw.get("methods"), file, sweep_limit, _parse_init)
     everything = parse_methods(raw.get("methods"), file, None, _parse_init)
     all_names = [m.name for m in everything]
