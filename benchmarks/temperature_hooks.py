@@ -6,10 +6,12 @@ recording every ``--every`` steps:
 
 * ``kinetic``: :class:`~thermotrain.thermo.KineticTemperature` (``finalize()`` + ‖p‖² per
   group and member);
-* ``conf/full``: :class:`~thermotrain.thermo.ConfigurationalTemperature` on the full train
-  set (one gradient with ``create_graph`` + one Hessian-vector product);
-* ``conf/subset``: the same on a fixed subset of ``--subset`` points (documented bias);
-* ``both/full``: kinetic + configurational (full).
+* ``conf/hvp``: :class:`~thermotrain.thermo.ConfigurationalTemperature` on the full train
+  set with the double-backward Hessian-vector product;
+* ``conf/fd``: the same with the central-difference Laplacian (two fused full-batch
+  gradients);
+* ``conf/fd/subN``: that on a fixed subset of ``--subset`` points (documented bias);
+* ``kin+conf/fd``: kinetic + configurational (fd, full set).
 
 Rounds interleave the arms (each round runs every arm for ``--steps`` steps) so load drifts
 hit all alike; the statistic is the median over rounds. Ratios are printed against the
@@ -39,11 +41,12 @@ def arms(every: int, subset: int) -> dict[str, list]:
     return {
         "baseline": lambda: [],
         "kinetic": lambda: [thermo.KineticTemperature(every=every)],
-        "conf/full": lambda: [thermo.ConfigurationalTemperature(every=every)],
-        f"conf/subset{subset}": lambda: [thermo.ConfigurationalTemperature(every=every,
-                                                                          subset=subset)],
-        "both/full": lambda: [thermo.KineticTemperature(every=every),
-                              thermo.ConfigurationalTemperature(every=every)],
+        "conf/hvp": lambda: [thermo.ConfigurationalTemperature(every=every)],
+        "conf/fd": lambda: [thermo.ConfigurationalTemperature(every=every, laplacian="fd")],
+        f"conf/fd/sub{subset}": lambda: [thermo.ConfigurationalTemperature(
+            every=every, laplacian="fd", subset=subset)],
+        "kin+conf/fd": lambda: [thermo.KineticTemperature(every=every),
+                                thermo.ConfigurationalTemperature(every=every, laplacian="fd")],
     }
 
 
