@@ -211,3 +211,21 @@ def test_diverging_members_are_excluded_and_the_study_finishes(tiny_study, tmp_p
     again = run_study(study, tmp_path / "run", resume=True)
     assert json.dumps(again, sort_keys=True) == json.dumps(summary, sort_keys=True)
     assert write_report(tmp_path / "run").exists()
+
+
+def test_tensorboard_logger_in_a_study(tiny_study, tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    study = tiny_study()
+    run_study(study, tmp_path / "run", loggers=("csv", "tensorboard"))
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    ev = EventAccumulator(str(tmp_path / "run" / "tensorboard" / "Adam" / "seed-6"))
+    ev.Reload()
+    got = [(e.step, e.value) for e in ev.Scalars("test/accuracy")]
+    want = [(r["step"], r["accuracy"]) for r in rows
+            if r["method"] == "Adam" and r["seed"] == 6 and r["split"] == "test"]
+    assert [s for s, _ in got] == [s for s, _ in want] == [0, 10, 20, 30]
+    for (_, a), (_, b) in zip(got, want, strict=True):
+        assert a == pytest.approx(b, rel=1e-6)
+    with pytest.raises(ValueError, match="loggers must be among csv, tensorboard; got 'wandb'"):
+        run_study(study, tmp_path / "other", loggers=("wandb",))
