@@ -10,8 +10,8 @@ import pytest
 
 import thermotrain.data as data
 
-MODULES = ["batching", "cifar", "download", "errors", "idx", "mnist", "registry", "specs",
-           "status", "storage", "synthetic"]
+MODULES = ["batching", "cifar", "download", "errors", "idx", "mnist", "registry", "regression",
+           "specs", "status", "storage", "synthetic"]
 
 
 @pytest.mark.parametrize("name", MODULES)

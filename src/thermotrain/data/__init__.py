@@ -45,14 +45,9 @@ from .registry import (
     list_datasets,
     verify,
 )
+from .regression import BayesianLinearRegression, bayesian_linear_regression, tanh_regression
 from .storage import ENV_VAR, clear_digest_cache, resolve_data_dir
-from .synthetic import (
-    BayesianLinearRegression,
-    bayesian_linear_regression,
-    planar_trig,
-    spirals,
-    tanh_regression,
-)
+from .synthetic import planar_trig, spirals
 
 
 def clear_cache() -> None:
