@@ -59,7 +59,7 @@ def load_colorized_mnist(split: str = "train", data_dir: str | os.PathLike[str] 
 
     Example:
         >>> x, y = load_colorized_mnist("test", "../shared/data")  # doctest: +SKIP
-        >>> x.shape
+        >>> x.shape  # doctest: +SKIP
         torch.Size([10000, 3, 28, 28])
     """
     if split not in ("train", "test"):

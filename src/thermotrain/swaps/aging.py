@@ -71,7 +71,7 @@ class Aging(Hook):
         >>> aging = tt.swaps.Aging([1, 2], [1, 2])
         >>> for step in range(5):
         ...     aging.observe(step, net)
-        ...     with torch.no_grad(): net.weight.add_(0.1)
+        ...     with torch.no_grad(): _ = net.weight.add_(0.1)
         >>> aging.frame().shape[0]                  # 2 waiting times x 2 lags
         4
     """
