@@ -1,4 +1,5 @@
-"""Minibatch policies (SPEC §4): with / without replacement, ensembles, resume, gathering."""
+"""Minibatch policies (docs/science.md §4): with / without replacement, ensembles, resume,
+gathering."""
 
 from __future__ import annotations
 

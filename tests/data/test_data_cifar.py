@@ -1,4 +1,5 @@
-"""CIFAR-10 loader on tiny batches written in the exact python-pickle format (SPEC §6)."""
+"""CIFAR-10 loader on tiny batches written in the exact python-pickle format
+(docs/science.md §6)."""
 
 from __future__ import annotations
 

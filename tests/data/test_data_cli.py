@@ -1,4 +1,4 @@
-"""``thermotrain datasets {list,verify,fetch}`` through register()/run() (SPEC §6)."""
+"""``thermotrain datasets {list,verify,fetch}`` through register()/run() (docs/science.md §6)."""
 
 from __future__ import annotations
 

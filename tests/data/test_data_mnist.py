@@ -1,4 +1,4 @@
-"""IDX parsing, MNIST / Fashion-MNIST loading and data-root resolution (SPEC §6)."""
+"""IDX parsing, MNIST / Fashion-MNIST loading and data-root resolution (docs/science.md §6)."""
 
 from __future__ import annotations
 

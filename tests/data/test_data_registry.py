@@ -1,4 +1,4 @@
-"""Data-set registry: list, verify, fetch against a local HTTP server (SPEC §6)."""
+"""Data-set registry: list, verify, fetch against a local HTTP server (docs/science.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Generated data sets: SPEC §4 (Bayesian linear regression), §5 (tanh regression), §6."""
+"""Generated data sets: docs/science.md §4 (Bayesian linear regression), §5 (tanh
+regression), §6."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from thermotrain.data import (
 
 
 def test_spirals_matches_spec_formula_exactly():
-    """SPEC §6 Eq. 16 re-derived from the same generator stream: t first, then the noise."""
+    """docs/science.md §6 Eq. 16 re-derived from the same generator stream: t first, then
+    the noise."""
     n, turns, a, p, c, seed = 40, 3, 1.5, 0.7, 0.05, 123
     X, y = spirals(n, turns=turns, a=a, p=p, noise=c, seed=seed, dtype=torch.float64)
 
@@ -163,8 +165,9 @@ def test_blr_loss_gradient_and_hessian(blr):
 
 
 def test_blr_minibatch_loss_is_unbiased_over_an_epoch(blr):
-    """SPEC §4's sum-scaled L_B: over a without-replacement epoch (B | N) the mean of the
-    minibatch gradients is the full gradient, for each of K chains with its own batches."""
+    """The sum-scaled L_B (docs/science.md §4): over a without-replacement epoch (B | N) the
+    mean of the minibatch gradients is the full gradient, for each of K chains with its own
+    batches."""
     theta = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     batcher = Minibatcher(blr.n, 10, seeds=[1, 2, 3])
     grads = torch.stack([blr.grad_neg_log_posterior(theta, next(batcher)) for _ in range(20)])

@@ -40,7 +40,7 @@ def test_notebook_study_matches_spec():
     assert s.model.hidden == (100,) and s.model.init == "default"
     assert (s.training.seeds, s.training.steps, s.training.batch_size) == (20, 80_000, 25)
     ad = next(m for m in s.methods if m.name == "AdLaLa")
-    # defaults come from the AdLaLa signature (the authors' code, SPEC §3)
+    # defaults come from the AdLaLa signature (the authors' code, docs/science.md §3)
     assert ad.hyperparameters == {"lr": 0.25, "friction": 0.1, "temperature": [1e-4, 1e-4],
                                   "noise": 0.01, "coupling": 0.05, "xi_init": 0.1,
                                   "adaptive_layers": [0]}
