@@ -3,6 +3,8 @@ points, batch 25, 2-100-1 ReLU net, AdLaLa with the authors' defaults) for K see
 
 (a) as one vectorized ensemble (``models.MLP(ensemble=K)``, ``AdLaLa(ensemble_dim=0)``,
     ``data.Minibatcher``: what ``thermotrain run`` does), versus
+(a') the same through ``thermotrain.training.train`` with the runner's
+    ``DivergenceGuard`` (the loop's overhead over the bare loop of (a)), versus
 (b) the same algorithm one seed at a time in a standard PyTorch loop like the authors'
     script: ``nn.Sequential`` + ``DataLoader(TensorDataset, batch_size=25, shuffle=True)`` +
     ``BCELoss``, one optimizer per seed.
@@ -30,6 +32,7 @@ import thermotrain as tt
 from thermotrain.data import Minibatcher, spirals
 from thermotrain.models import MLP, fused
 from thermotrain.perf import tune_malloc
+from thermotrain.training import DivergenceGuard, train
 
 BATCH = 25
 
@@ -45,6 +48,19 @@ def vectorized(x: torch.Tensor, y: torch.Tensor, members: int, steps: int, rng: 
         gradient(batcher.next())
         opt.step()
     return time.perf_counter() - start
+
+
+def through_loop(x: torch.Tensor, y: torch.Tensor, members: int, steps: int, rng: str) -> float:
+    """(a) through ``thermotrain.training.train`` with the runner's divergence guard (what
+    ``thermotrain run`` executes; no evaluations, no checkpoints)."""
+    seeds = list(range(members))
+    model = MLP([2, 100, 1], ensemble=members, seed=seeds)
+    opt = tt.AdLaLa(model, ensemble_dim=0, seed=[s + 2_000_006 for s in seeds], rng=rng,
+                    nan_policy="ignore")
+    batcher = Minibatcher(len(x), BATCH, seeds=[s + 1_000_003 for s in seeds])
+    state = train(model, opt, batcher, steps=steps, x_train=x, y_train=y,
+                  hooks=[DivergenceGuard()], handle_signals=False)
+    return state.seconds
 
 
 def one_seed(x: torch.Tensor, y: torch.Tensor, seed: int, steps: int, rng: str) -> float:
@@ -85,6 +101,8 @@ def main() -> None:
     x, y = spirals(500, turns=4, seed=0)
     vectorized(x, y, args.members, 20, args.rng)  # warm-up
     t_vec = vectorized(x, y, args.members, args.steps, args.rng)
+    through_loop(x, y, args.members, 20, args.rng)
+    t_train = through_loop(x, y, args.members, args.steps, args.rng)
     one_seed(x, y, 0, 20, args.rng)
     t_loop = sum(one_seed(x, y, s, args.steps, args.rng) for s in range(args.baseline_seeds))
     t_loop_all = t_loop / args.baseline_seeds * args.members
@@ -92,6 +110,8 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), rng={args.rng}")
     print(f"(a) vectorized ensemble:         {t_vec:8.2f} s  "
           f"({args.steps / t_vec:7.0f} ensemble steps/s)")
+    print(f"(a') the same through training.train + DivergenceGuard: {t_train:8.2f} s  "
+          f"(loop overhead {t_train / t_vec:.2f}× the bare loop)")
     print(f"(b) one seed at a time, DataLoader: {t_loop_all:8.2f} s  "
           f"(measured on {args.baseline_seeds} seeds, {t_loop / args.baseline_seeds:.2f} s each)")
     print(f"speed-up (b)/(a): {t_loop_all / t_vec:.1f}×")
