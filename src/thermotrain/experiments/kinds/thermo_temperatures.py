@@ -93,7 +93,12 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         batcher = Minibatcher(n, batch, replacement=False, seed=t["seed"], ensemble=k)
         hooks = [thermo.KineticTemperature(every=t["record_every"]),
                  thermo.ConfigurationalTemperature(every=t["record_every"], probes=t["probes"],
-                                                   start=steps // 2, seed=t["seed"])]
+                                                   start=steps // 2, seed=t["seed"],
+                                                   laplacian="fd"),
+                 thermo.ConfigurationalTemperature(every=t["record_every"], probes=t["probes"],
+                                                   start=steps // 2, seed=t["seed"],
+                                                   laplacian="hvp",
+                                                   name="configurational_temperature_hvp")]
         with timer.phase(label), one_thread():
             state = train(model, opt, batcher, steps=steps, x_train=x, y_train=y, hooks=hooks,
                           seeds=list(range(t["seed"], t["seed"] + k)), study=spec["name"],
@@ -101,7 +106,8 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         rows += state.rows
         cells.append({"method": method, "temperature": float(tau), "lr": float(h),
                       "batch_size": batch, "label": label,
-                      "configurational": [v.tolist() for v in hooks[1].temperatures()]})
+                      "configurational": [v.tolist() for v in hooks[1].temperatures()],
+                      "configurational_hvp": [v.tolist() for v in hooks[2].temperatures()]})
         ctx.say(f"{label}: done in {timer.seconds[label]:.1f} s")
     write_rows(rows, ctx.out / "metrics.csv")
     frame = pd.DataFrame(rows, columns=["study", "method", "seed", "step", "split", "metric",
@@ -113,6 +119,8 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                            kin.groupby("metric")["value"].mean().items()}
         cell["configurational_mean"] = {f"group{i}": float(np.mean(v))
                                         for i, v in enumerate(cell["configurational"])}
+        cell["configurational_hvp_mean"] = {f"group{i}": float(np.mean(v))
+                                            for i, v in enumerate(cell["configurational_hvp"])}
     summary = {"experiment": "temperatures", "name": spec["name"], "cells": cells,
                "steps": steps, "members": k, "seconds": timer.seconds}
     write_json(ctx.out / "summary.json", summary)
@@ -120,12 +128,13 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 
 def table(summary: dict[str, Any]) -> str:
-    lines = [f"{'cell':<36} {'group':>6} {'T_kin/tau':>10} {'T_conf/tau':>11}"]
+    lines = [f"{'cell':<36} {'group':>6} {'T_kin/tau':>10} {'T_conf/tau':>11} {'(hvp)':>8}"]
     for c in summary["cells"]:
         for grp in sorted(set(c["kinetic"]) | set(c["configurational_mean"])):
             tk = c["kinetic"].get(grp, float("nan")) / c["temperature"]
             tc = c["configurational_mean"].get(grp, float("nan")) / c["temperature"]
-            lines.append(f"{c['label']:<36} {grp:>6} {tk:10.3f} {tc:11.3f}")
+            th = c["configurational_hvp_mean"].get(grp, float("nan")) / c["temperature"]
+            lines.append(f"{c['label']:<36} {grp:>6} {tk:10.3f} {tc:11.3f} {th:8.3f}")
     return "\n".join(lines)
 
 
@@ -166,18 +175,21 @@ def report(out: Path) -> Path:
              "temperatures (SPEC §11)", "", config.get("description", ""), "",
              f"{summary['members']} members per cell, {summary['steps']} steps; averages over "
              "the second half of the run and the members (T_conf: the ratio of the summed "
-             "‖∇L‖² and Hutchinson Laplacians on the full train set). Groups: BAOAB has one "
-             "group; AdLaLa group0 = first layer (adaptive Langevin), group1 = the rest "
-             "(Langevin).", "",
-             "| cell | group | T_kin / τ | T_conf / τ |", "|---|---|---|---|"]
+             "‖∇L‖² and Hutchinson Laplacians on the full train set; the central-difference "
+             "Laplacian, and in the last column the double-backward HVP, which misses the ReLU "
+             "kinks' curvature). Groups: BAOAB has one group; AdLaLa group0 = first layer "
+             "(adaptive Langevin), group1 = the rest (Langevin).", "",
+             "| cell | group | T_kin / τ | T_conf / τ | T_conf (HVP) / τ |",
+             "|---|---|---|---|---|"]
     for c in summary["cells"]:
         for grp in sorted(set(c["kinetic"]) | set(c["configurational_mean"])):
-            tk = c["kinetic"].get(grp)
-            tc = c["configurational_mean"].get(grp)
             tau = c["temperature"]
-            tk_text = "–" if tk is None else f"{tk / tau:.3f}"
-            tc_text = "–" if tc is None else f"{tc / tau:.3f}"
-            lines.append(f"| {c['label']} | {grp} | {tk_text} | {tc_text} |")
+            texts = []
+            for table_ in (c["kinetic"], c["configurational_mean"],
+                           c.get("configurational_hvp_mean", {})):
+                v = table_.get(grp)
+                texts.append("–" if v is None else f"{v / tau:.3f}")
+            lines.append(f"| {c['label']} | {grp} | {' | '.join(texts)} |")
     lines += ["", "## Figures", ""] + [f"![{f}](figures/{f}.png)" for f in figs] + [""]
     lines += notes_section(config)
     lines += [f"Run time: {sum(summary['seconds'].values()):.1f} s."]
