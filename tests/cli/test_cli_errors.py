@@ -192,3 +192,19 @@ def test_other_runtime_errors_are_not_hidden(study, tmp_path: Path, monkeypatch)
     monkeypatch.setattr(experiments, "run_study", fail)
     with pytest.raises(RuntimeError, match="a bug"):  # a bug shows its traceback
         main(["run", str(study), "--out", str(tmp_path / "r"), "--no-progress"])
+
+
+def test_a_method_named_dotdot_stays_inside_the_run_folder(tmp_path: Path, capsys):
+    from thermotrain.experiments.config import slug
+
+    assert [slug(n) for n in ("..", ".", ".hidden", "a/../b")] == ["__", "_", "_hidden",
+                                                                   "a_.._b"]
+    path = tmp_path / "dots.toml"
+    path.write_text(STUDY.replace('name = "Adam"', 'name = ".."'))
+    root = tmp_path / "inside"
+    root.mkdir()
+    out = root / "r"
+    assert main(["run", str(path), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["r"]  # nothing beside the run folder
+    # the method's files are in its own folder, not methods/.. (= the run folder's top)
+    assert (out / "methods" / "__").is_dir() and not (out / "checkpoint.pt").exists()

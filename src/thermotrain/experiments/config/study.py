@@ -40,9 +40,11 @@ def stream_seeds(seeds: Sequence[int], stream: str) -> list[int]:
 
 def slug(name: str) -> str:
     """A file-system friendly version of a method name (``AdLaLa(noise=0.01)`` →
-    ``AdLaLa_noise-0.01``)."""
+    ``AdLaLa_noise-0.01``): letters, digits, ``.+-_``, never a leading dot (so never ``..``,
+    which would put a method's folder outside the run folder)."""
     text = re.sub(r"[=]", "-", name)
     text = re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
+    text = re.sub(r"^\.+", lambda m: "_" * len(m.group()), text)
     return text or "method"
 
 
