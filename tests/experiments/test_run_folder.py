@@ -140,8 +140,8 @@ def test_failing_torch_save_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch
                            "failed writing file data/0: file write failed\nmore detail")
 
     monkeypatch.setattr(torch, "save", half_written)
-    with pytest.raises(RunError, match=r"^cannot write .*checkpoint\.pt: \[enforce fail.*"
-                                       r"file write failed$"):
+    with pytest.raises(RunError, match=r"^cannot write .*checkpoint\.pt: PytorchStreamWriter "
+                                       r"failed writing file data/0: file write failed$"):
         method.save_checkpoint({"step": 2})
     monkeypatch.undo()
     assert _temp_files(tmp_path) == []
@@ -184,7 +184,14 @@ def test_previous_checkpoint_is_kept_and_used_when_the_latest_is_corrupt(tmp_pat
     assert ckpt["step"] == 10
     (message,) = [str(w.message) for w in record]
     assert message.startswith(f"{method.checkpoint_path} is unreadable (")
-    assert message.endswith("; resuming from checkpoint.prev.pt") and "\n" not in message
+    assert message.endswith("; resuming from checkpoint.prev.pt (the unreadable file is kept "
+                            "as checkpoint.corrupt.pt)") and "\n" not in message
+    # the next save must not rotate the corrupt file into checkpoint.prev.pt
+    method.save_checkpoint({"step": 30, "w": torch.ones(3)})
+    assert torch.load(method.previous_checkpoint_path, weights_only=True)["step"] == 10
+    method.save_checkpoint({"step": 20, "w": torch.zeros(3)})
+    data = method.checkpoint_path.read_bytes()
+    method.checkpoint_path.write_bytes(data[: len(data) // 2])
     # both unusable: one line naming the file, never torch's traceback
     method.previous_checkpoint_path.write_bytes(b"garbage")
     with pytest.raises(RunError) as info:
@@ -398,3 +405,23 @@ def test_run_loads_once_and_rebuilds_any_model(tmp_path: Path):
     assert old.snapshots["C"].spec is None
     with pytest.raises(ReportError, match="do not store their model"):
         old.model("C")
+
+
+def test_cli_resume_past_a_corrupt_checkpoint_warns_in_one_line(tmp_path: Path, capsys):
+    from thermotrain.cli.main import main
+
+    out = tmp_path / "run"
+    args = ["run", "fig4", "--quick", "--out", str(out), "--no-progress", "--no-report",
+            "--set", "training.checkpoint_every=20"]
+    assert main(args) == 0
+    method = RunFolder(out).method("AdLaLa")
+    assert torch.load(method.previous_checkpoint_path, weights_only=True)["step"] == 40
+    method.checkpoint_path.write_bytes(method.checkpoint_path.read_bytes()[:1000])
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0  # trains AdLaLa again from step 40
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert err == [f"thermotrain: warning: {method.checkpoint_path} is unreadable "
+                   "(PytorchStreamReader failed reading zip archive: failed finding central "
+                   "directory); resuming from checkpoint.prev.pt (the unreadable file is kept "
+                   "as checkpoint.corrupt.pt)"]
+    assert torch.load(method.checkpoint_path, weights_only=True)["done"]

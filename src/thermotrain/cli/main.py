@@ -60,6 +60,20 @@ def _error(message: object) -> None:
     print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Show warnings as ``thermotrain: warning: ...`` lines (e.g. a corrupt checkpoint that
+    was skipped, docs/runs.md), not Python's two-line file:line form."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{PROG}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``thermotrain`` command."""
     parser = _Parser(prog=PROG, description="Thermodynamic training of neural networks: "
@@ -290,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2, already printed)
         return int(exc.code or 0)
     try:
-        return int(args.func(args))
+        with _one_line_warnings():
+            return int(args.func(args))
     except (UsageError, ConfigError, RunError, ReportError, UnknownDatasetError,
             DatasetNotFoundError) as exc:
         _error(exc)

@@ -45,6 +45,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -95,7 +96,9 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc).strip().splitlines()
-    return (text[0][:160] if text else "") or type(exc).__name__
+    # torch's reasons start with "[enforce fail at FILE:LINE] . " and run on for sentences
+    first = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text[0]) if text else ""
+    return first.split(". ")[0][:160] or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -263,7 +266,9 @@ class MethodFolder:
         """The latest readable checkpoint, ``None`` if the method has none.
 
         An unreadable ``checkpoint.pt`` (truncated, corrupt) is reported in one
-        :class:`CheckpointWarning` line naming it, and ``checkpoint.prev.pt`` is used.
+        :class:`CheckpointWarning` line naming it, moved aside to ``checkpoint.corrupt.pt``
+        (so that the next save keeps the good previous one), and ``checkpoint.prev.pt`` is
+        used.
 
         Raises:
             RunError: no checkpoint is readable (names the file)."""
@@ -280,8 +285,13 @@ class MethodFolder:
                 failed.append(f"{path} is unreadable ({_reason(exc)})")
                 continue
             if path != self.checkpoint_path:
-                first = failed[0] if failed else f"{self.checkpoint_path} is missing"
-                warnings.warn(f"{first}; resuming from {path.name}", CheckpointWarning,
+                first, kept = f"{self.checkpoint_path} is missing", ""
+                if failed:  # set it aside: the next save must not rotate it into .prev
+                    first, corrupt = failed[0], self.path / "checkpoint.corrupt.pt"
+                    with contextlib.suppress(OSError):
+                        os.replace(self.checkpoint_path, corrupt)
+                        kept = f" (the unreadable file is kept as {corrupt.name})"
+                warnings.warn(f"{first}; resuming from {path.name}{kept}", CheckpointWarning,
                               stacklevel=2)
             return obj
         if len(failed) == 1:
