@@ -180,4 +180,5 @@ def test_two_node_cluster_runs_cells_on_both_nodes(tiny_study, tmp_path: Path):
     for name, m in ref["methods"].items():
         assert summary["methods"][name]["test_accuracy_mean"] == pytest.approx(
             m["test_accuracy_mean"], abs=1e-6)
-    assert "| AdLaLa |" in write_report(tmp_path / "ray").read_text()
+    text = write_report(tmp_path / "ray").read_text()
+    assert "| AdLaLa |" in text and "Trained as 4 ray cells on 2 node(s)" in text

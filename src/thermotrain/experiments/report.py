@@ -256,6 +256,10 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Pat
         lines.append(f"| {name} | {m['optimizer']} | {hp} | "
                      f"{_pct(m.get('train_accuracy_mean'))} ± "
                      f"{_pct(m.get('train_accuracy_std'))} | {rate_text} |")
+    cells = [c for m in summary["methods"].values() for c in m.get("ray_cells") or []]
+    if cells:
+        lines += ["", f"Trained as {len(cells)} ray cells on {len({c['node'] for c in cells})} "
+                  "node(s) (`summary.json` ray_cells)."]
     notes = [(n, m["paper"]["note"]) for n, m in summary["methods"].items()
              if m.get("paper") and m["paper"].get("note")]
     if notes:
