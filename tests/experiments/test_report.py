@@ -196,3 +196,18 @@ def test_report_of_a_really_diverging_study(tmp_path: Path):
     text = write_report(tmp_path / "run").read_text()
     assert f"| 3 ({n} diverged) |" in text
     assert f"- SGD: {n} of 3 members diverged (seed " in text
+
+
+def test_docs_runs_examples_run(finished_run):
+    """The Python examples of docs/runs.md run as written on a finished run folder."""
+    import re
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "runs.md"
+    blocks = re.findall(r"```python\n(.*?)```", docs.read_text(), flags=re.S)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    for block in blocks:
+        code = block.replace('"runs/fig4"', repr(str(finished_run)))
+        exec(compile(code, str(docs), "exec"), namespace)  # noqa: S102
+    assert set(namespace["final"]["method"]) == {"AdLaLa", "Adam"}
+    assert namespace["net"].ensemble_size == 2 and namespace["first"].ensemble_size is None
