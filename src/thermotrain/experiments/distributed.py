@@ -8,7 +8,7 @@ snapshots and final parameters into the same run folder layout as a local run
 (``config.json``, ``metrics.csv``, ``summary.json``, ``methods/<method>/snapshots.pt`` and a
 finished ``methods/<method>/checkpoint.pt`` with the final parameters of all seeds), so
 ``thermotrain report`` works unchanged. Every file is read and written through
-:mod:`.run_folder` (workers and driver alike); the driver holds the folder's lock
+:mod:`.run_folder` (workers and driver alike; docs/runs.md); the driver holds the folder's lock
 (:meth:`~.run_folder.RunFolder.lock`) for the whole run. Cells are spread over the nodes
 (ray's ``SPREAD`` scheduling); the node id of every cell is recorded in ``summary.json``
 (``methods.<name>.ray_cells``: part, seeds, node, seconds).
