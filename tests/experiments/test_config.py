@@ -273,6 +273,11 @@ def test_a_file_stem_that_is_not_a_slug_is_rejected(tmp_path: Path):
          "adaptive_layers must list layer indices in [0, 3)"),
         ({"hidden": [8]}, {"optimizer": "adlala", "friction": -1.0}, "friction must be >= 0"),
         ({"hidden": [8]}, {"optimizer": "adam", "betas": [0.9, 1.5]}, "beta"),
+        # torch cannot turn 1e308 into a float32 step: it failed at the first step, after
+        # the methods before it had trained
+        ({"hidden": [8]}, {"optimizer": "lala", "lr": 1e308}, "lr must be a finite number"),
+        ({"hidden": [8]}, {"optimizer": "adlala", "temperature": [1e-4, 1e39]},
+         "temperature must be a number or a non-empty list"),
     ],
 )
 def test_method_model_mismatch_is_rejected_at_load_time(model, method, fragment):

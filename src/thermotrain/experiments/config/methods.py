@@ -147,18 +147,29 @@ def make_optimizer(kind: str, hyperparameters: Mapping[str, Any], model: torch.n
 
 
 # --------------------------------------------------------------------------- parsing
+#: hyperparameters meet float32 tensors: beyond this magnitude torch cannot convert them
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _number(v: object) -> bool:
+    return is_real(v) and abs(v) <= FLOAT32_MAX
+
+
 def _check_value(w: Where, key: str, kind: str, v: object) -> Any:
     if kind == "number":
-        if not is_real(v):
-            raise w.fail(key, f"must be a finite number, got {v!r}")
+        if not _number(v):
+            raise w.fail(key, f"must be a finite number with |value| <= {FLOAT32_MAX:.4g} "
+                              f"(float32), got {v!r}")
         return float(v)
     if kind == "numbers":
         if isinstance(v, list):
-            if not v or not all(is_real(x) for x in v):
-                raise w.fail(key, f"must be a number or a non-empty list of numbers, got {v!r}")
+            if not v or not all(_number(x) for x in v):
+                raise w.fail(key, f"must be a number or a non-empty list of numbers with "
+                                  f"|value| <= {FLOAT32_MAX:.4g}, got {v!r}")
             return [float(x) for x in v]
-        if not is_real(v):
-            raise w.fail(key, f"must be a number or a list of numbers, got {v!r}")
+        if not _number(v):
+            raise w.fail(key, f"must be a number or a list of numbers with |value| <= "
+                              f"{FLOAT32_MAX:.4g}, got {v!r}")
         return float(v)
     if kind == "indices":
         if not isinstance(v, list) or not v or not all(is_int(x) for x in v):
