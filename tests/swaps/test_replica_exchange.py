@@ -71,6 +71,7 @@ def test_without_exchange_the_coldest_rung_stays_in_its_well():
 
 
 def test_exchange_moves_parameters_momenta_and_thermostats_between_members():
+    """Parameters and ξ move bit for bit; momenta move and are rescaled."""
     net = MLP([2, 5, 1], ensemble=4, seed=0)
     x, y = torch.randn(20, 2), torch.randint(0, 2, (20,))
     opt = tt.AdLaLa(net, lr=0.1, ensemble_dim=0, seed=0)
@@ -89,8 +90,13 @@ def test_exchange_moves_parameters_momenta_and_thermostats_between_members():
     order = torch.tensor([1, 0, 3, 2])
     for p, b in zip(net.parameters(), before, strict=True):
         assert torch.equal(p, b[order])
+    # momenta arrive rescaled to the receiver's temperature: p·√(τ_k/τ_from) (AdLaLa's
+    # Langevin layer; momenta of every group are the samplers' "momentum" state)
+    temps = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    scale = (temps / temps[order]).sqrt()
     for m, b in zip([m for group in opt.momenta() for m in group], mom, strict=True):
-        assert torch.equal(m, b[order])
+        expect = b[order] * scale.reshape(-1, *[1] * (b.dim() - 1)).to(b.dtype)
+        torch.testing.assert_close(m, expect, rtol=1e-6, atol=0)
     new_xi = [t for group in opt.thermostats() for t in group if t is not None]
     assert new_xi and all(torch.equal(t, b[order]) for t, b in zip(new_xi, xi, strict=True))
     assert rex.walker.tolist() == [1, 0, 3, 2]
@@ -142,3 +148,29 @@ def test_bad_arguments(kwargs, match):
 def test_parameters_must_have_the_ladder_size():
     with pytest.raises(ValueError, match="K = 3"):
         ReplicaExchange([torch.zeros(2, 4)], [1.0, 2.0, 3.0])
+
+
+def test_baoab_with_per_member_temperatures_and_exchange_crosses_the_barrier():
+    """The library's BAOAB with a (K,) temperature as the rung sampler: with exchanges the
+    coldest rung visits both wells; ⟨θ²⟩ per rung within BAOAB's O(h²) bias (h = 0.05: a
+    few 1e-3 here) plus 5 standard errors of the quadrature value."""
+    ladders, temps = 100, torch.tensor([LADDER] * 100, dtype=torch.float64)
+    theta = torch.ones(temps.numel(), 1, dtype=torch.float64, requires_grad=True)
+    opt = tt.BAOAB([theta], lr=0.05, friction=1.0, temperature=temps.reshape(-1),
+                   ensemble_dim=0, seed=0)
+    rex = ReplicaExchange(opt, temps, energy=lambda: _u(theta.detach()[:, 0]), seed=0)
+    samples = []
+    for step in range(3000):
+        opt.zero_grad()
+        _u(theta[:, 0]).sum().backward()
+        opt.step()
+        rex.step()
+        if step >= 500:
+            samples.append(theta.detach()[:, 0].reshape(ladders, -1).clone())
+    s = torch.stack(samples)
+    right = (s > 0).double().mean(0)                   # (L, R) per-ladder fractions
+    assert 0.3 < float(right[:, 0].mean()) < 0.7
+    x2 = s.square().mean(0)
+    for r, temp in enumerate(LADDER):
+        se = float(x2[:, r].std()) / ladders**0.5
+        assert abs(float(x2[:, r].mean()) - _exact(temp, lambda v: v * v)) < 5 * se + 5e-3

@@ -76,7 +76,7 @@ def test_swap_speedup_quick(tmp_path):
     assert _run("swap-speedup", out) == 0
     summary = _check_folder(out)
     names = {(c["dataset"], c["model"], c["protocol"]) for c in summary["cells"]}
-    assert ("colorized-mnist", "cnn", "1SA") in names
+    assert ("colorized-mnist-cnn", "cnn", "1SA") in names
     assert ("fashion-mnist", "mlp", "rows-greedy") in names
 
 

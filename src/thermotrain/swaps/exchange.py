@@ -5,7 +5,8 @@ K ensemble members are laid out as L independent ladders of R rungs at temperatu
 :math:`\tau_k` (a per-member hyperparameter of the sampler). Every ``every`` steps
 neighbouring rungs :math:`(i, i+1)` of each ladder propose to exchange their
 *configurations* — parameters and every per-member optimizer state tensor (momenta, the
-thermostat ξ, Adam's moments) — accepted with
+thermostat ξ, Adam's moments; the samplers' momenta rescaled by √(τ_new/τ_old), Sugita &
+Okamoto 1999, so they are thermal at their new temperature) — accepted with
 
 .. math::
     \alpha = \min\Bigl(1, \exp\bigl[(\tfrac1{\tau_i} - \tfrac1{\tau_{i+1}})
@@ -43,7 +44,7 @@ __all__ = ["ReplicaExchange"]
 
 
 class ReplicaExchange(Hook):
-    """Replica exchange between the members of an ensemble.
+    r"""Replica exchange between the members of an ensemble.
 
     Args:
         optimizer: the ensemble's optimizer (its parameters and per-member state are
@@ -58,6 +59,11 @@ class ReplicaExchange(Hook):
         correction: ``None`` or ``"deng"`` (see the module docstring).
         members: ``(L, R)`` member indices of the ladders (default ``arange(K)`` row-major).
         ensemble_dim: the ensemble axis of the parameters (thermotrain ensembles: 0).
+        rescale_momenta: multiply the samplers' momenta a member receives by
+            :math:`\sqrt{\tau_k/\tau_{\text{from}}}` (Sugita & Okamoto 1999), so the kinetic
+            energy is thermal at the new temperature and the potential-only acceptance stays
+            exact for the joint (θ, p) law. (The stored momenta lag by the pending half kick,
+            SPEC §2, an O(h) difference.) Other state (ξ, Adam's moments) is moved as is.
         name: hook name.
 
     Example:
@@ -72,7 +78,7 @@ class ReplicaExchange(Hook):
                  temperatures: Tensor | Iterable[float], energy: Callable[[], Any] | None = None,
                  *, every: int = 1, seed: int = 0, correction: str | None = None,
                  members: Tensor | None = None, ensemble_dim: int = 0,
-                 name: str = "replica_exchange"):
+                 rescale_momenta: bool = True, name: str = "replica_exchange"):
         temps = torch.as_tensor(temperatures, dtype=torch.float64)
         if temps.dim() == 1:
             temps = temps[None]
@@ -111,6 +117,7 @@ class ReplicaExchange(Hook):
                                  f"{ensemble_dim} (the ladder size), got {shape}")
         self.params, self.dim, self.size = params, ensemble_dim, k
         self.energy, self.every, self.name = energy, every, name
+        self.rescale_momenta = bool(rescale_momenta)
         self.generator = make_generator(seed)
         self.rounds = 0
         self.attempts = torch.zeros(n_lad, rungs - 1, dtype=torch.int64)
@@ -127,6 +134,18 @@ class ReplicaExchange(Hook):
         self.round_trips += trip.to(torch.int64)
         self.last_end[cold] = 0
         self.last_end[hot] = torch.where(self.last_end[hot] == 0, 1, self.last_end[hot])
+
+    def _rescale(self, order: Tensor) -> None:
+        """p_k ← p_k·√(τ_k/τ_from) for the samplers' momenta (Sugita–Okamoto): the momenta a
+        member receives are thermal at the sender's temperature."""
+        temps = self.member_temperatures
+        scale = (temps / temps[order]).sqrt()
+        for p in self.params:
+            m = self.optimizer.state.get(p, {}).get("momentum") if self.optimizer else None
+            if isinstance(m, Tensor) and m.shape == p.shape:
+                shape = [1] * m.dim()
+                shape[self.dim] = self.size
+                m.mul_(scale.to(m.device, m.dtype).reshape(shape))
 
     @property
     def member_temperatures(self) -> Tensor:
@@ -174,6 +193,8 @@ class ReplicaExchange(Hook):
                 for p in self.params:   # momenta, thermostats ξ, Adam's moments
                     permute_optimizer_state(self.optimizer, p, order.to(p.device), self.dim,
                                             ensemble_dim=self.dim)
+                if self.rescale_momenta:
+                    self._rescale(order)
             self.walker = self.walker[order]
         self.attempts[:, first] += 1
         self.accepts[:, first] += accept.to(torch.int64)
