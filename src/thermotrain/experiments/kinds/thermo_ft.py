@@ -102,7 +102,9 @@ def cheap_check(ness: thermo.GaussianNESS, grad: Callable[[Tensor, Tensor], Tens
     """SPEC §5's cheap exact check: w ~ N(w*, Σ), one WR step each; ⟨e^{−σ}⟩ and ⟨σ⟩."""
     n = batches.members
     w = torch.from_numpy(ness.sample(n, np.random.default_rng(seed)))
-    w_new = w - lr * grad(w, batches.next())
+    idx, chunk = batches.next(), 50_000
+    w_new = torch.cat([wc - lr * grad(wc, ic) for wc, ic in zip(w.split(chunk), idx.split(chunk),
+                                                                strict=True)])
     s = ness.entropy_production(w.numpy(), w_new.numpy())
     e = np.exp(-s)
     return {"samples": n, "exp_minus_sigma": float(e.mean()),
@@ -115,7 +117,9 @@ def one_step_check(per_sample: Tensor, d: np.ndarray, lr: float, batches: Ensemb
                    ) -> dict[str, float]:
     """½Cov(Δw) of many one-step WR updates from one point against D."""
     idx = batches.next()
-    dw = (-lr * per_sample[idx].mean(1)).numpy()
+    dw = np.concatenate([(-lr * per_sample[part].mean(1)).numpy()  # chunks bound the memory
+                         for part in idx.split(max(1, 2**24 // (idx.shape[1]
+                                                               * per_sample.shape[1])))])
     est = 0.5 * np.cov(dw.T)
     return {"samples": int(dw.shape[0]),
             "frobenius_relative_error": float(np.linalg.norm(est - d) / np.linalg.norm(d)),
