@@ -143,6 +143,15 @@ def test_failing_torch_save_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch
     with pytest.raises(RunError, match=r"^cannot write .*checkpoint\.pt: PytorchStreamWriter "
                                        r"failed writing file data/0: file write failed$"):
         method.save_checkpoint({"step": 2})
+    assert _temp_files(tmp_path) == []
+
+    def interrupted(obj, f):  # Ctrl-C in the middle of a write
+        f.write(b"PK\x03\x04")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        method.save_checkpoint({"step": 3})
     monkeypatch.undo()
     assert _temp_files(tmp_path) == []
     assert method.load_checkpoint() == {"step": 1}

@@ -117,9 +117,10 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None],
             os.replace(path, keep_previous)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as RuntimeError
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise RunError(f"cannot write {path}: {_reason(exc)}") from None
+    finally:  # also after a KeyboardInterrupt: no temporary file is left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
