@@ -35,6 +35,10 @@ The loop state a hook sees (:class:`thermotrain.training.LoopState`) has at leas
 ``log(metric, value,   record a metric at the current step: ``value`` a float (one row) or
 split="train")``       a ``(K,)`` tensor (one row per member)
 ``stop()``             ask the loop to end after this step
+``rows``               the metric rows so far, ``(study, method, seed, step, split, metric,
+                       value)`` (the long format of ``metrics.csv``)
+``diverged``           bool ``(K,)``: members marked diverged (:class:`~.guard.DivergenceGuard`)
+``eval_steps``         the steps at which the loop evaluates
 =====================  ====================================================================
 
 Example — a hook that logs the squared norm of the first parameter every 10 steps::
