@@ -3,6 +3,7 @@ without exchanges, against AdLaLa; plus the exact 1-D double-well check (SPEC §
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +191,17 @@ def report(out: Path) -> Path:
     fig, axes = plt.subplots(1, len(temps), figsize=(3.2 * len(temps), 3), sharey=False)
     grid = np.linspace(-2, 2, 61)
     centres = 0.5 * (grid[1:] + grid[:-1])
+    try:
+        barrier = float(json.loads((Path(out) / "config.json").read_text())
+                        ["double_well"]["barrier"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise common.ReportError(f"{out}/config.json is missing or corrupt") from None
+    fine = np.linspace(-2, 2, 400)
     for r, (ax, t) in enumerate(zip(axes, temps, strict=True)):
         for well in summary["double_well"]:
             ax.step(centres, well["hist"][r], where="mid", label=well["sampler"])
+        dens = np.exp(-barrier * (fine**2 - 1) ** 2 / t)
+        ax.plot(fine, dens / np.trapezoid(dens, fine), "k--", lw=0.8, label="exact")
         ax.set_title(f"τ = {t:g}")
         ax.set_xlabel("θ")
     axes[0].legend(fontsize=8)
