@@ -156,3 +156,20 @@ def test_effective_loss_minimum_moves_by_the_checked_amount(ft):
     shift = float((w_eff - ft.w_min).norm() / ft.w_min.norm())
     assert shift == pytest.approx(4.1e-5, rel=0.02)
     assert float(torch.func.grad(f)(w_eff).norm()) < 1e-8
+
+
+def test_cheap_ift_check_on_the_authors_system(ft, one_thread):
+    """SPEC §5: w ~ N(w*, Σ), one WR step each, 4e5 samples: ⟨e^{−σ}⟩ = 1 within 4 s.e.
+    (s.e. ≈ 4e-5) and ⟨σ⟩ within 4 s.e. (≈ 4e-5, 13 %) of the theory's 3.12195e-4."""
+    g, h, _ = _ft_quantities(ft)
+    ness = thermo.GaussianNESS(h, thermo.minibatch_diffusion(g, LR, BATCH_SIZE), LR,
+                               mean=ft.w_min)
+    m = 400_000
+    w = torch.from_numpy(ness.sample(m, np.random.default_rng(5)))
+    idx = EnsembleBatches(ft.n, BATCH_SIZE, m, replacement=True, seed=6).next()
+    w_next = w - LR * ft.batch_gradient(w, idx)
+    s = ness.entropy_production(w.numpy(), w_next.numpy())
+    e = np.exp(-s)
+    assert abs(e.mean() - 1) < 4 * e.std() / np.sqrt(m)
+    assert abs(s.mean() - ness.mean_entropy_production) < 4 * s.std() / np.sqrt(m)
+    assert s.std() == pytest.approx(0.025, rel=0.1)  # SPEC: σ's per-step sd ≈ 0.025
