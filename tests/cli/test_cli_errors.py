@@ -68,6 +68,13 @@ def _files(root: Path) -> list[str]:
         (["--set", "name=../../escaped"], "letters, digits"),
         (["--log", "xml"], "--log must be one of csv, tensorboard"),
         (["--log", "csv,xml"], "got 'xml'"),
+        (["--out="], "--out must not be empty"),
+        (["--data-dir", " "], "--data-dir must not be empty"),
+        (["--methods", ","], "--methods needs at least one method name"),
+        (["--set", "=5"], "bad key ''"),
+        (["--set", "methods.Adam.sweep=5"], "[methods.Adam] sweep must be a table"),
+        (["--set", "methods.AdLaLa.sweep.noise=[]"], "sweep.noise must be a non-empty list"),
+        (["--set", "methods.AdLaLa.lr=1e308"], "lr must be a finite number"),
     ],
 )
 def test_bad_run_arguments_exit_2_before_anything_runs(extra, fragment, study, in_tmp, capsys):

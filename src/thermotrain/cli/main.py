@@ -194,6 +194,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.address and args.backend != "ray":
         raise UsageError("--address only applies to --backend ray")
     loggers = _loggers(args.log)
+    for flag, value in (("--out", args.out), ("--data-dir", args.data_dir)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} must not be empty (got {value!r}); give a folder")
     path = find_study(args.study)
     from ..experiments.config import read_toml
 
