@@ -198,3 +198,18 @@ def test_bad_arguments_name_the_value(kwargs, match):
 def test_greedy_without_energy_is_an_error():
     with pytest.raises(ValueError, match="needs an energy"):
         ParameterSwap(_net(), acceptance="greedy").apply()
+
+
+def test_metropolis_uses_per_member_temperatures():
+    """τ = 0 for the first half of the members (greedy), τ huge for the rest (always)."""
+    net, (x, y) = _net(k=8), _data()
+    energy = lambda: ensemble_loss(net(x), y)  # noqa: E731
+    temps = torch.tensor([0.0] * 4 + [1e9] * 4)
+    swap = ParameterSwap(net, kind="rows", acceptance="metropolis", temperature=temps,
+                         energy=energy, seed=4)
+    for _ in range(40):
+        before = energy()
+        accepted = swap.apply()
+        delta = energy() - before
+        assert bool((delta[:4] <= 0).all())
+        assert bool(accepted[4:].all())
