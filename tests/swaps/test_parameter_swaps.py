@@ -213,3 +213,20 @@ def test_metropolis_uses_per_member_temperatures():
         delta = energy() - before
         assert bool((delta[:4] <= 0).all())
         assert bool(accepted[4:].all())
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_unit_swap_is_exact_for_cnn_channels(layer):
+    """conv → conv (unit = a channel and its kh·kw inputs) and conv → flattening head (its
+    H'·W' block of features): outputs unchanged up to float64 summation order."""
+    from thermotrain.models import CNN
+
+    net = CNN((2, 8, 8), 3, channels=(3, 4), kernel_size=3, ensemble=2, seed=0,
+              dtype=torch.float64)
+    x = torch.rand(5, 2, 8, 8, dtype=torch.float64)
+    before = net(x)
+    rows = ParameterSwap(net, kind="rows", layer=layer, seed=1)
+    ParameterSwap(net, kind="units", layer=layer, pairs=1, seed=1).propose().apply()
+    torch.testing.assert_close(net(x), before, rtol=0, atol=1e-12)
+    rows.propose().apply()                               # a real move changes the outputs
+    assert (net(x) - before).abs().max() > 1e-6
