@@ -311,6 +311,8 @@ static void normal_f64(double *restrict out, int64_t n, uint64_t key, uint64_t d
  * segments (one parallel pass each); p.p is summed per tile in float64 and reduced in a fixed
  * order, so results do not depend on the thread count. A row with skip[r] != 0 is not
  * touched. rowok[r] = 0 when a value of member r written by this call is not finite.
+ * Returns 1 (all finite), 0 (some row not finite), 2 (screen: a gradient row is not finite,
+ * nothing written), -1 (no memory), -2 - i (job i does not fit), -100 - o (bad op o).
  * ------------------------------------------------------------------------------------- */
 /* finiteness by the exponent bits: -ffast-math lets the compiler assume isfinite() is true */
 static inline int finite_f32(float x) {
@@ -354,7 +356,8 @@ DEFINE_SUMSQ(double, sumsq_f64)
 __attribute__((noinline)) static double exp_scalar(double x) { return exp(x); }
 #pragma GCC pop_options
 
-#define DEFINE_SEGMENT_TILE(T, NAME, isfinite, SUMSQ)                                                 \
+/* A segment's ops on one tile, op after op, each a vector loop over the tile (in cache). */
+#define DEFINE_SEGMENT_TILE(T, NAME, isfinite, SUMSQ)                                          \
   static int NAME(const int *ops, int o0, int o1, const double *coef, int64_t K, int64_t r,  \
                   T *restrict th, T *restrict p, const T *restrict g, int64_t m,             \
                   const T *const *z, const T *cf, double *sum) {                             \
@@ -518,7 +521,7 @@ int tt_program(int64_t count, void *const *theta, void *const *p, void *const *g
     }
     if (!all) {
       free(tileok);
-      return 0;
+      return 2; /* a gradient is not finite: nothing written */
     }
   }
   /* short rows (an ensemble of small tensors): every draw's noise for them first, many rows

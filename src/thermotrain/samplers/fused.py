@@ -26,7 +26,8 @@ from torch import Tensor
 from .philox import Keys, _array, _library, kernel_available
 from .reference import GroupView
 
-__all__ = ["supports", "run", "OPCODES", "ProgramError"]
+__all__ = ["supports", "problem", "signature", "run", "finite_members", "OPCODES",
+           "ProgramError"]
 
 #: op codes of ``tt_program`` (``_philox.c``)
 OPCODES = {"A": 0, "B": 1, "O": 2, "R": 3, "C": 4, "D": 5, "E": 6, "G": 7, "W": 8}
@@ -37,22 +38,32 @@ class ProgramError(ValueError):
     """A tensor of the group does not fit the kernel (raised before anything is written)."""
 
 
-_SUPPORTED: dict[tuple, bool] = {}
+_PROBLEMS: dict[tuple, str | None] = {}
 
 
-def supports(view: GroupView, members: int) -> bool:
-    """Whether the kernel can take this group: CPU float32/float64 tensors of one dtype,
-    contiguous, gradients and momenta shaped like their parameters, the ensemble axis (if any)
-    leading. (Cached per set of tensors and storages: a step reuses its tensors.)"""
-    key = (members, kernel_available(),
-           *((id(t), t.data_ptr(), t.shape) for t in (*view.params, *view.grads, *view.momenta,
-                                                      *view.xis)))
-    hit = _SUPPORTED.get(key)
-    if hit is None:
-        if len(_SUPPORTED) > 1024:
-            _SUPPORTED.clear()
-        hit = _SUPPORTED[key] = kernel_available() and _problem(view, members) is None
+def signature(view: GroupView, members: int) -> tuple:
+    """What the kernel's checks and argument arrays depend on: the tensors, their storages
+    and shapes (a step reuses its tensors, so the checks run once per set of tensors)."""
+    return (members, *((id(t), t.data_ptr(), t.shape) for t in (
+        *view.params, *view.grads, *view.momenta, *view.xis)))
+
+
+def problem(view: GroupView, members: int, sig: tuple | None = None) -> str | None:
+    """Why the kernel cannot take this group (``None``: it can): it takes CPU float32/float64
+    tensors of one dtype, contiguous, gradients and momenta shaped like their parameters, the
+    ensemble axis (if any) leading. Cached per :func:`signature`."""
+    sig = signature(view, members) if sig is None else sig
+    if sig in _PROBLEMS:
+        return _PROBLEMS[sig]
+    if len(_PROBLEMS) > 1024:
+        _PROBLEMS.clear()
+    hit = _PROBLEMS[sig] = _problem(view, members)
     return hit
+
+
+def supports(view: GroupView, members: int, sig: tuple | None = None) -> bool:
+    """Whether the compiled kernel is available and can take this group."""
+    return kernel_available() and problem(view, members, sig) is None
 
 
 def _problem(view: GroupView, members: int) -> str | None:
@@ -112,20 +123,22 @@ def pack_program(ops: Sequence[tuple], members: int) -> tuple:
     return len(ops), codes, draws, _array(ctypes.c_double, coef)
 
 
-def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple, offsets: Sequence[Sequence[int]],
-        keys: Keys, draw: int, members: int, skip: Tensor | None, screen: bool,
-        cache: dict) -> tuple[int, list[bool]]:
+def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
+        offsets: Sequence[Sequence[int]], keys: Keys, draw: int, members: int,
+        skip: Tensor | None, screen: bool, cache: dict,
+        sig: tuple | None = None) -> tuple[int, list[bool]]:
     """Run the program on the group. Returns ``(status, member ok)``: status 1 if every value
-    written is finite, 0 if not (with ``screen`` and a non-finite gradient: nothing written).
+    written is finite, 0 if not, 2 if ``screen`` found a non-finite gradient (nothing
+    written).
     Raises :class:`ProgramError` for a tensor the kernel cannot take."""
     lib = _library()
     if lib is None:
         raise RuntimeError("the fused kernels need the compiled Philox kernel")
-    problem = _problem(view, members)
-    if problem is not None:
-        raise ProgramError(f"the fused kernel cannot take {problem}")
-    sig = ("program", members, tuple((t.data_ptr(), t.numel()) for t in (
-        *view.params, *view.grads, *view.momenta, *view.xis)), tuple(map(tuple, offsets)))
+    sig = signature(view, members) if sig is None else sig
+    why = problem(view, members, sig)
+    if why is not None:
+        raise ProgramError(f"the fused kernel cannot take {why}")
+    sig = (sig, tuple(map(tuple, offsets)))
     tensors = cache.get(sig)
     if tensors is None:
         if len(cache) > 256:
@@ -154,6 +167,9 @@ def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple, offsets: Seque
     return status, [bool(x) for x in rowok]
 
 
+_SCREENS: dict[tuple, tuple | None] = {}
+
+
 def finite_members(tensors: Sequence[Tensor], members: int) -> list[bool] | None:
     """Per member, whether every entry of ``tensors`` (contiguous CPU float32/float64 of one
     dtype, members on a leading axis) is finite, in one parallel pass of the kernel; ``None``
@@ -161,19 +177,29 @@ def finite_members(tensors: Sequence[Tensor], members: int) -> list[bool] | None
     lib = _library()
     if lib is None or not tensors:
         return None
+    key = (members, *((id(t), t.data_ptr(), t.shape) for t in tensors))
+    args = _SCREENS.get(key, False)
+    if args is False:
+        if len(_SCREENS) > 256:
+            _SCREENS.clear()
+        args = _SCREENS[key] = _screen_args(tensors, members)
+    if args is None:
+        return None
+    rowok = (ctypes.c_int32 * members)()
+    status = lib.tt_finite_rows(*args[:-1], members, rowok, args[-1])
+    if status < 0:
+        raise ValueError("the finiteness screen rejected a tensor")
+    return [bool(x) for x in rowok] if status == 0 else [True] * members
+
+
+def _screen_args(tensors: Sequence[Tensor], members: int) -> tuple | None:
     dtype = tensors[0].dtype
     if dtype not in (torch.float32, torch.float64) or any(
             t.device.type != "cpu" or t.dtype != dtype or not t.is_contiguous()
             or t.numel() % members for t in tensors):
         return None
     n = [t.numel() // members for t in tensors]
-    rowok = (ctypes.c_int32 * members)()
-    ptrs = _array(ctypes.c_void_p, (t.data_ptr() for t in tensors))
-    status = lib.tt_finite_rows(len(tensors), ptrs,
-                                _array(ctypes.c_int64, [members] * len(tensors)),
-                                _array(ctypes.c_int64, n), _array(ctypes.c_int64, n),
-                                _array(ctypes.c_int64, (t.numel() for t in tensors)), members,
-                                rowok, int(dtype == torch.float64))
-    if status < 0:
-        raise ValueError("the finiteness screen rejected a tensor")
-    return [bool(x) for x in rowok]
+    return (len(tensors), _array(ctypes.c_void_p, (t.data_ptr() for t in tensors)),
+            _array(ctypes.c_int64, [members] * len(tensors)), _array(ctypes.c_int64, n),
+            _array(ctypes.c_int64, n), _array(ctypes.c_int64, (t.numel() for t in tensors)),
+            int(dtype == torch.float64))

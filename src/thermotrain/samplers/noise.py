@@ -133,6 +133,10 @@ class NoiseSource:
     def members(self) -> int:
         return len(self.seeds)
 
+    def peek(self) -> int:
+        """The index the next :meth:`advance` returns (a step uses it before it lands)."""
+        return self._draws
+
     def advance(self) -> int:
         """Reserve the next draw of a counter-based (``"philox"``) source; returns its index."""
         if self._keys is None:

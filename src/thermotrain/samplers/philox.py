@@ -1,9 +1,10 @@
-r"""Counter-based Gaussian noise: Philox4x32-10 with Box–Muller (``rng="philox"``).
+r"""Counter-based Gaussian noise: Philox4x32-10 with Box–Muller (``rng="philox"``, the
+samplers' default, SPEC §0).
 
-The samplers' default noise comes from torch's CPU generator (mt19937, SPEC §0), which makes
-about one normal per 3.5 ns on one core — as much time as a whole Adam step at 10M parameters.
-This module offers a second, opt-in source that is about twice as fast per core and has
-no state beyond the member's seed and a draw counter:
+torch's CPU generator (mt19937, ``rng="torch"``) makes about one normal per 3.5 ns on one
+core — as much time as a whole Adam step at 10M parameters. This stream is about twice as fast
+per core, is made inside the fused step kernel where it is used (never stored), and has no
+state beyond the member's seed and a draw counter:
 
     entry i of draw d of the stream with key s is a pure function f(s, d, i).
 
@@ -30,6 +31,12 @@ glibc's vector ``log``/``sin``. Everything else (other devices, dtypes, no compi
 integer ops. The two give the same Philox words bit for bit; the normals agree to a few
 units in the last place (different ``log``/``sin`` implementations), so a run is
 bit-reproducible on one machine but not across the two implementations.
+
+**Devices.** The kernel is CPU only. On other devices (CUDA, MPS) the stream is made by
+:func:`philox_normal_reference` in torch integer ops on that device — the same definition,
+so the same Philox words; there is no Triton kernel yet. Nothing here has been run on a GPU
+(none was available): the reference is tested on the CPU against the kernel and the
+known-answer vectors.
 """
 
 from __future__ import annotations

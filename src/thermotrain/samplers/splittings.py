@@ -168,10 +168,15 @@ class Scheme:
     @property
     def draws(self) -> int:
         """Noise draws per step (the noise layout reserves this many per tensor)."""
-        return sum(1 for op in merge(_symbolic(self.splitting)) if op[0] in NOISE)
+        hit = _DRAWS.get(self.word)
+        if hit is None:
+            hit = _DRAWS[self.word] = sum(1 for op in merge(_symbolic(self.splitting))
+                                          if op[0] in NOISE)
+        return hit
 
 
 _CACHE: dict[str, Splitting] = {}
+_DRAWS: dict[str, int] = {}
 
 
 def _compiled(word: str) -> Splitting:
