@@ -1,8 +1,8 @@
 r"""The ``[[methods]]`` schema, derived from one registry of optimizers.
 
 :func:`optimizer_registry` maps each ``optimizer = "..."`` name of a study file to a class:
-the samplers' presets (``thermotrain.samplers.PRESETS`` when the samplers package provides it,
-else its preset classes) plus ``sgd`` / ``adam`` from :mod:`torch.optim`. The hyperparameters
+the samplers' presets (``thermotrain.samplers.PRESETS``) plus ``sgd`` / ``adam`` from
+:mod:`torch.optim`. The hyperparameters
 a study may set, and their defaults, are read from each class's signature
 (:func:`inspect.signature`): every positional-or-keyword argument after the first (``params``
 or ``model``) that has a default. Adding a method is one registry entry; nothing here copies
@@ -66,12 +66,9 @@ class Hyperparameter:
 
 
 def optimizer_registry() -> dict[str, type]:
-    """``optimizer = NAME`` → class: the samplers' presets and torch's SGD and Adam."""
-    presets = getattr(samplers, "PRESETS", None)
-    if not isinstance(presets, Mapping):  # until the samplers package exports PRESETS
-        presets = {cls.__name__: cls for cls in (samplers.AdLaLa, samplers.LOL, samplers.LaLa,
-                                                 samplers.BAOAB, samplers.SGLD)}
-    registry = {str(name).lower(): cls for name, cls in presets.items()}
+    """``optimizer = NAME`` → class: the samplers' presets (:data:`thermotrain.samplers.PRESETS`,
+    read at each call) and torch's SGD and Adam."""
+    registry = {str(name).lower(): cls for name, cls in samplers.PRESETS.items()}
     registry.setdefault("sgd", torch.optim.SGD)
     registry.setdefault("adam", torch.optim.Adam)
     return registry
