@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     p_run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        dest="overrides", help="override a config value, e.g. "
-                       "training.batch_size=50 or methods.AdLaLa.lr=0.1 (repeatable)")
+                       "training.batch_size=50 or methods.AdLaLa.lr=0.1 (repeatable); on a "
+                       "swept key it replaces the sweep (methods.NAME.sweep.KEY=[...] sets one)")
     p_run.add_argument("--methods", metavar="NAME,...", help="only these methods")
     p_run.add_argument("--out", metavar="DIR", help="run folder (default runs/STUDY[-quick])")
     p_run.add_argument("--resume", action="store_true", help="continue an interrupted run")
