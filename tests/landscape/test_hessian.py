@@ -48,21 +48,29 @@ def setup():
     return net, (x, y), exact, blocks
 
 
-def test_hessian_vector_product_is_the_exact_hessian_times_v(setup):
+@pytest.mark.parametrize("backend", ["autograd", "func"])
+def test_hessian_vector_product_is_the_exact_hessian_times_v(setup, backend):
     net, data, exact, _ = setup
-    matvec, flat = landscape.hessian.hessian_vector_product(net, None, data, batch_size=13)
-    v = torch.randn(2, flat.size, generator=torch.Generator().manual_seed(5), dtype=F64)
-    hv = matvec(v)
+    matvec, flat = landscape.hessian.hessian_vector_product(net, None, data, batch_size=13,
+                                                            backend=backend)
+    v = torch.randn(3, 2, flat.size, generator=torch.Generator().manual_seed(5), dtype=F64)
+    hv = matvec(v[0])
+    many = matvec(v)  # three vectors per member in one call
     for k in range(2):
-        assert_close(hv[k], exact[k] @ v[k], rtol=1e-10, atol=1e-12)
+        assert_close(hv[k], exact[k] @ v[0, k], rtol=1e-10, atol=1e-12)
+        for i in range(3):
+            assert_close(many[i, k], exact[k] @ v[i, k], rtol=1e-10, atol=1e-12)
+    assert torch.equal(matvec(v[0]), hv)  # the stored graph is reusable
 
 
 def test_lanczos_top_eigenvalues_match_eigh(setup):
     net, data, exact, _ = setup
     top = landscape.hessian_eigenvalues(net, None, data, k=4)  # 100 steps >= P: exact
+    func = landscape.hessian_eigenvalues(net, None, data, k=4, backend="func")
     for k in range(2):
         ref = torch.linalg.eigvalsh(exact[k]).flip(0)[:4]
         assert_close(top[k], ref, rtol=1e-8, atol=1e-10)
+        assert_close(func[k], ref, rtol=1e-8, atol=1e-10)
     # a short run still resolves the extreme eigenvalue (Lanczos converges there first)
     short = landscape.hessian_eigenvalues(net, None, data, k=1, iterations=15, seed=2)
     for k in range(2):
@@ -141,5 +149,7 @@ def test_plain_model_shapes_and_argument_errors(setup):
         landscape.hessian_eigenvalues(net, None, data, method="qr")
     with pytest.raises(ValueError, match="k must be <= the number of parameters"):
         landscape.hessian_eigenvalues(net, None, data, k=1000)
+    with pytest.raises(ValueError, match="backend must be one of .*got 'jax'"):
+        landscape.hessian_trace(net, None, data, backend="jax")
     with pytest.raises(ValueError, match="samples must be an int >= 1, got 0"):
         landscape.hessian_trace(net, None, data, samples=0)

@@ -1,9 +1,10 @@
 r"""Curvature from Hessian-vector products: top eigenvalues, trace, spectral density (SPEC §8).
 
 The Hessian :math:`H = \nabla^2_\theta L(\theta)` of the mean loss over a data set is never
-formed; every tool uses products :math:`Hv` computed forward-over-reverse with
-:mod:`torch.func` (``jvp`` of ``grad``), on whatever device the model lives (PyHessian's
-three functions, which assume CUDA and a plain model):
+formed; every tool uses products :math:`Hv` — by default reverse-over-reverse on a gradient
+graph built once (``backend="autograd"``), or forward-over-reverse with :mod:`torch.func`
+(``jvp`` of ``grad``, ``backend="func"``, no stored graph) — on whatever device the model
+lives (PyHessian's three functions, which assume CUDA and a plain model):
 
 * :func:`hessian_eigenvalues` — the k largest eigenvalues by Lanczos with full
   reorthogonalization (default), or by power iteration with deflation (the k largest in
@@ -62,11 +63,14 @@ class _Flat:
         self.dtype, self.device = first.dtype, first.device
 
     def unflatten(self, v: Tensor) -> dict[str, Tensor]:
-        parts = torch.split(v, self.sizes, dim=1)
-        return {n: p.reshape(s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
+        """``(..., R, P)`` → per-parameter tensors ``(..., *shape)``."""
+        lead = v.shape[:-2]
+        parts = torch.split(v, self.sizes, dim=-1)
+        return {n: p.reshape(*lead, *s)
+                for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
 
-    def flatten(self, tensors: Mapping[str, Tensor]) -> Tensor:
-        return torch.cat([tensors[n].reshape(self.rows, -1) for n in self.names], dim=1)
+    def flatten(self, tensors: Mapping[str, Tensor], lead: tuple[int, ...] = ()) -> Tensor:
+        return torch.cat([tensors[n].reshape(*lead, self.rows, -1) for n in self.names], dim=-1)
 
 
 def layer_groups(model: nn.Module) -> dict[str, list[str]]:
@@ -78,14 +82,28 @@ def layer_groups(model: nn.Module) -> dict[str, list[str]]:
     return groups
 
 
+BACKENDS = ("autograd", "func")
+
+
 def hessian_vector_product(model: nn.Module, loss: LossFn | None,
                            data: tuple[Tensor, Tensor], *, params: Sequence[str] | None = None,
-                           batch_size: int | None = None) -> tuple[Matvec, _Flat]:
+                           batch_size: int | None = None, backend: str = "autograd"
+                           ) -> tuple[Matvec, _Flat]:
     """``v ↦ Hv`` for the mean loss over ``data`` with respect to ``params`` (default all).
 
-    ``v`` and ``Hv`` are ``(K, P)`` (``(1, P)`` for a plain model), P the number of selected
-    parameters per member. With ``batch_size`` the data set is processed in chunks and the
-    products combined with weights rows/N (exact for a batch-mean loss)."""
+    ``v`` and ``Hv`` are ``(R, P)`` with R = K members (1 for a plain model) and P the
+    selected parameters per member, or ``(n, R, P)`` for n vectors per member at once. With
+    ``batch_size`` the data set is processed in chunks and the products combined with
+    weights rows/N (exact for a batch-mean loss).
+
+    Backends (both device-agnostic, equal to rounding): ``"autograd"`` (default) builds the
+    gradient graph once (``create_graph=True``) and differentiates it again for every
+    :math:`v` (reverse-over-reverse; n vectors in one call with ``is_grads_batched``), as
+    PyHessian does; ``"func"`` recomputes forward-over-reverse
+    (``torch.func.jvp`` of ``torch.func.grad``) per product, ``vmap`` over n vectors — no
+    stored graph, so the least memory."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     x, y = _state.check_split("data", data)
     names = list(params) if params is not None else _state.parameter_names(model)
     flat = _Flat(model, names)
@@ -98,28 +116,55 @@ def hessian_vector_product(model: nn.Module, loss: LossFn | None,
 
     def total(p: dict[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
         logits = functional_call(model, {**fixed, **p}, (xb,))
-        return _state.per_member(loss_fn(logits, yb), k).sum()
+        return _state.per_member(loss_fn(logits, yb), k).sum() * (xb.shape[0] / n)
 
-    def matvec(v: Tensor) -> Tensor:
+    if backend == "autograd":
+        leaves = {name: t.clone().requires_grad_(True) for name, t in flat.values.items()}
+        order = list(leaves.values())
+        graphs = []
+        with torch.enable_grad(), _state.eval_mode(model):
+            for xb, yb in chunks:
+                graphs.append(torch.autograd.grad(total(leaves, xb, yb), order,
+                                                  create_graph=True))
+
+        def matvec(v: Tensor) -> Tensor:
+            lead = tuple(v.shape[:-2])
+            tangent = flat.unflatten(v.to(flat.dtype))
+            outs = [tangent[name] for name in leaves]
+            out: Tensor | None = None
+            for g in graphs:
+                hv = torch.autograd.grad(g, order, grad_outputs=outs, retain_graph=True,
+                                         is_grads_batched=bool(lead))
+                part = flat.flatten(dict(zip(leaves, hv, strict=True)), lead)
+                out = part if out is None else out + part
+            assert out is not None
+            return out
+
+        return matvec, flat
+
+    def single(v: Tensor) -> Tensor:
         tangent = flat.unflatten(v.to(flat.dtype))
         out: Tensor | None = None
         with _state.eval_mode(model):
             for xb, yb in chunks:
                 _, hv = jvp(lambda p, xb=xb, yb=yb: grad(total)(p, xb, yb),
                             (flat.values,), (tangent,))
-                part = flat.flatten(hv) * (xb.shape[0] / n)
+                part = flat.flatten(hv)
                 out = part if out is None else out + part  # not in place: vmap-safe
         assert out is not None
         return out
 
-    return matvec, flat
+    def matvec_func(v: Tensor) -> Tensor:
+        return single(v) if v.ndim == 2 else vmap(single)(v)
+
+    return matvec_func, flat
 
 
 def _stacked(matvec: Matvec, rows: int) -> Matvec:
-    """``matvec`` on ``(n·R, P)``: n independent vectors per member in one vmapped product."""
+    """``matvec`` on ``(n·R, P)``: n vectors per member as one batched product."""
 
     def many(v: Tensor) -> Tensor:
-        return vmap(matvec)(v.reshape(-1, rows, v.shape[-1])).reshape(v.shape)
+        return matvec(v.reshape(-1, rows, v.shape[-1])).reshape(v.shape)
 
     return many
 
@@ -205,7 +250,8 @@ def _shape(values: Tensor, model: nn.Module) -> Tensor:
 def hessian_eigenvalues(model: nn.Module, loss: LossFn | None, data: tuple[Tensor, Tensor],
                         k: int = 1, *, method: str = "lanczos", iterations: int = 100,
                         tol: float = 1e-6, seed: int = 0, per_layer: bool = False,
-                        batch_size: int | None = None) -> Tensor | dict[str, Tensor]:
+                        batch_size: int | None = None, backend: str = "autograd"
+                        ) -> Tensor | dict[str, Tensor]:
     r"""The ``k`` top Hessian eigenvalues of the mean loss over ``data``, per member.
 
     Args:
@@ -221,6 +267,7 @@ def hessian_eigenvalues(model: nn.Module, loss: LossFn | None, data: tuple[Tenso
         seed: of the start vectors (an explicit ``torch.Generator``).
         per_layer: a dict ``{module name: eigenvalues of its diagonal block}``.
         batch_size: process the data in chunks of this many rows.
+        backend: ``"autograd"`` or ``"func"`` (:func:`hessian_vector_product`).
 
     Returns:
         ``(K, k)`` descending (``(k,)`` for a plain model), or a dict of them.
@@ -233,7 +280,7 @@ def hessian_eigenvalues(model: nn.Module, loss: LossFn | None, data: tuple[Tenso
 
     def one(names: Sequence[str] | None) -> Tensor:
         matvec, flat = hessian_vector_product(model, loss, data, params=names,
-                                              batch_size=batch_size)
+                                              batch_size=batch_size, backend=backend)
         if k > flat.size:
             raise ValueError(f"k must be <= the number of parameters ({flat.size}), got {k}")
         like = torch.empty((), dtype=flat.dtype, device=flat.device)
@@ -275,8 +322,8 @@ def _power(matvec: Matvec, v0: Tensor, k: int, iterations: int, tol: float,
 
 def hessian_trace(model: nn.Module, loss: LossFn | None, data: tuple[Tensor, Tensor],
                   samples: int = 100, seed: int = 0, *, per_layer: bool = False,
-                  batch_size: int | None = None, return_samples: bool = False
-                  ) -> Tensor | dict[str, Tensor]:
+                  batch_size: int | None = None, return_samples: bool = False,
+                  backend: str = "autograd") -> Tensor | dict[str, Tensor]:
     r"""Hutchinson's estimate :math:`\frac1n\sum_{s=1}^n v_s^\top H v_s` of :math:`\operatorname
     {tr} H`, :math:`v_s \in \{\pm1\}^P` Rademacher from ``torch.Generator().manual_seed(seed)``.
 
@@ -288,7 +335,7 @@ def hessian_trace(model: nn.Module, loss: LossFn | None, data: tuple[Tensor, Ten
 
     def one(names: Sequence[str] | None) -> Tensor:
         matvec, flat = hessian_vector_product(model, loss, data, params=names,
-                                              batch_size=batch_size)
+                                              batch_size=batch_size, backend=backend)
         like = torch.empty((), dtype=flat.dtype, device=flat.device)
         many = _stacked(matvec, flat.rows)
         values = []
@@ -332,8 +379,8 @@ class SpectralDensity:
 
 def hessian_density(model: nn.Module, loss: LossFn | None, data: tuple[Tensor, Tensor],
                     steps: int = 50, runs: int = 5, seed: int = 0, *,
-                    per_layer: bool = False, batch_size: int | None = None
-                    ) -> SpectralDensity | dict[str, SpectralDensity]:
+                    per_layer: bool = False, batch_size: int | None = None,
+                    backend: str = "autograd") -> SpectralDensity | dict[str, SpectralDensity]:
     """Stochastic Lanczos quadrature: ``runs`` Lanczos runs of ``min(steps, P)`` steps from
     Gaussian unit start vectors (seeded generator). See :class:`SpectralDensity`."""
     steps = check_int("steps", steps, minimum=1)
@@ -342,7 +389,7 @@ def hessian_density(model: nn.Module, loss: LossFn | None, data: tuple[Tensor, T
 
     def one(names: Sequence[str] | None) -> SpectralDensity:
         matvec, flat = hessian_vector_product(model, loss, data, params=names,
-                                              batch_size=batch_size)
+                                              batch_size=batch_size, backend=backend)
         like = torch.empty((), dtype=flat.dtype, device=flat.device)
         m = min(steps, flat.size)
         # all runs in lockstep: rows (run, member), one vmapped product per Lanczos step

@@ -1,0 +1,117 @@
+"""Speed of the landscape tools against their baselines, timed in this process.
+
+1. ``landscape.interpolate`` on a 20-member ensemble of the notebook-4turn net (2-100-1 ReLU
+   SHLP, 4-turn spiral, 500 train / 1000 test points, 50 alphas): one batched evaluation per
+   alpha, against a loop over the members calling ``interpolate`` on each plain member
+   (target >= 10x).
+2. ``landscape.hessian_eigenvalues`` (top 3) against PyHessian's power iteration with
+   deflation (``pyhessian.hessian(...).eigenvalues``, maxIter 100, tol 1e-3) on the same CPU
+   model and data: one member alone, and 20 members (PyHessian: a loop; ours: the ensemble).
+   PyHessian is never a project dependency: install it in a separate virtual environment
+   (``python3 -m venv /tmp/pyh && /tmp/pyh/bin/pip install pyhessian --no-deps`` — its only
+   file is pure Python, run here on this process's torch) and pass its site-packages with
+   ``--pyhessian /tmp/pyh/lib/python3.11/site-packages``; without it that part is skipped.
+
+Usage: ``python benchmarks/landscape_speed.py [--members 20] [--repeats 3] [--pyhessian DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+
+import torch
+
+from thermotrain import landscape
+from thermotrain.data import spirals
+from thermotrain.models import MLP
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--members", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--alphas", type=int, default=50)
+    ap.add_argument("--pyhessian", default=None, help="site-packages holding pyhessian")
+    args = ap.parse_args()
+    k = args.members
+    xtr, ytr = spirals(500, turns=4, seed=1000)
+    xte, yte = spirals(1000, turns=4, seed=1001)
+    data = {"train": (xtr, ytr), "test": (xte, yte)}
+    ens = MLP([2, 100, 1], ensemble=k, seed=0)
+    start = copy.deepcopy(ens.state_dict())
+    g = torch.Generator().manual_seed(1)
+    end = {n: v + 0.3 * torch.randn(v.shape, generator=g) for n, v in start.items()}
+    members = [ens.member(i) for i in range(k)]
+    m_start = [{n: v[i] for n, v in start.items()} for i in range(k)]
+    m_end = [{n: v[i] for n, v in end.items()} for i in range(k)]
+
+    def batched():
+        return landscape.interpolate(ens, start, end, data, alphas=args.alphas)
+
+    def looped():
+        return [landscape.interpolate(m, s, e, data, alphas=args.alphas)
+                for m, s, e in zip(members, m_start, m_end, strict=True)]
+
+    a, b = batched(), looped()  # warm-up, and the two agree
+    for i in range(k):
+        assert torch.allclose(a.loss["train"][:, i], b[i].loss["train"][:, 0], atol=1e-5)
+    t_b, t_l = best_of(batched, args.repeats), best_of(looped, args.repeats)
+    print(f"interpolate, {k} members x {args.alphas} alphas, 1500 points, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"  ensemble (one call)      {t_b * 1e3:9.1f} ms")
+    print(f"  loop over members        {t_l * 1e3:9.1f} ms")
+    print(f"  ratio loop / ensemble    {t_l / t_b:9.1f} x   (target >= 10x)")
+
+    # --- Hessian eigenvalues vs PyHessian -----------------------------------------------------
+    x, y = xtr, ytr.float().unsqueeze(1)
+    ours_one = best_of(lambda: landscape.hessian_eigenvalues(
+        members[0], None, (xtr, ytr), k=3, method="power", iterations=100, tol=1e-3),
+        args.repeats)
+    ours_ens_power = best_of(lambda: landscape.hessian_eigenvalues(
+        ens, None, (xtr, ytr), k=3, method="power", iterations=100, tol=1e-3), args.repeats)
+    ours_ens_lanczos = best_of(lambda: landscape.hessian_eigenvalues(
+        ens, None, (xtr, ytr), k=3, iterations=30), args.repeats)
+    print("top-3 Hessian eigenvalues, 2-100-1 net, 500 points")
+    print(f"  ours, power, 1 member            {ours_one * 1e3:9.1f} ms")
+    print(f"  ours, power, {k} members (ens.)   {ours_ens_power * 1e3:9.1f} ms")
+    print(f"  ours, Lanczos 30, {k} members    {ours_ens_lanczos * 1e3:9.1f} ms")
+    if args.pyhessian is None:
+        print("  PyHessian: skipped (pass --pyhessian SITE_PACKAGES of its separate venv)")
+        return
+    sys.path.append(args.pyhessian)
+    from pyhessian import hessian as PyHessian  # noqa: N812
+
+    crit = torch.nn.BCEWithLogitsLoss()
+
+    def pyh(model):
+        torch.manual_seed(0)
+        return PyHessian(model, crit, data=(x, y), cuda=False).eigenvalues(
+            maxIter=100, tol=1e-3, top_n=3)[0]
+
+    ref = pyh(members[0])
+    ours = landscape.hessian_eigenvalues(members[0], None, (xtr, ytr), k=3)
+    print(f"  check: PyHessian {[round(v, 4) for v in ref]} vs ours (Lanczos) "
+          f"{[round(v, 4) for v in ours.tolist()]}")
+    t_py_one = best_of(lambda: pyh(members[0]), args.repeats)
+    t_py_all = best_of(lambda: [pyh(m) for m in members], max(1, args.repeats - 2))
+    print(f"  PyHessian, 1 member              {t_py_one * 1e3:9.1f} ms"
+          f"   ratio PyHessian / ours(power) {t_py_one / ours_one:6.2f} x")
+    print(f"  PyHessian, loop over {k}         {t_py_all * 1e3:9.1f} ms"
+          f"   ratio / ours(power, ensemble) {t_py_all / ours_ens_power:6.2f} x, "
+          f"/ ours(Lanczos) {t_py_all / ours_ens_lanczos:6.2f} x")
+
+
+if __name__ == "__main__":
+    main()
