@@ -348,3 +348,30 @@ def test_permute_optimizer_state_treats_every_optimizer_alike(make):
         assert torch.equal(opt.state[w][k], v[perm]), k
     with pytest.raises(ValueError, match="not in this"):
         permute_optimizer_state(opt, torch.zeros(4, 3), perm, 0)
+
+
+@needs_kernel
+def test_the_kernel_itself_refuses_rows_beyond_a_tensor():
+    """Below the Python checks: tt_program compares every job's rows with the sizes it is
+    given and returns an error code instead of touching memory."""
+    import ctypes
+
+    from thermotrain.samplers.philox import _array, _library
+    from thermotrain.samplers.reference import GroupView
+    from thermotrain.samplers.splittings import get_scheme, program
+
+    lib = _library()
+    ops = program(get_scheme("langevin"), None, {"lr": 0.1, "friction": 1.0,
+                                                 "temperature": 1.0})
+    p, g, m = torch.zeros(2, 10), torch.zeros(2, 10), torch.zeros(2, 10)
+    count, th, mp, gp, xi, rows, n, stride, numel = fused._packed_tensors(
+        GroupView([p], [g], [m], [], [10], [0], ["w"]), 2)
+    numel = _array(ctypes.c_int64, [20, 19, 20])  # the momentum one entry short
+    keys = tt.BAOAB([torch.zeros(2, 1, requires_grad=True)], ensemble_dim=0, seed=0)._noise._keys
+    nops, codes, draws, coef = fused.pack_program(ops, 2)
+    rowok = (ctypes.c_int32 * 2)()
+    status = lib.tt_program(count, th, mp, gp, xi, rows, n, stride, numel, nops, codes, draws,
+                            coef, 1, _array(ctypes.c_uint64, [0]), keys.address(0), 0, None,
+                            0, None, None, None, None, rowok, 0)
+    assert status == -2  # job 0 does not fit
+    assert torch.equal(m, torch.zeros(2, 10)) and torch.equal(p, torch.zeros(2, 10))

@@ -311,8 +311,8 @@ static void normal_f64(double *restrict out, int64_t n, uint64_t key, uint64_t d
  * segments (one parallel pass each); p.p is summed per tile in float64 and reduced in a fixed
  * order, so results do not depend on the thread count. A row with skip[r] != 0 is not
  * touched. rowok[r] = 0 when a value of member r written by this call is not finite.
- * Returns 1 (all finite), 0 (some row not finite), 2 (screen: a gradient row is not finite,
- * nothing written), -1 (no memory), -2 - i (job i does not fit), -100 - o (bad op o).
+ * Returns 1 (all finite), 0 (some row not finite), 2 (the screen of the scount jobs sx found
+ * a row not finite: nothing written), -1 (no memory), -2 - i (job i does not fit), -100 - o (bad op o).
  * ------------------------------------------------------------------------------------- */
 /* finiteness by the exponent bits: -ffast-math lets the compiler assume isfinite() is true */
 static inline int finite_f32(float x) {
@@ -439,6 +439,10 @@ static inline void locate(int64_t t, const int64_t *rows, const int64_t *n, int6
   *m_ = n[i] - *off_ < TILE ? n[i] - *off_ : TILE;
 }
 
+int tt_finite_rows(int64_t count, void *const *x, const int64_t *rows, const int64_t *n,
+                   const int64_t *stride, const int64_t *numel, int64_t K, int32_t *rowok,
+                   int f64);
+
 static double xi_get(const void *xi, int64_t r, int f64) {
   return f64 ? ((const double *)xi)[r] : (double)((const float *)xi)[r];
 }
@@ -483,7 +487,9 @@ int tt_program(int64_t count, void *const *theta, void *const *p, void *const *g
                void *const *xi, const int64_t *rows, const int64_t *n, const int64_t *stride,
                const int64_t *numel, int nops, const int *ops, const int *opdraw,
                const double *coef, int ndraws, const uint64_t *start, const uint64_t *keys,
-               uint64_t draw, const int32_t *skip, int screen, int32_t *rowok, int f64) {
+               uint64_t draw, const int32_t *skip, int64_t scount, void *const *sx,
+               const int64_t *srows, const int64_t *sn, const int64_t *snumel, int32_t *rowok,
+               int f64) {
   const int64_t K = count > 0 ? rows[0] : 1;
   const int bad = check_program(count, theta, p, g, xi, rows, n, stride, numel, K, nops, ops,
                                 opdraw, ndraws);
@@ -497,29 +503,21 @@ int tt_program(int64_t count, void *const *theta, void *const *p, void *const *g
   const size_t esz = f64 ? sizeof(double) : sizeof(float);
   int32_t *tileok = (int32_t *)malloc((size_t)(total > 0 ? total : 1) * sizeof(int32_t));
   if (!tileok) return -1;
-  /* the gradient screen: nothing is written when a (not skipped) row's gradient is not
-     finite, so that a caller can skip the batch with the state untouched */
-  int uses_g = 0;
-  for (int o = 0; o < nops; o++) uses_g |= ops[o] == OP_B || ops[o] == OP_G;
-  if (screen && uses_g) {
-#pragma omp parallel for schedule(static) if (entries >= PARALLEL_MIN)
-    for (int64_t t = 0; t < total; t++) {
-      int64_t i, r, off, m;
-      locate(t, rows, n, &i, &r, &off, &m);
-      const int64_t at = r * stride[i] + off;
-      tileok[t] = (skip && skip[r]) ? 1
-                  : f64 ? rows_finite_f64((const double *)g[i] + at, m)
-                        : rows_finite_f32((const float *)g[i] + at, m);
+  /* the gradient screen (scount jobs sx, e.g. the gradients of every group of the step):
+     nothing is written when a (not skipped) row is not finite, so that a caller can skip the
+     batch with the state untouched */
+  if (scount > 0) {
+    const int all = tt_finite_rows(scount, sx, srows, sn, sn, snumel, K, rowok, f64);
+    if (all < 0) {
+      free(tileok);
+      return all;
     }
-    int all = 1;
-    for (int64_t t = 0; t < total; t++) {
-      if (tileok[t]) continue;
-      int64_t i, r, off, m;
-      locate(t, rows, n, &i, &r, &off, &m);
-      rowok[r] = 0;
-      all = 0;
+    int bad = 0;
+    for (int64_t r = 0; r < K; r++) {
+      if (skip && skip[r]) rowok[r] = 1;
+      bad |= !rowok[r];
     }
-    if (!all) {
+    if (bad) {
       free(tileok);
       return 2; /* a gradient is not finite: nothing written */
     }

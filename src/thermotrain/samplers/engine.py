@@ -180,9 +180,11 @@ def execute(opt, work: list[_Work]) -> None:
     group and the torch implementation elsewhere, then check the results."""
     policy = opt.nan_policy
     opt._nonfinite = opt._no_bad
-    # one fused group: the kernel screens its gradients itself before writing anything
-    in_kernel = policy != "ignore" and len(work) == 1 and work[0].fused
-    if policy != "ignore" and not in_kernel:
+    # every group fused: the first kernel call screens all gradients before writing anything
+    screen = None
+    if policy != "ignore" and all(w.fused for w in work):
+        screen = fused.screen_args([g for w in work for g in w.view.grads], opt.members)
+    if policy != "ignore" and screen is None:
         ok = screen_gradients(opt, work)
         if ok is not None:
             bad = ~ok & ~opt.frozen_members
@@ -201,13 +203,14 @@ def execute(opt, work: list[_Work]) -> None:
     for w in work:
         if w.fused:
             status, rows = fused.run(w.view, w.ops, w.packed, w.offsets, keys, draw,
-                                     opt.members, frozen, in_kernel, opt._kernel_cache,
+                                     opt.members, frozen, screen, opt._kernel_cache,
                                      w.sig)
+            screen = None  # screened once, before the first write
             if status == 2:  # nothing written
                 gradient_failure(opt, work, ~torch.tensor(rows))
                 frozen = opt.frozen_members if bool(opt.frozen_members.any()) else None
                 status, rows = fused.run(w.view, w.ops, w.packed, w.offsets, keys, draw,
-                                         opt.members, frozen, False, opt._kernel_cache,
+                                         opt.members, frozen, None, opt._kernel_cache,
                                          w.sig)
             if status == 0:
                 after = torch.tensor(rows) if after is None else after & torch.tensor(rows)

@@ -26,8 +26,8 @@ from torch import Tensor
 from .philox import Keys, _array, _library, kernel_available
 from .reference import GroupView
 
-__all__ = ["supports", "problem", "signature", "run", "finite_members", "OPCODES",
-           "ProgramError"]
+__all__ = ["supports", "problem", "signature", "run", "finite_members", "screen_args",
+           "OPCODES", "ProgramError"]
 
 #: op codes of ``tt_program`` (``_philox.c``)
 OPCODES = {"A": 0, "B": 1, "O": 2, "R": 3, "C": 4, "D": 5, "E": 6, "G": 7, "W": 8}
@@ -125,11 +125,11 @@ def pack_program(ops: Sequence[tuple], members: int) -> tuple:
 
 def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
         offsets: Sequence[Sequence[int]], keys: Keys, draw: int, members: int,
-        skip: Tensor | None, screen: bool, cache: dict,
+        skip: Tensor | None, screen: tuple | None, cache: dict,
         sig: tuple | None = None) -> tuple[int, list[bool]]:
     """Run the program on the group. Returns ``(status, member ok)``: status 1 if every value
-    written is finite, 0 if not, 2 if ``screen`` found a non-finite gradient (nothing
-    written).
+    written is finite, 0 if not, 2 if ``screen`` (:func:`screen_args` of the tensors to check
+    first, e.g. every group's gradients) found a non-finite entry (nothing written).
     Raises :class:`ProgramError` for a tensor the kernel cannot take."""
     lib = _library()
     if lib is None:
@@ -154,8 +154,9 @@ def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
         skip_arr = (ctypes.c_int32 * members)(*(int(s) for s in skip.tolist()))
     nops, codes, draws, coef = packed_ops
     status = lib.tt_program(*packed, nops, codes, draws, coef, ndraws, starts,
-                            keys.address(0), int(draw or 0), skip_arr, int(screen), rowok,
-                            int(view.params[0].dtype == torch.float64))
+                            keys.address(0), int(draw or 0), skip_arr,
+                            *(screen[:5] if screen is not None else (0, None, None, None, None)),
+                            rowok, int(view.params[0].dtype == torch.float64))
     if status == -1:
         raise MemoryError("the fused step kernel could not allocate its work space")
     if status <= -100:
@@ -170,12 +171,11 @@ def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
 _SCREENS: dict[tuple, tuple | None] = {}
 
 
-def finite_members(tensors: Sequence[Tensor], members: int) -> list[bool] | None:
-    """Per member, whether every entry of ``tensors`` (contiguous CPU float32/float64 of one
-    dtype, members on a leading axis) is finite, in one parallel pass of the kernel; ``None``
-    where the kernel cannot take them (the caller screens in torch)."""
-    lib = _library()
-    if lib is None or not tensors:
+def screen_args(tensors: Sequence[Tensor], members: int) -> tuple | None:
+    """The kernel's arguments for a finiteness screen of ``tensors`` (contiguous CPU
+    float32/float64 of one dtype, members on a leading axis), cached; ``None`` where the
+    kernel cannot take them (the caller screens in torch)."""
+    if _library() is None or not tensors:
         return None
     key = (members, *((id(t), t.data_ptr(), t.shape) for t in tensors))
     args = _SCREENS.get(key, False)
@@ -183,10 +183,18 @@ def finite_members(tensors: Sequence[Tensor], members: int) -> list[bool] | None
         if len(_SCREENS) > 256:
             _SCREENS.clear()
         args = _SCREENS[key] = _screen_args(tensors, members)
+    return args
+
+
+def finite_members(tensors: Sequence[Tensor], members: int) -> list[bool] | None:
+    """Per member, whether every entry of ``tensors`` is finite, in one parallel pass of the
+    kernel; ``None`` where the kernel cannot take them."""
+    args = screen_args(tensors, members)
     if args is None:
         return None
     rowok = (ctypes.c_int32 * members)()
-    status = lib.tt_finite_rows(*args[:-1], members, rowok, args[-1])
+    status = _library().tt_finite_rows(args[0], args[1], args[2], args[3], args[3], args[4],
+                                       members, rowok, args[5])
     if status < 0:
         raise ValueError("the finiteness screen rejected a tensor")
     return [bool(x) for x in rowok] if status == 0 else [True] * members
@@ -199,7 +207,7 @@ def _screen_args(tensors: Sequence[Tensor], members: int) -> tuple | None:
             or t.numel() % members for t in tensors):
         return None
     n = [t.numel() // members for t in tensors]
+    # (count, pointers, rows, row lengths (= strides), sizes, float64)
     return (len(tensors), _array(ctypes.c_void_p, (t.data_ptr() for t in tensors)),
             _array(ctypes.c_int64, [members] * len(tensors)), _array(ctypes.c_int64, n),
-            _array(ctypes.c_int64, n), _array(ctypes.c_int64, (t.numel() for t in tensors)),
-            int(dtype == torch.float64))
+            _array(ctypes.c_int64, (t.numel() for t in tensors)), int(dtype == torch.float64))

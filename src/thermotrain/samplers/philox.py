@@ -146,7 +146,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.tt_philox_fill.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, u64, cint]
     lib.tt_philox_fill.restype = cint
     lib.tt_program.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, cint, ptr, ptr,
-                               ptr, cint, ptr, ptr, u64, ptr, cint, ptr, cint]
+                               ptr, cint, ptr, ptr, u64, ptr, i64, ptr, ptr, ptr, ptr, ptr,
+                               cint]
     lib.tt_program.restype = cint
     lib.tt_finite_rows.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, cint]
     lib.tt_finite_rows.restype = cint
