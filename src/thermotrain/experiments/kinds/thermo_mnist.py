@@ -21,6 +21,13 @@ from ... import thermo
 from ...data import load_mnist
 from ...thermo.batching import EnsembleBatches
 from . import Experiment, RunContext, prepare_folder, register, write_json
+from ._thermo_chains import (
+    cheap_check,
+    entropy_matrix,
+    fluctuation_results,
+    one_step_check,
+)
+from ._thermo_chains import stationary_chains as run_chains
 from ._thermo_common import (
     COMMON,
     COUNT,
@@ -36,8 +43,6 @@ from ._thermo_common import (
     validate,
     write_report,
 )
-from .thermo_ft import cheap_check, entropy_matrix, fluctuation_results, one_step_check
-from .thermo_ft import stationary_chains as run_chains
 
 SCHEMA = {
     **COMMON,
