@@ -151,9 +151,10 @@ def test_parameters_must_have_the_ladder_size():
 
 
 def test_baoab_with_per_member_temperatures_and_exchange_crosses_the_barrier():
-    """The library's BAOAB with a (K,) temperature as the rung sampler: with exchanges the
-    coldest rung visits both wells; ⟨θ²⟩ per rung within BAOAB's O(h²) bias (h = 0.05: a
-    few 1e-3 here) plus 5 standard errors of the quadrature value."""
+    """The library's BAOAB with a (K,) temperature as the rung sampler, exchanges every 10
+    steps: the coldest rung visits both wells; ⟨θ²⟩ per rung within 5 standard errors plus
+    2e-3 of the quadrature value (BAOAB alone at h = 0.05 is within 1.1e-3 at τ = 1.5;
+    exchanging every step leaves −0.006 ± 0.001 at τ = 0.6, see docs/swaps.md)."""
     ladders, temps = 100, torch.tensor([LADDER] * 100, dtype=torch.float64)
     theta = torch.ones(temps.numel(), 1, dtype=torch.float64, requires_grad=True)
     opt = tt.BAOAB([theta], lr=0.05, friction=1.0, temperature=temps.reshape(-1),
@@ -164,7 +165,8 @@ def test_baoab_with_per_member_temperatures_and_exchange_crosses_the_barrier():
         opt.zero_grad()
         _u(theta[:, 0]).sum().backward()
         opt.step()
-        rex.step()
+        if step % 10 == 0:
+            rex.step()
         if step >= 500:
             samples.append(theta.detach()[:, 0].reshape(ladders, -1).clone())
     s = torch.stack(samples)
@@ -173,4 +175,4 @@ def test_baoab_with_per_member_temperatures_and_exchange_crosses_the_barrier():
     x2 = s.square().mean(0)
     for r, temp in enumerate(LADDER):
         se = float(x2[:, r].std()) / ladders**0.5
-        assert abs(float(x2[:, r].mean()) - _exact(temp, lambda v: v * v)) < 5 * se + 5e-3
+        assert abs(float(x2[:, r].mean()) - _exact(temp, lambda v: v * v)) < 5 * se + 2e-3
