@@ -2,18 +2,19 @@ r"""Colourised MNIST: digits drawn in a random colour on a random background [ou
 
 A three-channel stand-in for CIFAR-10 (not available on these machines) for the channel
 swaps of SPEC §9. Definition (ours, docs/swaps.md): for image i with grey intensities
-:math:`m \in [0, 1]^{28\times 28}` (MNIST's :math:`u/255`), a foreground colour
-:math:`f_i \sim \mathcal U([0, 1]^3)` and a background colour
-:math:`g_{i,c} = (f_{i,c} + d_{i,c}) \bmod 1` with :math:`d_{i,c} \sim \mathcal U[0.25, 0.75]`
-(every channel keeps a contrast :math:`|f_{i,c} - g_{i,c}| \ge 0.25`), the image is
+:math:`m \in [0, 1]^{28\times 28}` (MNIST's :math:`u/255`), a background colour
+:math:`g_{i} \sim \mathcal U([0, 0.5]^3)` and a brighter foreground colour
+:math:`f_{i,c} = g_{i,c} + d_{i,c}`, :math:`d_{i,c} \sim \mathcal U[0.25, 0.5]` (every channel
+keeps a contrast of at least 0.25 and the digit is brighter than the background in every
+channel, as in MNIST), the image is
 
 .. math::
     x_{i,c} = g_{i,c}\,(1 - m_i) + f_{i,c}\, m_i, \qquad c = 1, 2, 3.
 
 The colours come from a generator seeded with ``2·seed`` (train) or ``2·seed + 1`` (test),
 drawn for the whole split in image order: image i has the same colours in every subset.
-Which channel carries the most contrast varies from image to image, so a channel swap is a
-plausible colour change and the label is unchanged by it.
+The colours are independent across channels, so a channel swap is another plausible colour
+of the same digit (the label does not change).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def colorize(images: Tensor, seed: int = 0) -> Tensor:
     n = images.shape[0]
     gen = torch.Generator().manual_seed(seed)
     draws = torch.rand(n, 2, 3, generator=gen, dtype=torch.float64)
-    fg = draws[:, 0]
-    bg = torch.remainder(fg + 0.25 + 0.5 * draws[:, 1], 1.0)
+    bg = 0.5 * draws[:, 0]
+    fg = bg + 0.25 + 0.25 * draws[:, 1]
     fg = fg.to(images.dtype).to(images.device)[:, :, None, None]
     bg = bg.to(images.dtype).to(images.device)[:, :, None, None]
     return bg * (1 - images) + fg * images
