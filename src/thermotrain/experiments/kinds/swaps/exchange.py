@@ -236,10 +236,11 @@ def report(out: Path) -> Path:
             f"{t:g}↔{t2:g}: {a:.2f}" for t, t2, a in zip(
                 summary["temperatures"], summary["temperatures"][1:],
                 arms["exchange"]["acceptance"], strict=False))]
-    body += ["", "By rung (mean final test accuracy): " + ", ".join(
-        f"τ={t:g}: {100 * a:.1f} %" for t, a in zip(summary["temperatures"],
-                                                     arms["no-exchange"]["by_rung"], strict=True)),
-             "", "![coldest](figures/spiral-coldest.png)", "",
+    for name in ("exchange", "no-exchange"):
+        body += ["", f"{name}, mean final test accuracy by rung: " + ", ".join(
+            f"τ={t:g}: {100 * a:.1f} %" for t, a in zip(summary["temperatures"],
+                                                         arms[name]["by_rung"], strict=True))]
+    body += ["", "![coldest](figures/spiral-coldest.png)", "",
              "## Exact check: 1-D double well U = b(θ² − 1)²", "",
              "| sampler | τ | ⟨θ²⟩ measured | exact | P(θ > 0) (exact 0.5) |",
              "|---|---|---|---|---|"]
