@@ -23,7 +23,8 @@ N = common.Number
 SCHEMA = {
     "data": {"kind": ("mnist", "fashion-mnist"), "n_train": int, "n_test": int},
     "model": {"widths": list, "seeds": int},
-    "training": {"steps": int, "lr": N, "batch_size": int, "momentum": N},
+    "training": {"steps": int, "lr": N, "batch_size": int, "momentum": N,
+                 "optimizers": list},
     "langevin": {"temperature": N},
     "aging": {"waiting_times": int, "lags": int},
 }
@@ -34,6 +35,11 @@ def check(spec: dict[str, Any]) -> None:
     common.positive(spec, "data.n_train", "data.n_test", "model.widths", "model.seeds",
                     "training.steps", "training.lr", "training.batch_size",
                     "aging.waiting_times", "aging.lags")
+    bad = [o for o in spec["training"].get("optimizers", ["sgd", "baoab"])
+           if o not in ("sgd", "baoab")]
+    if bad:
+        raise common.ConfigError(f"{spec['_file']}: training.optimizers: unknown optimizer "
+                                 f"{bad[0]!r} (allowed: sgd, baoab)")
     mu = spec["training"]["momentum"]
     if not 0 < mu < 1:
         raise common.ConfigError(f"{spec['_file']}: training.momentum must be in (0, 1), "
@@ -127,7 +133,7 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     cells = common.Cells(ctx.out, ctx.resume)
     results, rows, frames = [], [], []
     for width in spec["model"]["widths"]:
-        for method in ("sgd", "baoab"):
+        for method in spec["training"].get("optimizers", ["sgd", "baoab"]):
             ctx.say(f"aging: {method}, hidden width {width}")
             res = cells.run(f"{method}-m{width}", lambda w=width, m=method: _cell(spec, data,
                                                                                    w, m))
