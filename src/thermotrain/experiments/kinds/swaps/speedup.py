@@ -128,6 +128,17 @@ def _ratios(base: list[float], other: list[float]) -> dict[str, Any]:
             "reached": sum(math.isfinite(o) for o in other), "both": len(pairs)}
 
 
+def _mean_loss(rows: list[list[Any]], members: int) -> list[float]:
+    """Per member, the train loss averaged over the evaluation steps (the area under the
+    loss curve / its length): lower = trained faster on average."""
+    sums, counts = [0.0] * members, [0] * members
+    for r in rows:
+        if r[4] == "train" and r[5] == "loss":
+            sums[r[2]] += r[6]
+            counts[r[2]] += 1
+    return [a / max(c, 1) for a, c in zip(sums, counts, strict=True)]
+
+
 def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     with common.threads(spec):
         return _run(spec, ctx)
@@ -147,14 +158,19 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                 ctx.say(f"swap-speedup: {name} {model} {protocol}")
                 res = cells.run(f"{name}-{model}-{protocol}",
                                 lambda m=model, p=protocol, d=data: _cell(spec, d, m, p))
-                rows += [[r[0], f"{name}/{r[1]}", *r[2:]] for r in res.pop("rows")]
+                cell_rows = res.pop("rows")
+                rows += [[r[0], f"{name}/{r[1]}", *r[2:]] for r in cell_rows]
                 res["dataset"] = name
                 res["time_to_target"] = time_to(res["test_accuracy"], d["target"], k)
-                res["final_test_accuracy"] = common.mean_se(list(res["test_accuracy"].values())
-                                                            [-1])
+                final = list(res["test_accuracy"].values())[-1]
+                res["final_test_accuracy"] = common.mean_se(final)
+                res["mean_train_loss"] = _mean_loss(cell_rows, k)
                 if protocol == d["protocols"][0]:
-                    base = res["time_to_target"]
-                res["vs_first"] = _ratios(base, res["time_to_target"])
+                    base = (res["time_to_target"], res["mean_train_loss"], final)
+                res["vs_first"] = _ratios(base[0], res["time_to_target"])
+                res["loss_ratio"] = _ratios(base[1], res["mean_train_loss"])
+                res["final_gain"] = common.mean_se([a - b for a, b in zip(final, base[2],
+                                                                          strict=True)])
                 results.append(res)
     common.write_metrics(ctx.out, rows)
     real = [r for r in results if r["protocol"] != spec["datasets"][r["dataset"]]["protocols"][0]
@@ -164,6 +180,10 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         f"best: {best['dataset']} {best['model']} {best['protocol']} "
         f"{best['vs_first']['speedup']:.2f}× (±1 s.e. {best['vs_first']['low']:.2f}–"
         f"{best['vs_first']['high']:.2f}); every ratio is in the table")
+    ratios = [r["loss_ratio"]["speedup"] for r in real if math.isfinite(r["loss_ratio"]["speedup"])]
+    if ratios:
+        verdict += (f"; mean-train-loss ratios (none / protocol) {min(ratios):.3f}–"
+                    f"{max(ratios):.3f}")
     summary = {"experiment": "swap-speedup", "name": spec["name"],
                "description": spec.get("description", ""), "paper": spec.get("paper", {}),
                "notes": spec.get("notes", []), "targets": {n: d["target"] for n, d in
@@ -201,14 +221,21 @@ def report(out: Path) -> Path:
             "Speed-up = T(no swaps) / T(protocol) per seed (same init and batches), geometric "
             "mean over the seeds where both reached the target, with ±1 s.e. of the log ratio;"
             " T = first evaluation step at or above the target.", "",
-            "| data | model | protocol | target | reached | speed-up (±1 s.e.) | final test acc. |",
-            "|---|---|---|---|---|---|---|"]
+            "Loss ratio = mean train loss over the run without swaps / with (per seed, geometric "
+            "mean ± 1 s.e.: > 1 = lower loss on average). Gain = final test accuracy minus "
+            "the no-swap arm's, paired by seed (mean ± s.e.).", "",
+            "| data | model | protocol | target | reached | speed-up | loss ratio | "
+            "final test acc. | gain |", "|---|---|---|---|---|---|---|---|---|"]
     for c in summary["cells"]:
         v, (fm, fs) = c["vs_first"], c["final_test_accuracy"]
+        lr = c.get("loss_ratio", {"speedup": float("nan"), "low": float("nan"),
+                                  "high": float("nan")})
+        gm, gs = c.get("final_gain", (float("nan"), float("nan")))
         body.append(f"| {c['dataset']} | {c['model']} | {c['protocol']} | "
                     f"{summary['targets'][c['dataset']]:.2f} | {v['reached']} | "
                     f"{v['speedup']:.2f} ({v['low']:.2f}–{v['high']:.2f}) | "
-                    f"{100 * fm:.1f} ± {100 * fs:.1f} % |")
+                    f"{lr['speedup']:.3f} ({lr['low']:.3f}–{lr['high']:.3f}) | "
+                    f"{100 * fm:.1f} ± {100 * fs:.1f} % | {100 * gm:+.1f} ± {100 * gs:.1f} |")
     body += ["", "![curves](figures/curves.png)"]
     return common.write_report(out, f"swap-speedup: {summary['name']}", summary, body)
 
