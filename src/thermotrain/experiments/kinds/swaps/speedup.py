@@ -180,7 +180,10 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         f"best: {best['dataset']} {best['model']} {best['protocol']} "
         f"{best['vs_first']['speedup']:.2f}× (±1 s.e. {best['vs_first']['low']:.2f}–"
         f"{best['vs_first']['high']:.2f}); every ratio is in the table")
-    ratios = [r["loss_ratio"]["speedup"] for r in real if math.isfinite(r["loss_ratio"]["speedup"])]
+    others = [r for r in results
+              if r["protocol"] != spec["datasets"][r["dataset"]]["protocols"][0]]
+    ratios = [r["loss_ratio"]["speedup"] for r in others
+              if math.isfinite(r["loss_ratio"]["speedup"])]
     if ratios:
         verdict += (f"; mean-train-loss ratios (none / protocol) {min(ratios):.3f}–"
                     f"{max(ratios):.3f}")
