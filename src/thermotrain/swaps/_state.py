@@ -54,8 +54,6 @@ def member_count(model: nn.Module) -> int:
 
 def flat(t: Tensor, members: int) -> Tensor:
     """The ``(K, n)`` view of ``t`` (ensemble axis first; a plain tensor is ``K = 1``)."""
-    if members == 1 and (t.dim() == 0 or t.shape[0] != 1):
-        return t.reshape(1, -1)
     return t.reshape(members, -1)
 
 

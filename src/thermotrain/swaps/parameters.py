@@ -151,6 +151,7 @@ class ParameterSwap(Hook):
         self.every, self.pairs, self.subset = every, pairs, subset
         self.temperature, self.energy = temperature, energy
         self.members = member_count(model)
+        self._ensemble = getattr(model, "ensemble_size", None) is not None
         self._layers = model_layers(model)
         self.layer = self._check_layer(layer)
         self.name = name or f"swap_{self.kind}_{'_'.join(map(str, self.layer))}"
@@ -194,8 +195,7 @@ class ParameterSwap(Hook):
 
     def _shape(self, w: Tensor) -> tuple[int, int]:
         """Per-member ``(out, m)`` of a weight."""
-        per = w.shape[1:] if self.members > 1 or getattr(self.model, "ensemble_size", None) \
-            else w.shape
+        per = w.shape[1:] if self._ensemble else w.shape
         out = int(per[0])
         return out, int(torch.Size(per[1:]).numel())
 
