@@ -217,3 +217,24 @@ def test_bad_arguments_name_the_value():
         landscape.interpolate(net, start, end, {"test": data})
     with pytest.raises(ValueError, match=r"shape \(2,\) \(one mean per member\), got \(\)"):
         landscape.interpolate(net, start, end, data, lambda z, y: z.mean())
+
+
+def test_recompute_with_cumulative_momentum_is_the_mean_of_the_batch_statistics():
+    from thermotrain.landscape.interpolate import path_state
+
+    net, start, end = _trained_pair(2, [3, 4, 2], True)
+    x = _data(60, 3, 2, 9)[0]
+    state = path_state(net, start, end, 1.0, "recompute", x, 20, None)
+    with torch.no_grad():
+        pre = torch.einsum("bi,koi->kbo", x, end["layers.0.weight"]) + end["layers.0.bias"][:, None]
+    chunks = pre.split(20, dim=1)  # three batches of 20
+    mean = torch.stack([c.mean(1) for c in chunks]).mean(0)
+    var = torch.stack([c.var(1, unbiased=True) for c in chunks]).mean(0)
+    assert_close(state["norms.0.running_mean"], mean, **TIGHT)
+    assert_close(state["norms.0.running_var"], var, **TIGHT)
+    assert state["norms.0.num_batches_tracked"].tolist() == [3, 3]
+    ema = path_state(net, start, end, 1.0, "recompute", x, 20, 0.1)
+    # EMA 0.1 from the reset value 0 after three batches: 0.271 of the batch means' weight
+    assert_close(ema["norms.0.running_mean"],
+                 sum(0.1 * 0.9 ** (2 - i) * c.mean(1) for i, c in enumerate(chunks)), **TIGHT)
+    assert all(m.momentum == 0.1 for m in net.norms)  # the modules' momentum is restored

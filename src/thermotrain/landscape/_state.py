@@ -161,27 +161,37 @@ def evaluate(model: nn.Module, state: State, splits: Mapping[str, Split], loss: 
 
 @torch.no_grad()
 def recompute_batchnorm(model: nn.Module, state: dict[str, Tensor], x: Tensor,
-                        batch_size: int) -> None:
+                        batch_size: int, momentum: float | None = 0.1) -> None:
     """Re-estimate the running statistics of ``state`` in place (SPEC §8, "recompute").
 
     Every batch-norm layer's ``running_mean`` / ``running_var`` / ``num_batches_tracked`` are
     reset to 0 / 1 / 0, then one pass over ``x`` in consecutive batches of ``batch_size`` in
-    training mode updates them with the layer's EMA momentum (0.1 by default), as the MLI code
-    does. Other layers stay in eval mode (no dropout)."""
+    training mode updates them with EMA momentum ``momentum`` (0.1, the MLI code's — its pass
+    over 60 000 images is 117 updates, so the reset values are forgotten) or, with ``None``,
+    the cumulative average of the batch statistics (what a short pass needs: after n updates
+    at momentum 0.1 the reset values still weigh 0.9ⁿ). Other layers stay in eval mode."""
     bns = batchnorm_modules(model)
     if not bns:
         return
+    if momentum is not None and not 0.0 < float(momentum) <= 1.0:
+        raise ValueError(f"bn_momentum must be in (0, 1] or None, got {momentum!r}")
     for prefix, _ in bns:
         p = f"{prefix}." if prefix else ""
         state[p + "running_mean"] = torch.zeros_like(state[p + "running_mean"])
         state[p + "running_var"] = torch.ones_like(state[p + "running_var"])
         if p + "num_batches_tracked" in state:
             state[p + "num_batches_tracked"] = torch.zeros_like(state[p + "num_batches_tracked"])
+    saved = [m.momentum for _, m in bns]
     with eval_mode(model):
-        for _, m in bns:
-            m.train()
-        for lo in range(0, x.shape[0], batch_size):
-            xb = x[lo:lo + batch_size]
-            if xb.shape[0] < 2 and lo > 0:
-                break  # a batch of one has no variance
-            functional_call(model, state, (xb,))
+        try:
+            for _, m in bns:
+                m.train()
+                m.momentum = momentum
+            for lo in range(0, x.shape[0], batch_size):
+                xb = x[lo:lo + batch_size]
+                if xb.shape[0] < 2 and lo > 0:
+                    break  # a batch of one has no variance
+                functional_call(model, state, (xb,))
+        finally:
+            for (_, m), value in zip(bns, saved, strict=True):
+                m.momentum = value

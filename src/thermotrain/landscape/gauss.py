@@ -71,6 +71,7 @@ def gauss_length(
     batchnorm: str = "recompute",
     bn_x: Tensor | None = None,
     bn_batch_size: int = 512,
+    bn_momentum: float | None = 0.1,
     batch_size: int = 2_000,
 ) -> Tensor:
     r"""Mean Gauss length :math:`\frac1N\sum_x G(x)` of the logits along the path (module
@@ -84,6 +85,8 @@ def gauss_length(
         batchnorm: ``"recompute"`` (statistics re-estimated at every α from ``bn_x``, the
             train inputs), ``"interpolate"`` or ``"freeze"``.
         bn_x: inputs of the re-estimation pass (default ``x``).
+        bn_momentum: its EMA momentum, or ``None`` (cumulative average), as for
+            :func:`~thermotrain.landscape.interpolate`.
         batch_size: inputs per forward-mode evaluation (memory only).
 
     Returns:
@@ -105,7 +108,7 @@ def gauss_length(
     with _state.eval_mode(model):
         for alpha in grid.tolist():
             state = path_state(model, s0, s1, alpha, mode, reestimate if has_bn else None,
-                               bn_batch_size)
+                               bn_batch_size, bn_momentum)
             parts = [_direction_speed(model, state, tangent, x[lo:lo + batch_size])
                      for lo in range(0, x.shape[0], batch_size)]
             speeds.append(torch.cat(parts, dim=1).double().cpu())  # (K, N)

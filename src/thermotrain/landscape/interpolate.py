@@ -151,7 +151,8 @@ def _metrics(model: nn.Module, loss: LossFn | None, metrics: object) -> dict[str
 
 
 def path_state(model: nn.Module, start: dict[str, Tensor], end: dict[str, Tensor], alpha: float,
-               batchnorm: str, bn_x: Tensor | None, bn_batch_size: int) -> dict[str, Tensor]:
+               batchnorm: str, bn_x: Tensor | None, bn_batch_size: int,
+               bn_momentum: float | None = 0.1) -> dict[str, Tensor]:
     """θ(α) with the batch-norm buffers set by ``batchnorm`` (see the module docstring)."""
     buffers = {name for name, _ in model.named_buffers()}
     state = {}
@@ -161,7 +162,7 @@ def path_state(model: nn.Module, start: dict[str, Tensor], end: dict[str, Tensor
         else:
             state[key] = _state.lerp(start[key], end[key], alpha).contiguous()
     if batchnorm == "recompute" and bn_x is not None:
-        _state.recompute_batchnorm(model, state, bn_x, bn_batch_size)
+        _state.recompute_batchnorm(model, state, bn_x, bn_batch_size, bn_momentum)
     return state
 
 
@@ -178,6 +179,7 @@ def interpolate(
     batch_size: int = 10_000,
     bn_batch_size: int = 512,
     bn_split: str = "train",
+    bn_momentum: float | None = 0.1,
 ) -> InterpolationResult:
     r"""Loss (and accuracy) along :math:`\theta(\alpha) = (1-\alpha)\theta_0 + \alpha\theta_T`.
 
@@ -198,6 +200,9 @@ def interpolate(
         batch_size: rows per evaluation chunk (memory only; the results are full-split means).
         bn_batch_size: batch size of the "recompute" pass (the MLI code's 512).
         bn_split: the split whose inputs re-estimate the statistics.
+        bn_momentum: EMA momentum of the "recompute" pass (the MLI code's 0.1), or ``None``
+            for the cumulative average of the batch statistics — for passes of few batches,
+            where the reset values (0, 1) would still weigh 0.9ⁿ after n updates.
 
     Returns:
         :class:`InterpolationResult` (``(A, K)`` arrays per split).
@@ -231,7 +236,7 @@ def interpolate(
         bn_x = splits[bn_split][0]
     rows: dict[str, dict[str, list[Tensor]]] = {}
     for alpha in grid.tolist():
-        state = path_state(model, s0, s1, alpha, mode, bn_x, bn_batch_size)
+        state = path_state(model, s0, s1, alpha, mode, bn_x, bn_batch_size, bn_momentum)
         values = _state.evaluate(model, state, splits, loss_fn, extra, batch_size)
         for split, by_metric in values.items():
             for metric, v in by_metric.items():

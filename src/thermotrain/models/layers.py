@@ -230,7 +230,8 @@ class EnsembleBatchNorm1d(nn.Module):
     Args:
         ensemble_size: K ≥ 1.
         num_features: C.
-        eps, momentum: as for ``nn.BatchNorm1d``.
+        eps, momentum: as for ``nn.BatchNorm1d`` (the attribute ``momentum`` may be set to
+            ``None`` afterwards: a cumulative average, as in PyTorch).
         device, dtype: of the parameters and buffers.
 
     Example:
@@ -275,12 +276,15 @@ class EnsembleBatchNorm1d(nn.Module):
             )
         b = x.shape[1]
         packed = x.transpose(0, 1).reshape(b, k * c)
+        momentum = self.momentum
         if self.training:
             self.num_batches_tracked.add_(1)
+            if momentum is None:  # cumulative average of the batch statistics, as nn.BatchNorm
+                momentum = 1.0 / float(self.num_batches_tracked[0])
         # reshape of the contiguous (K, C) buffers is a view: F.batch_norm updates them in place
         y = F.batch_norm(packed, self.running_mean.view(k * c), self.running_var.view(k * c),
                          self.weight.reshape(k * c), self.bias.reshape(k * c),
-                         training=self.training, momentum=self.momentum, eps=self.eps)
+                         training=self.training, momentum=momentum or 0.0, eps=self.eps)
         return y.reshape(b, k, c).transpose(0, 1)
 
     def extra_repr(self) -> str:

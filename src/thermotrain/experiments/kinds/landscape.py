@@ -43,7 +43,8 @@ SCHEMA = {
     "grid": {"batchnorm": common.BOOLS, "reward": common.NUMBERS,
              "lr": {"sgd": common.NUMBERS, "adam": common.NUMBERS}},
     "mli": {"alphas": int, "tolerance": common.NUMBER, "trained_loss": common.NUMBER,
-            "batchnorm_mode": tuple(landscape.BATCHNORM_MODES), "gauss_inputs": int,
+            "batchnorm_mode": tuple(landscape.BATCHNORM_MODES),
+            "bn_momentum": ("ema", "cumulative"), "gauss_inputs": int,
             "gauss_alphas": int},
 }
 REQUIRED = ("data.dataset", "data.n_train", "data.n_test", "model.hidden", "training.epochs",
@@ -94,13 +95,15 @@ def _run_cell(spec: dict[str, Any], cell: dict[str, Any], data: tuple, seeds: li
     final_loss, final_acc = common.evaluate(model, xtr, ytr)
     test_loss, test_acc = common.evaluate(model, xte, yte)
     mode = mli.get("batchnorm_mode", "recompute")
+    bn_m = 0.1 if mli.get("bn_momentum", "ema") == "ema" else None
     line = landscape.interpolate(model, start, end, {"train": (xtr, ytr), "test": (xte, yte)},
-                                 alphas=mli.get("alphas", 50), batchnorm=mode)
+                                 alphas=mli.get("alphas", 50), batchnorm=mode,
+                                 bn_momentum=bn_m)
     dmin = line.delta_min("train")
     dist = landscape.distance(start, end, "start", model=model)
     n_g = min(mli.get("gauss_inputs", 1000), xte.shape[0])
     gauss = landscape.gauss_length(model, start, end, xte[:n_g], mli.get("gauss_alphas", 50),
-                                   batchnorm=mode, bn_x=xtr)
+                                   batchnorm=mode, bn_x=xtr, bn_momentum=bn_m)
     seconds = time.perf_counter() - t0
     tol, ok_loss = mli.get("tolerance", 1e-3), mli.get("trained_loss", 0.1)
     per_run = {"final_train_loss": final_loss, "final_train_accuracy": final_acc,
