@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -31,9 +30,8 @@ def test_quick_run(name: str, tmp_path: Path):
     study = load_study(find_study(name), quick=True)
     if study.data.kind == "mnist" and not (SHARED_DATA / "mnist").is_dir():
         pytest.skip("MNIST files not available")
-    start = time.perf_counter()
+    # (no wall-clock bound here: speed is measured by benchmarks/, never by timed tests)
     summary = run_study(study, tmp_path / name, data_dir=SHARED_DATA)
-    assert time.perf_counter() - start < 15  # seconds, on a loaded 2-core machine
     assert list(summary["methods"]) == [m.name for m in study.methods]
     for m in summary["methods"].values():
         assert 0 <= m["test_accuracy_mean"] <= 1
