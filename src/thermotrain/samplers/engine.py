@@ -49,8 +49,6 @@ def _edims(view: GroupView) -> bool:
     return all(e in (None, 0) for e in view.ensemble_dims)
 
 
-
-
 def noise_layout(opt) -> tuple[list[list[list[int]]], int]:
     """Offsets into a member's noise row: ``[group][draw][param] -> offset``."""
     key = tuple((g["scheme"], len(g["params"])) for g in opt.param_groups)
@@ -72,7 +70,7 @@ def noise_layout(opt) -> tuple[list[list[list[int]]], int]:
 
 
 def group_work(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
-          states: list[dict], ops: list[tuple], hp: dict) -> _Work:
+               states: list[dict], ops: list[tuple], hp: dict) -> _Work:
     """The group's share of the step: its tensors checked and gathered (cached while the
     step reuses the same tensors and storages), its ops packed for the kernel."""
     grads = [p.grad for p in params]
@@ -103,7 +101,7 @@ def group_work(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
 
 
 def gather(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
-            grads: list[Tensor], states: list[dict]) -> tuple[GroupView, list[list[int]]]:
+           grads: list[Tensor], states: list[dict]) -> tuple[GroupView, list[list[int]]]:
     layout, _ = noise_layout(opt)
     edim = group["ensemble_dim"]
     view = GroupView([], [], [], [], [], [], [])

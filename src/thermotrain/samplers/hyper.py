@@ -17,9 +17,6 @@ Hyperparameter = float | Tensor | Callable[[int], float | Tensor]
 
 #: hyperparameters that must also be non-negative (every one must be finite)
 NONNEGATIVE = ("lr", "friction", "temperature", "noise", "coupling")
-NAN_POLICIES = ("raise", "warn", "ignore", "mask")
-
-
 def check_value(key: str, value: Any, where: str, members: int | None) -> float | list[float]:
     """A float, or (a tensor with one value per ensemble member) a list of K floats."""
     if type(value) is float and math.isfinite(value) and (value >= 0 or key not in NONNEGATIVE):

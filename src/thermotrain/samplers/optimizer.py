@@ -309,7 +309,8 @@ class PartitionedLangevin(torch.optim.Optimizer):
                 if isinstance(back, Tensor):
                     shape = [1] * p.dim()
                     shape[group["ensemble_dim"]] = back.numel()
-                    row.append(p.detach() - back.to(p.dtype).reshape(shape) * st["momentum"])
+                    row.append(p.detach() - back.to(p.dtype).to(p.device).reshape(shape)
+                               * st["momentum"])
                 else:
                     row.append(p.detach() - back * st["momentum"])
             out.append(row)
