@@ -6,10 +6,9 @@ compiled once to the op list of a step), interpreted by :mod:`.reference` (torch
 methods: :mod:`.presets` (:data:`PRESETS`).
 """
 
-from torch import Tensor
-
+from .guard import permute_optimizer_state
 from .noise import NoiseSource
-from .optimizer import PartitionedLangevin, permuted
+from .optimizer import PartitionedLangevin
 from .presets import (
     BAOAB,
     LOL,
@@ -45,21 +44,3 @@ __all__ = [
     "permute_optimizer_state",
 ]
 
-
-def permute_optimizer_state(opt, param: Tensor, index: Tensor, dim: int,
-                            ensemble_dim: int | None = None) -> None:
-    """Reorder every per-entry state of ``param`` in any optimizer along ``dim`` — the
-    samplers' momenta and per-member ξ (:meth:`PartitionedLangevin.permute_state`), or a
-    :mod:`torch.optim` optimizer's buffers shaped like the parameter (SGD's
-    ``momentum_buffer``, Adam's ``exp_avg``/``exp_avg_sq``/``max_exp_avg_sq``) — so swap
-    moves and replica exchange treat every optimizer alike. A per-member ``(K, n)`` index
-    needs ``ensemble_dim`` for torch optimizers (the samplers know theirs)."""
-    if isinstance(opt, PartitionedLangevin):
-        opt.permute_state(param, index, dim)
-        return
-    if not any(p is param for g in opt.param_groups for p in g["params"]):
-        raise ValueError(f"permute_optimizer_state: a parameter of shape {tuple(param.shape)} "
-                         f"is not in this {type(opt).__name__}")
-    for value in opt.state.get(param, {}).values():
-        if isinstance(value, Tensor) and value.shape == param.shape:
-            value.copy_(permuted(value, index, dim, ensemble_dim))

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from .reference import GroupView
 
-__all__ = ["finite_per_member", "save_members", "restore_members", "permuted"]
+__all__ = ["finite_per_member", "save_members", "restore_members", "permuted",
+           "permute_optimizer_state"]
 
 
 def finite_per_member(t: Tensor, edim: int | None, members: int) -> Tensor:
@@ -72,3 +73,22 @@ def permuted(t: Tensor, index: Tensor, dim: int, ensemble_dim: int | None) -> Te
     idx = index.reshape(shape).expand(
         [t.shape[i] if i != dim else index.shape[1] for i in range(t.dim())])
     return torch.gather(t, dim, idx)
+
+
+def permute_optimizer_state(opt, param: Tensor, index: Tensor, dim: int,
+                            ensemble_dim: int | None = None) -> None:
+    """Reorder every per-entry state of ``param`` in any optimizer along ``dim`` — the
+    samplers' momenta and per-member ξ (:meth:`~.PartitionedLangevin.permute_state`), or a
+    :mod:`torch.optim` optimizer's buffers shaped like the parameter (SGD's
+    ``momentum_buffer``, Adam's ``exp_avg``/``exp_avg_sq``/``max_exp_avg_sq``) — so swap
+    moves and replica exchange treat every optimizer alike. A per-member ``(K, n)`` index
+    needs ``ensemble_dim`` for torch optimizers (the samplers know theirs)."""
+    if hasattr(opt, "permute_state"):  # the samplers
+        opt.permute_state(param, index, dim)
+        return
+    if not any(p is param for g in opt.param_groups for p in g["params"]):
+        raise ValueError(f"permute_optimizer_state: a parameter of shape {tuple(param.shape)} "
+                         f"is not in this {type(opt).__name__}")
+    for value in opt.state.get(param, {}).values():
+        if isinstance(value, Tensor) and value.shape == param.shape:
+            value.copy_(permuted(value, index, dim, ensemble_dim))
