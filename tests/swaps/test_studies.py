@@ -112,3 +112,15 @@ def test_colorized_mnist_loads_subsets_consistently():
     assert not torch.equal(x, x_train)
     with pytest.raises(ValueError, match="split must be"):
         load_colorized_mnist("valid", SHARED_DATA)
+
+
+def test_report_of_an_incomplete_run_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "broken"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"experiment": "swap-acceptance"}))
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "summary.json" in err and "Traceback" not in err
+    (out / "summary.json").write_text("{not json")
+    assert main(["report", str(out)]) == 2
+    assert "corrupt" in capsys.readouterr().err
