@@ -10,9 +10,11 @@
     thermotrain report RUN_DIR
     thermotrain datasets {list,verify,fetch} ...
 
-Exit codes: 0 success, 1 a failure while running (e.g. a corrupt data file, NaNs), 2 a user
-mistake (unknown study or key, bad value, run folder in use), 130 interrupted (the run can be
-continued with ``--resume``). Every error is one line on stderr, never a traceback.
+Exit codes: 0 success, 1 a failure while running (e.g. a corrupt data file, NaNs, out of
+memory), 2 a user mistake (unknown study or key, bad value, a study too large for this
+machine, ``--out`` a file or not writable, run folder in use), 130 interrupted (the run can be
+continued with ``--resume``). Every error is one line on stderr, never a traceback (a bug in
+thermotrain itself still shows its traceback).
 
 ``--set methods.NAME.key=value`` on a swept key replaces that key's sweep list (see
 :func:`thermotrain.experiments.config.apply_overrides`); ``--log`` picks the metric loggers
