@@ -34,13 +34,9 @@ flight is half recorded; the last checkpoint stays).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +45,7 @@ from torch import Tensor
 
 from ..models import ensemble_loss
 from ..models import fused as fused_mlp
+from .control import Interrupted, atomic_torch_save, deferred_signals, frozen_gc
 from .hooks import Batch, Hook
 
 __all__ = ["LoopState", "train", "Interrupted", "EVENTS", "atomic_torch_save"]
@@ -58,18 +55,6 @@ EVENTS = ("on_start", "before_gradient", "after_gradient", "after_step", "on_eva
           "on_checkpoint", "on_end")
 
 Row = tuple  # (study, method, seed, step, split, metric, value)
-
-
-class Interrupted(KeyboardInterrupt):
-    """The loop stopped on SIGINT or SIGTERM after checkpointing a consistent step.
-
-    Attributes:
-        signum: the signal number received.
-    """
-
-    def __init__(self, signum: int = signal.SIGINT):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
 
 
 class LoopState:
@@ -156,52 +141,6 @@ class LoopState:
     def stop(self) -> None:
         """Ask the loop to end after the current step (it checkpoints and returns)."""
         self.stop_requested = True
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, then :func:`os.replace` onto ``path``."""
-    import os
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def _frozen_gc() -> Iterator[None]:
-    """Exempt the objects alive now (all of torch …) from the cyclic garbage collector during
-    the hot loop: otherwise every full collection walks them all, ~10 % of a small step."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-@contextlib.contextmanager
-def _deferred_signals(enabled: bool) -> Iterator[list[int]]:
-    """SIGINT and SIGTERM set a flag (the signal number) checked at the end of each step; a
-    second one raises :class:`KeyboardInterrupt` at once. Only in the main thread."""
-    received: list[int] = []
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if received:
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopped at once")
-        received.append(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _check_hooks(hooks: Sequence[Any]) -> None:
@@ -351,7 +290,7 @@ def train(
     start, last_report = state.step, state.step
     consistent = True  # the state is that of a completed, fully recorded step
 
-    with _deferred_signals(handle_signals) as received, _frozen_gc():
+    with deferred_signals(handle_signals) as received, frozen_gc():
         tick = time.perf_counter()
         try:
             while state.step < steps:
