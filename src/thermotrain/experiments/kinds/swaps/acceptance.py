@@ -130,7 +130,10 @@ def report(out: Path) -> Path:
         errs = [by_t[f"{t:g}"][1] for t in temps]
         ax.errorbar(shown, means, yerr=errs, marker="o", capsize=3, label=kind)
     ax.set_xscale("log")
-    ax.set_xlabel("sampler temperature τ (Metropolis at τ)")
+    label = "sampler temperature τ (Metropolis at τ)"
+    if 0 in temps:
+        label += f"; τ = 0 (greedy) drawn at {shown[temps.index(0)]:g}"
+    ax.set_xlabel(label)
     ax.set_ylabel("acceptance rate")
     ax.set_title("Parameter swaps on the 4-turn spiral net (full-batch energy)")
     ax.legend(fontsize=8, ncol=2)
