@@ -259,18 +259,22 @@ def report(out: Path) -> Path:
     # 2. Δ_min vs distance
     fig, ax = plt.subplots(figsize=(5, 4))
     for c in cs:
-        runs = [r for r in c["runs_detail"] if r["trained"]]
-        if not runs:
-            continue
-        ax.scatter([r["distance"] for r in runs], [max(r["delta_min"], 1e-6) for r in runs],
-                   marker="s" if c["batchnorm"] else "o", s=18,
-                   color="C0" if c["optimizer"] == "sgd" else "C1", alpha=0.7)
+        for trained in (True, False):
+            runs = [r for r in c["runs_detail"] if r["trained"] == trained
+                    and r["distance"] == r["distance"]]
+            if not runs:
+                continue
+            color = "C0" if c["optimizer"] == "sgd" else "C1"
+            ax.scatter([r["distance"] for r in runs],
+                       [max(r["delta_min"], 1e-6) for r in runs],
+                       marker="s" if c["batchnorm"] else "o", s=18, alpha=0.7,
+                       color=color if trained else "none", edgecolors=color)
     ax.axhline(config.get("mli", {}).get("tolerance", 1e-3), color="k", lw=0.5, ls="--")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("‖θ_T − θ₀‖ / ‖θ₀‖")
     ax.set_ylabel("Δ_min (floored at 1e-6)")
-    ax.set_title("SGD (blue) / Adam (orange); squares: batch norm", fontsize=9)
+    ax.set_title("SGD (blue) / Adam (orange); squares: BN; hollow: not trained", fontsize=9)
     fig.tight_layout()
     fig.savefig(fig_dir / "delta_min_vs_distance.png", dpi=90)
     plt.close(fig)
@@ -322,6 +326,22 @@ def report(out: Path) -> Path:
                     f"{common.fmt(c['mean_gauss_length'], '.3f')} | "
                     f"{common.fmt(c['mean_final_train_loss'], '.3g')} | "
                     f"{common.fmt(c['mean_test_accuracy'], '.3f')} |")
+    tol = config.get("mli", {}).get("tolerance", 1e-3)
+    text += ["", "## Every run, trained or not", "",
+             "Runs pushed far from their initialization may not reach the train-loss bar, "
+             "so the paper's statistic (trained runs only) can be empty; here every run with a "
+             f"finite loss counts (non-monotone: Δ_min > {tol:g}).", "",
+             "| cell | runs | non-monotone | fraction | mean distance | mean Δ_min | "
+             "final train loss |", "|---|---|---|---|---|---|---|"]
+    for c in cs:
+        runs = [r for r in c["runs_detail"] if r["final_train_loss"] == r["final_train_loss"]]
+        bad = [r for r in runs if r["delta_min"] > tol]
+        text.append(
+            f"| {c['label']} | {len(runs)} | {len(bad)} | "
+            f"{common.fmt(len(bad) / len(runs) if runs else None, '.2f')} | "
+            f"{common.fmt(common.finite_mean([r['distance'] for r in runs]), '.3g')} | "
+            f"{common.fmt(common.finite_mean([r['delta_min'] for r in runs]), '.3g')} | "
+            f"{common.fmt(common.finite_mean([r['final_train_loss'] for r in runs]), '.3g')} |")
     notes = config.get("notes", [])
     if notes:
         text += ["", "## Notes", ""] + [f"- {' '.join(str(n).split())}" for n in notes]
