@@ -5,7 +5,7 @@ Langevin, SGLD and the partitioned AdLaLa, LOL and LaLa), data, models and seed 
 diagnostics, and reproducible studies of the papers' experiments.
 """
 
-from . import data, models, samplers, thermo, training
+from . import data, landscape, models, samplers, swaps, thermo, training
 from .samplers import (
     BAOAB,
     LOL,
@@ -38,6 +38,8 @@ __all__ = [
     "data",
     "models",
     "samplers",
+    "landscape",
+    "swaps",
     "training",
     "__version__",
 ]
