@@ -43,6 +43,8 @@ class _Work:
     offsets: list[list[int]]  # [draw][tensor] -> offset in a member's noise row
     fused: bool
     sig: tuple
+    prepared: Any = None  # the kernel's argument arrays (fused groups)
+    screen: Any = None  # the kernel's screen arguments for this group's gradients
 
 
 def _edims(view: GroupView) -> bool:
@@ -79,13 +81,15 @@ def group_work(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
                               for p, g, st in zip(params, grads, states, strict=True)))
     hit = opt._work_cache.get(gi)
     if hit is not None and hit[0] == key:
-        view, offsets, sig, use_fused = hit[1]
+        view, offsets, sig, use_fused, prepared, screen = hit[1]
     else:
         view, offsets = gather(opt, gi, group, scheme, params, grads, states)
         sig = fused.signature(view, opt.members)
         use_fused = (opt.foreach and opt._noise.rng == "philox"
                      and fused.supports(view, opt.members, sig))
-        opt._work_cache[gi] = (key, (view, offsets, sig, use_fused))
+        prepared = fused.prepare(view, offsets, opt.members, sig) if use_fused else None
+        screen = fused.screen_args(view.grads, opt.members) if use_fused else None
+        opt._work_cache[gi] = (key, (view, offsets, sig, use_fused, prepared, screen))
     packed = None
     if use_fused:
         pkey = ("packed", id(ops))
@@ -97,7 +101,8 @@ def group_work(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
             if len(opt._program_cache) > 256:
                 opt._program_cache.clear()
             opt._program_cache[pkey] = (ops, packed)
-    return _Work(gi, group, scheme, view, hp, ops, packed, offsets, use_fused, sig)
+    return _Work(gi, group, scheme, view, hp, ops, packed, offsets, use_fused, sig, prepared,
+                 screen)
 
 
 def gather(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
@@ -172,6 +177,19 @@ def screen_gradients(opt, work: list[_Work]) -> Tensor | None:
     return ok
 
 
+def _step_screen(opt, work: list[_Work]) -> tuple | None:
+    """The screen arguments of every group's gradients, cached while the groups' prepared
+    kernel arguments are the same objects (the entry holds them, so their ids stay theirs)."""
+    prepared = tuple(w.prepared for w in work)
+    hit = opt._screen_cache
+    if hit is not None and len(hit[0]) == len(prepared) and all(
+            a is b for a, b in zip(hit[0], prepared, strict=True)):
+        return hit[1]
+    screen = fused.screen_args([g for w in work for g in w.view.grads], opt.members)
+    opt._screen_cache = (prepared, screen)
+    return screen
+
+
 def execute(opt, work: list[_Work]) -> None:
     """Run every group's program: check the gradients first (nothing is written when one
     is not finite and ``nan_policy="raise"``), then the fused kernel where it can take the
@@ -181,7 +199,7 @@ def execute(opt, work: list[_Work]) -> None:
     # every group fused: the first kernel call screens all gradients before writing anything
     screen = None
     if policy != "ignore" and all(w.fused for w in work):
-        screen = fused.screen_args([g for w in work for g in w.view.grads], opt.members)
+        screen = work[0].screen if len(work) == 1 else _step_screen(opt, work)
     if policy != "ignore" and screen is None:
         ok = screen_gradients(opt, work)
         if ok is not None:
@@ -201,15 +219,13 @@ def execute(opt, work: list[_Work]) -> None:
     for w in work:
         if w.fused:
             status, rows = fused.run(w.view, w.ops, w.packed, w.offsets, keys, draw,
-                                     opt.members, frozen, screen, opt._kernel_cache,
-                                     w.sig)
+                                     opt.members, frozen, screen, prepared=w.prepared)
             screen = None  # screened once, before the first write
             if status == 2:  # nothing written
                 gradient_failure(opt, work, ~torch.tensor(rows))
                 frozen = opt.frozen_members if bool(opt.frozen_members.any()) else None
                 status, rows = fused.run(w.view, w.ops, w.packed, w.offsets, keys, draw,
-                                         opt.members, frozen, None, opt._kernel_cache,
-                                         w.sig)
+                                         opt.members, frozen, None, prepared=w.prepared)
             if status == 0:
                 after = torch.tensor(rows) if after is None else after & torch.tensor(rows)
             opt.implementations[w.index] = "fused"

@@ -26,7 +26,7 @@ from torch import Tensor
 from .philox import Keys, _array, _library, kernel_available
 from .reference import GroupView
 
-__all__ = ["supports", "problem", "signature", "run", "finite_members", "screen_args",
+__all__ = ["supports", "problem", "signature", "prepare", "run", "finite_members", "screen_args",
            "OPCODES", "ProgramError"]
 
 #: op codes of ``tt_program`` (``_philox.c``)
@@ -123,31 +123,33 @@ def pack_program(ops: Sequence[tuple], members: int) -> tuple:
     return len(ops), codes, draws, _array(ctypes.c_double, coef)
 
 
+def prepare(view: GroupView, offsets: Sequence[Sequence[int]], members: int,
+            sig: tuple | None = None) -> tuple:
+    """Check the group's tensors (:class:`ProgramError` naming the parameter) and build the
+    kernel's argument arrays for them (reused while the step reuses the same tensors)."""
+    why = problem(view, members, signature(view, members) if sig is None else sig)
+    if why is not None:
+        raise ProgramError(f"the fused kernel cannot take {why}")
+    ndraws = len(offsets)
+    starts = [offsets[j][i] for j in range(ndraws) for i in range(len(view.params))]
+    return (_packed_tensors(view, members), ndraws, _array(ctypes.c_uint64, starts or [0]),
+            int(view.params[0].dtype == torch.float64), list(view.names))
+
+
 def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
         offsets: Sequence[Sequence[int]], keys: Keys, draw: int, members: int,
-        skip: Tensor | None, screen: tuple | None, cache: dict,
-        sig: tuple | None = None) -> tuple[int, list[bool]]:
+        skip: Tensor | None, screen: tuple | None, cache: dict | None = None,
+        sig: tuple | None = None, prepared: tuple | None = None) -> tuple[int, list[bool] | None]:
     """Run the program on the group. Returns ``(status, member ok)``: status 1 if every value
-    written is finite, 0 if not, 2 if ``screen`` (:func:`screen_args` of the tensors to check
-    first, e.g. every group's gradients) found a non-finite entry (nothing written).
-    Raises :class:`ProgramError` for a tensor the kernel cannot take."""
+    written is finite (member ok ``None``), 0 if not, 2 if ``screen`` (:func:`screen_args` of
+    the tensors to check first, e.g. every group's gradients) found a non-finite entry
+    (nothing written). Raises :class:`ProgramError` for a tensor the kernel cannot take."""
     lib = _library()
     if lib is None:
         raise RuntimeError("the fused kernels need the compiled Philox kernel")
-    sig = signature(view, members) if sig is None else sig
-    why = problem(view, members, sig)
-    if why is not None:
-        raise ProgramError(f"the fused kernel cannot take {why}")
-    sig = (sig, tuple(map(tuple, offsets)))
-    tensors = cache.get(sig)
-    if tensors is None:
-        if len(cache) > 256:
-            cache.clear()
-        ndraws = len(offsets)
-        starts = [offsets[j][i] for j in range(ndraws) for i in range(len(view.params))]
-        tensors = cache[sig] = (_packed_tensors(view, members), ndraws,
-                                _array(ctypes.c_uint64, starts or [0]))
-    packed, ndraws, starts = tensors
+    if prepared is None:
+        prepared = prepare(view, offsets, members, sig)
+    packed, ndraws, starts, f64, names = prepared
     rowok = (ctypes.c_int32 * members)()
     skip_arr = None
     if skip is not None:
@@ -156,14 +158,16 @@ def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
     status = lib.tt_program(*packed, nops, codes, draws, coef, ndraws, starts,
                             keys.address(0), int(draw or 0), skip_arr,
                             *(screen[:5] if screen is not None else (0, None, None, None, None)),
-                            rowok, int(view.params[0].dtype == torch.float64))
+                            rowok, f64)
+    if status == 1:
+        return 1, None
     if status == -1:
         raise MemoryError("the fused step kernel could not allocate its work space")
     if status <= -100:
         raise AssertionError(f"the fused step kernel rejected op {-100 - status} of {ops}")
     if status < 0:
         i = -2 - status
-        name = view.names[i] if view.names else f"parameter {i}"
+        name = names[i] if names else f"parameter {i}"
         raise ProgramError(f"the fused kernel rejected {name}: its sizes do not fit")
     return status, [bool(x) for x in rowok]
 

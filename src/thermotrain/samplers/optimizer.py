@@ -121,6 +121,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
         self._program_cache: dict[tuple, tuple] = {}
         self._kernel_cache: dict[tuple, tuple] = {}
         self._work_cache: dict[int, tuple] = {}
+        self._screen_cache: tuple | None = None
         self._names = {id(p): f"param {j} of group {i} (shape {tuple(p.shape)})"
                        for i, g in enumerate(self.param_groups) for j, p in enumerate(g["params"])}
         #: members frozen by ``nan_policy="mask"`` (bool, shape (K,))
@@ -417,6 +418,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
         self._view_cache.clear()
         self._kernel_cache.clear()
         self._work_cache.clear()
+        self._screen_cache = None
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}(members={self.members}, seeds={self.seeds[:4]}"
