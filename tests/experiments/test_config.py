@@ -383,3 +383,21 @@ def test_studies_that_cannot_fit_in_memory_are_refused_before_allocating(tables,
     with pytest.raises(ConfigError) as info:
         parse_study(tiny_raw(**tables), "tiny.toml")
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- SGWORLD's policy
+def test_sgworld_is_a_study_method_and_warns_with_replacement_batches():
+    import warnings
+
+    from thermotrain.experiments.config import optimizer_registry
+    from thermotrain.thermo import SGWORLD
+
+    assert optimizer_registry()["sgworld"] is SGWORLD
+    methods = [{"name": "W", "optimizer": "sgworld", "lr": 1e-3}]
+    with pytest.warns(UserWarning, match=r"\[\[methods\]\] W: SGWORLD with with-replacement"):
+        parse_study(_no_paper(methods=methods, training={"replacement": True}), "tiny.toml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # epoch-reshuffled batches: what SGWORLD is meant for
+        (method,) = parse_study(_no_paper(methods=methods, training={"replacement": False}),
+                                "tiny.toml").methods
+    assert method.optimizer == "sgworld" and method.hyperparameters["lr"] == 1e-3

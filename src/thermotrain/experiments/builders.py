@@ -106,7 +106,7 @@ def build_model(study: StudyConfig, method: MethodConfig, data: Dataset,
 
 
 def build_optimizer(method: MethodConfig, model: StackableModel, seeds: Sequence[int],
-                    rng: str = "torch", nan_policy: str = "raise") -> torch.optim.Optimizer:
+                    rng: str = "philox", nan_policy: str = "raise") -> torch.optim.Optimizer:
     """The optimizer of ``method`` over the stacked parameters of ``model`` (samplers draw
     their noise from ``rng`` and treat non-finite values by ``nan_policy``; the runner
     passes ``"ignore"`` and leaves diverging members to its
@@ -153,7 +153,7 @@ def member_hyperparameters(cells: Sequence[MethodConfig], repeat: int) -> dict[s
 _SUPPORT: dict[tuple[str, str], bool] = {}
 
 
-def supports_member_hyperparameters(kind: str, rng: str = "torch") -> bool:
+def supports_member_hyperparameters(kind: str, rng: str = "philox") -> bool:
     """Whether optimizer ``kind`` takes a ``(K,)`` tensor hyperparameter (one value per
     member): probed once per kind with a two-member network and one step."""
     key = (kind, rng)
@@ -175,7 +175,7 @@ def supports_member_hyperparameters(kind: str, rng: str = "torch") -> bool:
     return _SUPPORT[key]
 
 
-def sweep_packs(methods: Sequence[MethodConfig], rng: str = "torch"
+def sweep_packs(methods: Sequence[MethodConfig], rng: str = "philox"
                 ) -> list[list[MethodConfig]]:
     """The study's methods in training units: the consecutive cells of one swept method
     (same ``base``, optimizer and initialisation: the same model and scheme) form one pack
@@ -194,7 +194,7 @@ def sweep_packs(methods: Sequence[MethodConfig], rng: str = "torch"
 
 
 def build_packed_optimizer(cells: Sequence[MethodConfig], model: StackableModel,
-                           seeds: Sequence[int], rng: str = "torch",
+                           seeds: Sequence[int], rng: str = "philox",
                            nan_policy: str = "raise") -> torch.optim.Optimizer:
     """The optimizer of a packed sweep: ``model`` holds ``len(seeds)`` members per cell,
     cell-major (``seeds`` the run seeds of one cell); member ``c * len(seeds) + j`` follows

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from ... import samplers
+from ... import samplers, thermo
 from .schema import ConfigError, Where, as_str, as_table, is_int, is_real, reject_unknown
 from .study import DataConfig, MethodConfig, ModelConfig, slug
 
@@ -67,8 +67,9 @@ class Hyperparameter:
 
 def optimizer_registry() -> dict[str, type]:
     """``optimizer = NAME`` → class: the samplers' presets (:data:`thermotrain.samplers.PRESETS`,
-    read at each call) and torch's SGD and Adam."""
+    read at each call), :class:`thermotrain.thermo.SGWORLD` and torch's SGD and Adam."""
     registry = {str(name).lower(): cls for name, cls in samplers.PRESETS.items()}
+    registry.setdefault("sgworld", thermo.SGWORLD)
     registry.setdefault("sgd", torch.optim.SGD)
     registry.setdefault("adam", torch.optim.Adam)
     return registry
@@ -121,7 +122,7 @@ OPTIMIZERS: dict[str, dict[str, Hyperparameter]] = optimizer_schemas()
 
 
 def make_optimizer(kind: str, hyperparameters: Mapping[str, Any], model: torch.nn.Module, *,
-                   seeds: Sequence[int] | None = None, rng: str = "torch",
+                   seeds: Sequence[int] | None = None, rng: str = "philox",
                    **sampler_options: Any) -> torch.optim.Optimizer:
     """The optimizer ``kind`` over ``model`` with resolved ``hyperparameters``.
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...samplers.noise import RNGS
+from ...thermo.sgworld import check_minibatch_policy
 from .methods import check_methods, parse_methods
 from .schema import (
     MAX_SEED,
@@ -295,6 +296,9 @@ def parse_study(raw: Mapping[str, Any], file: str = "<study>", *, quick: bool = 
     everything = parse_methods(raw.get("methods"), file, None, _parse_init)
     all_names = [m.name for m in everything]
     check_methods(everything, model, data, training.rng, file)
+    for m in everything:  # SGWORLD is SGLD meant for epoch-reshuffled batches (docs/thermo.md)
+        check_minibatch_policy(m.optimizer.upper(), training.replacement,
+                               where=f"{file}: [[methods]] {m.name}")
     paper = _parse_paper(raw.get("paper", {}), file, all_names)
     return StudyConfig(study_name, description, data, model, training, methods, paper, source,
                        file, notes)

@@ -137,10 +137,9 @@ class TrainingConfig:
             draws the classifier averaged over them: the mean of the W predicted
             probabilities (paper Fig. 9: "the classifier was averaged over the last 10 steps
             of training"). 1 (default): no averaging.
-        rng: the samplers' noise source, ``"torch"`` (default: torch generators,
-            docs/science.md §0) or
-            ``"philox"`` (counter-based and fused with the update: several times faster
-            per step; see :mod:`thermotrain.samplers.philox`).
+        rng: the samplers' noise source, ``"philox"`` (the default, docs/science.md §0: a
+            counter-based stream fused with the update, several times faster per step; see
+            :mod:`thermotrain.samplers.philox`) or ``"torch"`` (torch generators).
     """
 
     steps: int
@@ -155,7 +154,7 @@ class TrainingConfig:
     saved_members: int = 3
     eval_batch: int = 10_000
     snapshot_average: int = 1
-    rng: str = "torch"
+    rng: str = "philox"
 
     @property
     def run_seeds(self) -> list[int]:
