@@ -1,7 +1,7 @@
 r"""Colourised MNIST: digits drawn in a random colour on a random background [ours].
 
 A three-channel stand-in for CIFAR-10 (not available on these machines) for the channel
-swaps of SPEC §9. Definition (ours, docs/swaps.md): for image i with grey intensities
+swaps of docs/science.md §9. Definition (ours, docs/swaps.md): for image i with grey intensities
 :math:`m \in [0, 1]^{28\times 28}` (MNIST's :math:`u/255`), a background colour
 :math:`g_{i} \sim \mathcal U([0, 0.5]^3)` and a brighter foreground colour
 :math:`f_{i,c} = g_{i,c} + d_{i,c}`, :math:`d_{i,c} \sim \mathcal U[0.25, 0.5]` (every channel

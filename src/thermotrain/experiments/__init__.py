@@ -1,4 +1,4 @@
-"""Reproducible studies of the papers' experiments (SPEC §7): configs, runner, report.
+"""Reproducible studies of the papers' experiments (docs/science.md §7): configs, runner, report.
 
 * :mod:`.config` — one TOML file per study, validated into dataclasses;
 * :mod:`.studies` — where the study files live (``studies/``) and how to find one;

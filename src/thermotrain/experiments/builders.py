@@ -53,7 +53,7 @@ class Dataset:
 
 
 def load_data(config: DataConfig, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """Generate or load the data set of a study (SPEC §6)."""
+    """Generate or load the data set of a study (docs/science.md §6)."""
     if config.kind == "spirals":
         kw = dict(turns=config.turns, a=config.a, p=config.p, noise=config.noise)
         xtr, ytr = spirals(config.n_train, seed=config.seed, **kw)

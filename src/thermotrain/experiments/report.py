@@ -23,7 +23,8 @@ this module only draws and tabulates (docs/runs.md):
 * ``figures/line.png`` (and ``figures/line.csv``, a report section with the endpoint losses
   and the barrier) — for two methods from the same initialisation, the train and test loss
   along the line :math:`(1-\\alpha)\\theta_A + \\alpha\\theta_B`, :math:`\\alpha \\in [-0.5, 1.5]`,
-  of each saved seed (Fig. 3, SPEC §8), computed by :func:`thermotrain.landscape.interpolate`
+  of each saved seed (Fig. 3, docs/science.md §8), computed by
+  :func:`thermotrain.landscape.interpolate`
   for any model the snapshots rebuild. Image data are found from ``data_dir``, the run's
   ``data.json``, ``$THERMOTRAIN_DATA``, in that order; if they are missing the figure is
   skipped with a note. Evaluating saved parameters is analysis, not training.

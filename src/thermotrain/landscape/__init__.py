@@ -1,4 +1,4 @@
-"""Loss landscapes: linear interpolation (MLI), planes and Hessian spectra (SPEC §8).
+"""Loss landscapes: linear interpolation (MLI), planes and Hessian spectra (docs/science.md §8).
 
 * :func:`interpolate` — the loss/accuracy along :math:`(1-\\alpha)\\theta_0 + \\alpha\\theta_T`
   for every member of an ensemble at once, batch norm "recompute" / "interpolate" /

@@ -162,7 +162,7 @@ def evaluate(model: nn.Module, state: State, splits: Mapping[str, Split], loss: 
 @torch.no_grad()
 def recompute_batchnorm(model: nn.Module, state: dict[str, Tensor], x: Tensor,
                         batch_size: int, momentum: float | None = 0.1) -> None:
-    """Re-estimate the running statistics of ``state`` in place (SPEC §8, "recompute").
+    """Re-estimate the running statistics of ``state`` in place (docs/science.md §8, "recompute").
 
     Every batch-norm layer's ``running_mean`` / ``running_var`` / ``num_batches_tracked`` are
     reset to 0 / 1 / 0, then one pass over ``x`` in consecutive batches of ``batch_size`` in

@@ -1,4 +1,5 @@
-r"""Gauss length of the logit path along a linear interpolation (SPEC §8, Lucas et al. 2021).
+r"""Gauss length of the logit path along a linear interpolation (docs/science.md §8, Lucas et al.
+2021).
 
 For an input :math:`x` and the path :math:`\theta(\alpha) = (1-\alpha)\theta_0 + \alpha\theta_T`
 let :math:`z(\alpha) = f(x; \theta(\alpha))` be the logits, :math:`v = dz/d\alpha` their

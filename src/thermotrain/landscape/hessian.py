@@ -1,4 +1,5 @@
-r"""Curvature from Hessian-vector products: top eigenvalues, trace, spectral density (SPEC §8).
+r"""Curvature from Hessian-vector products: top eigenvalues, trace, spectral density
+(docs/science.md §8).
 
 The Hessian :math:`H = \nabla^2_\theta L(\theta)` of the mean loss over a data set is never
 formed; every tool uses products :math:`Hv` — by default reverse-over-reverse on a gradient

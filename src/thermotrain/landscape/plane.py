@@ -1,4 +1,4 @@
-r"""Two-dimensional slices of the loss landscape (SPEC §8; Li et al. 2018).
+r"""Two-dimensional slices of the loss landscape (docs/science.md §8; Li et al. 2018).
 
 The loss is evaluated on the plane
 

@@ -1,7 +1,7 @@
 """Networks for thermotrain: plain PyTorch models and vectorised seed ensembles.
 
 * :class:`MLP` / :func:`SHLP` — fully connected nets (the paper's single-hidden-layer
-  perceptron, SPEC §6); :class:`CNN` — a small conv net for 1×28×28 / 3×32×32 images.
+  perceptron, docs/science.md §6); :class:`CNN` — a small conv net for 1×28×28 / 3×32×32 images.
   ``ensemble=None`` builds an ordinary ``nn.Linear`` / ``nn.Conv2d`` model; ``ensemble=K``
   builds K independent networks as one module whose parameters have a leading axis of size K
   (pass ``ensemble_dim=0`` to the samplers), evaluated with batched matmuls / grouped

@@ -1,4 +1,5 @@
-r"""The classifier averaged over a trajectory of parameter states (paper Fig. 9, SPEC §7).
+r"""The classifier averaged over a trajectory of parameter states (paper Fig. 9, docs/science.md
+§7).
 
 For W parameter states :math:`\theta_1, \dots, \theta_W` (e.g. the last W steps of a
 sampler's trajectory) the averaged classifier predicts

@@ -66,7 +66,7 @@ class StackableModel(nn.Module):
     def layer_modules(self) -> list[nn.Module]:
         """The modules that own parameters (weight and bias), in registration order.
 
-        This is the sampler's "by layer" partition (SPEC §3): equal to
+        This is the sampler's "by layer" partition (docs/science.md §3): equal to
         ``[m for m in self.modules() if any(True for _ in m.parameters(recurse=False))]``.
         """
         raise NotImplementedError

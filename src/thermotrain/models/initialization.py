@@ -1,4 +1,4 @@
-r"""Parameter initialisation with explicit seeds (SPEC §6).
+r"""Parameter initialisation with explicit seeds (docs/science.md §6).
 
 Two schemes, both drawn from an explicit :class:`torch.Generator` (never the global RNG):
 

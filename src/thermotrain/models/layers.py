@@ -3,7 +3,7 @@ r"""Ensemble layers: K independent copies of a layer evaluated as one batched op
 A K-member ensemble layer owns one ``weight`` and one ``bias`` whose leading axis (axis 0,
 the *ensemble axis*) indexes the member; slice ``[k]`` has exactly the layout of the plain
 PyTorch layer (``nn.Linear``: ``(out, in)``, ``nn.Conv2d``: ``(out, in, kh, kw)``). One layer
-is one module owning its weight and bias, so the sampler's "by layer" partition (SPEC §3)
+is one module owning its weight and bias, so the sampler's "by layer" partition (docs/science.md §3)
 sees the same layers in an ensemble network as in a plain one; the sampler is told
 ``ensemble_dim=0`` for these parameters and treats each slice as an independent replica.
 

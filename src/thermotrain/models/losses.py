@@ -1,6 +1,6 @@
 r"""Classification heads as loss functions of the logits, for plain and ensemble networks.
 
-The networks output logits :math:`z`; the head is in the loss (SPEC §6):
+The networks output logits :math:`z`; the head is in the loss (docs/science.md §6):
 
 * **binary** (one logit per sample): :math:`p = \sigma(z)`, loss = binary cross-entropy
   :math:`\ell(z, y) = -y\log\sigma(z) - (1-y)\log(1-\sigma(z))
@@ -12,7 +12,7 @@ The networks output logits :math:`z`; the head is in the loss (SPEC §6):
 
 Which head applies is read from the logits: a last axis of size 1 (or 1-D plain logits) is
 binary, a last axis of size C ≥ 2 is C-class. The loss :math:`L` is the **mean** over the batch
-(SPEC §0) unless ``reduction`` says otherwise.
+(docs/science.md §0) unless ``reduction`` says otherwise.
 
 **Ensembles.** :func:`ensemble_loss` maps logits ``(K, B, out)`` to the K per-member mean
 losses :math:`(L_1, \dots, L_K)`. The training objective for a seed ensemble is their **sum**
@@ -85,7 +85,7 @@ def binary_cross_entropy(logits: Tensor, targets: Tensor, reduction: Reduction =
     Args:
         logits: ``(B,)`` or ``(B, 1)``.
         targets: ``(B,)`` labels in {0, 1} (any dtype; soft labels in [0, 1] are allowed).
-        reduction: ``"mean"`` (default, SPEC §0), ``"sum"`` or ``"none"`` (per sample).
+        reduction: ``"mean"`` (default, docs/science.md §0), ``"sum"`` or ``"none"`` (per sample).
     """
     z = _binary_logits(_check_tensor("logits", logits))
     targets = _check_tensor("targets", targets)

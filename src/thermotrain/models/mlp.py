@@ -9,11 +9,12 @@ For widths :math:`(d_0, d_1, \dots, d_L)` and nonlinearity :math:`\phi` the netw
 
 with :math:`W_\ell \in \mathbb R^{d_\ell \times d_{\ell-1}}`. The output is the vector of
 *logits* (no sigmoid/softmax): the heads live in :mod:`thermotrain.models.losses`. The
-paper's SHLP (SPEC §6) is ``widths = [d_in, H, d_out]`` with ReLU; the 1-2-1 tanh regression
-net of SPEC §5 is ``MLP([1, 2, 1], activation="tanh")`` (7 parameters).
+paper's SHLP (docs/science.md §6) is ``widths = [d_in, H, d_out]`` with ReLU; the 1-2-1 tanh
+regression
+net of docs/science.md §5 is ``MLP([1, 2, 1], activation="tanh")`` (7 parameters).
 
 With ``batchnorm=True`` a batch normalization follows each hidden affine map, before the
-nonlinearity (the MLI paper's placement, SPEC §8):
+nonlinearity (the MLI paper's placement, docs/science.md §8):
 :math:`h_\ell = \phi(\operatorname{BN}_\ell(W_\ell h_{\ell-1} + b_\ell))`.
 """
 
@@ -38,7 +39,7 @@ class MLP(StackableModel):
     r"""A multilayer perceptron; with ``ensemble=K``, K independent ones evaluated together.
 
     Layers are ``self.layers[0], …, self.layers[L-1]``, one module per affine map owning its
-    ``weight`` and ``bias`` (the "layer" of the sampler's partition, SPEC §3); the
+    ``weight`` and ``bias`` (the "layer" of the sampler's partition, docs/science.md §3); the
     nonlinearity is parameter-free and applied between them (not after the last).
 
     * ``ensemble=None``: the layers are ``nn.Linear``; forward ``(B, d_0)`` → ``(B, d_L)``.
@@ -184,7 +185,8 @@ def SHLP(  # noqa: N802 - the paper's name for the architecture
     """The paper's single-hidden-layer perceptron: ``MLP([d_in, hidden, d_out], ...)``.
 
     Linear(d_in, H) → ReLU → Linear(H, d_out); ``d_out = 1`` for the binary (sigmoid + BCE)
-    head, ``d_out = C`` for C-class softmax + cross-entropy (SPEC §6). Keyword arguments as
+    head, ``d_out = C`` for C-class softmax + cross-entropy (docs/science.md §6). Keyword arguments
+    as
     for :class:`MLP`.
 
     Example:

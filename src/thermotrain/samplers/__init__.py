@@ -1,4 +1,4 @@
-"""Langevin-type samplers as PyTorch optimizers (SPEC §1–§3).
+"""Langevin-type samplers as PyTorch optimizers (docs/science.md §1–§3).
 
 Functional core: :mod:`.splittings` (every scheme a word of the sub-steps A, B, O, C, D, E,
 compiled once to the op list of a step), interpreted by :mod:`.reference` (torch) and

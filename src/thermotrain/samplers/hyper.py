@@ -1,4 +1,4 @@
-r"""Hyperparameter values (SPEC §0): a float, a tensor with one value per ensemble member
+r"""Hyperparameter values (docs/science.md §0): a float, a tensor with one value per ensemble member
 (shape ``(K,)``), or a schedule ``step -> float | Tensor``; checked where they enter
 (construction, and each step for schedules) with errors naming the value."""
 

@@ -1,4 +1,5 @@
-"""Explicit, resumable Gaussian noise for the samplers (SPEC §0: random numbers only from an
+"""Explicit, resumable Gaussian noise for the samplers (docs/science.md §0: random numbers only
+from an
 owned :class:`torch.Generator`, saved in ``state_dict``).
 
 Layout. Each optimizer step needs ``M`` standard normals per ensemble member (the sum over

@@ -1,5 +1,5 @@
 r"""The optimizer shell: :class:`PartitionedLangevin`, a :class:`torch.optim.Optimizer` whose
-parameter groups each carry a scheme (SPEC §2–§3).
+parameter groups each carry a scheme (docs/science.md §2–§3).
 
 The class only gathers tensors, keeps lazily created per-parameter state (momenta ``p``,
 thermostat ``ξ``, step counts, the pending closing sub-steps), owns the noise source, and
@@ -32,7 +32,7 @@ NAN_POLICIES = ("raise", "warn", "ignore", "mask")
 class PartitionedLangevin(torch.optim.Optimizer):
     r"""Partitioned Langevin-type integrator: each parameter group has its own dynamics.
 
-    Every group is advanced by the one-gradient loop of SPEC §2: its scheme's splitting
+    Every group is advanced by the one-gradient loop of docs/science.md §2: its scheme's splitting
     (a word of sub-steps, :mod:`thermotrain.samplers.splittings`) rotated to start at the
     gradient, e.g. for BAOAB the merged kick
     :math:`p \leftarrow p - k\,\nabla\tilde L(\theta_n)` (:math:`k = h/2` first, then
@@ -296,7 +296,8 @@ class PartitionedLangevin(torch.optim.Optimizer):
     def boundary_positions(self) -> list[list[Tensor]]:
         r"""The splitting's step-boundary positions per group and parameter (new tensors).
         For every splitting but ABOBA they are the parameters themselves; ABOBA's parameters
-        sit mid-drift (where its gradient is taken, SPEC §1) and its boundary positions are
+        sit mid-drift (where its gradient is taken, docs/science.md §1) and its boundary positions
+        are
         :math:`\theta - \tfrac h2 p`."""
         out = []
         for group in self.param_groups:

@@ -1,5 +1,5 @@
 r"""Counter-based Gaussian noise: Philox4x32-10 with Box–Muller (``rng="philox"``, the
-samplers' default, SPEC §0).
+samplers' default, docs/science.md §0).
 
 torch's CPU generator (mt19937, ``rng="torch"``) makes about one normal per 3.5 ns on one
 core — as much time as a whole Adam step at 10M parameters. This stream is about twice as fast

@@ -1,5 +1,5 @@
 r"""The paper's methods as presets of :class:`~thermotrain.samplers.PartitionedLangevin`
-(SPEC §3).
+(docs/science.md §3).
 
 Single-scheme samplers take ``params`` like any torch optimizer. Partitioned presets take a
 model — partitioned *by layer*: a layer is the set of parameters owned directly by one module,
@@ -120,7 +120,8 @@ class BAOAB(PartitionedLangevin):
         p \leftarrow e^{-\gamma h}p + \sqrt{(1-e^{-2\gamma h})\tau}\,R;\quad
         \theta \leftarrow \theta + \tfrac h2 p
 
-    (k = h/2 on the first step, h afterwards: the authors' merged kicks, SPEC §2). Samples
+    (k = h/2 on the first step, h afterwards: the authors' merged kicks, docs/science.md §2).
+    Samples
     :math:`\propto e^{-L(\theta)/\tau}` with :math:`O(h^2)` configurational bias (exact on
     quadratics). ``temperature=0`` is the deterministic damped momentum (heavy-ball) method
     with momentum :math:`e^{-\gamma h}` and SGD step :math:`h^2(1+e^{-\gamma h})/2`; see
@@ -134,7 +135,7 @@ class BAOAB(PartitionedLangevin):
 
 
 class Langevin(PartitionedLangevin):
-    r"""Underdamped Langevin dynamics with a chosen one-gradient splitting (SPEC §1):
+    r"""Underdamped Langevin dynamics with a chosen one-gradient splitting (docs/science.md §1):
     ``"BAOAB"`` (default, = :class:`BAOAB`), ``"ABOBA"``, ``"OBABO"`` or ``"BAOA"``.
 
     On :math:`U = \tfrac12\theta^\top A\theta` the positions the optimizer leaves in the
@@ -164,8 +165,9 @@ class SGLD(PartitionedLangevin):
     :math:`\theta \leftarrow \theta - h\nabla\tilde L + \sigma\sqrt h R`,
     :math:`\sigma=\sqrt{2\tau}`.
 
-    ``temperature=0`` is plain SGD. (SPEC §3 [ours]; with epoch-reshuffled minibatches this is
-    SGWORLD, SPEC §4.)
+    ``temperature=0`` is plain SGD. (docs/science.md §3 [ours]; with epoch-reshuffled minibatches
+    this is
+    SGWORLD, docs/science.md §4.)
     """
 
     def __init__(self, params, lr: Hyperparameter = 0.1, temperature: Hyperparameter = 1e-4,
@@ -204,7 +206,7 @@ class AdaptiveLangevin(PartitionedLangevin):
 
 
 class AdLaLa(PartitionedLangevin):
-    """AdLaLa: adaptive Langevin on the first layer, Langevin on the others (SPEC §3).
+    """AdLaLa: adaptive Langevin on the first layer, Langevin on the others (docs/science.md §3).
 
     Defaults are the authors' code: h = 0.25, γ = 0.1, τ₁ = τ₂ = 1e-4, σ_A = 0.01, ε = 0.05,
     ξ₀ = 0.1. ``temperature`` is τ or (τ₁, τ₂); ``adaptive_layers`` picks the AdL layers.

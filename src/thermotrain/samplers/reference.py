@@ -1,4 +1,5 @@
-r"""The torch implementation of a step program (SPEC §1): the readable reference loop over
+r"""The torch implementation of a step program (docs/science.md §1): the readable reference loop
+over
 tensors and the ``torch._foreach_*`` fast path, both interpreting the op list that
 :func:`.splittings.program` compiles from a scheme's word.
 

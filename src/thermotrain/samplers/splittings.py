@@ -1,7 +1,8 @@
-r"""Splittings as words over the sub-steps (SPEC §1), each scheme defined once.
+r"""Splittings as words over the sub-steps (docs/science.md §1), each scheme defined once.
 
-A splitting is a word such as ``"BAOAB"`` over the letters of SPEC §1 (A, B, O, C, D, E) plus
-two position-space letters for SGLD ([ours], SPEC §3):
+A splitting is a word such as ``"BAOAB"`` over the letters of docs/science.md §1 (A, B, O, C, D, E)
+plus
+two position-space letters for SGLD ([ours], docs/science.md §3):
 
 =====  ==================================================  ===============================
 letter map for a time :math:`t`                             coefficients (per member)
@@ -25,7 +26,7 @@ A letter that appears :math:`m` times in a word runs for :math:`h/m` each time. 
 (B, G) of a step must see the gradient at the parameters where it was taken, so no
 position letter (A, G, W) may come between them (cyclically). :func:`compile_word` rotates
 the word to the *cycle* that starts with the gradient, e.g. BAOAB →
-:math:`B_{h/2}B_{h/2}A_{h/2}O_hA_{h/2}` (the authors' merged kicks, SPEC §2), OBABO and
+:math:`B_{h/2}B_{h/2}A_{h/2}O_hA_{h/2}` (the authors' merged kicks, docs/science.md §2), OBABO and
 ABOBA → :math:`B_{h/2}O_hB_{h/2}A_h`. The word's own step boundary sits inside the cycle:
 
 * *forward* (BAOAB, BAOA, OBABO, adaptive, SGLD): the ops of the cycle before the boundary
@@ -35,7 +36,7 @@ ABOBA → :math:`B_{h/2}O_hB_{h/2}A_h`. The word's own step boundary sits inside
   applies them early (true boundary momenta). The first step runs only the ops after the
   boundary (the *opening*; momenta start at zero).
 * *backward* (ABOBA): the ops after the boundary are drifts only: the parameters sit
-  mid-drift (OBABO's statistics, SPEC §1) and the boundary positions are
+  mid-drift (OBABO's statistics, docs/science.md §1) and the boundary positions are
   :math:`\theta - t\,p` (:meth:`~.PartitionedLangevin.boundary_positions`).
 
 :func:`program` turns a cycle and resolved hyperparameters into the step's op list (adjacent
@@ -145,7 +146,7 @@ def compile_word(word: str) -> Splitting:
     raise ValueError(
         f"splitting {word!r} needs more than one gradient per step (a position sub-step lies "
         "between its gradient sub-steps both ways round); the one-gradient loop "
-        f"(SPEC §2) accepts {', '.join(SPLITTINGS)}")
+        f"(docs/science.md §2) accepts {', '.join(SPLITTINGS)}")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-r"""Swap Monte Carlo moves, replica exchange and aging observables (SPEC §9, §10).
+r"""Swap Monte Carlo moves, replica exchange and aging observables (docs/science.md §9, §10).
 
 Moves for network training, usable in a user's own loop or as loop hooks
 (:class:`thermotrain.training.Hook`); see docs/swaps.md:

@@ -32,7 +32,7 @@ def check_choice(name: str, value: object, allowed: Iterable[str]) -> str:
 
 
 def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
-    """An owned generator (SPEC §0: no global RNG in library code)."""
+    """An owned generator (docs/science.md §0: no global RNG in library code)."""
     gen = torch.Generator(device=device if device is not None else "cpu")
     gen.manual_seed(check_seed(seed))
     return gen
@@ -59,7 +59,7 @@ def flat(t: Tensor, members: int) -> Tensor:
 
 def model_layers(model: nn.Module) -> list[nn.Module]:
     """The layers of a model: ``model.layer_modules()`` for thermotrain models, else every
-    module owning parameters directly, in registration order (SPEC §3's "layer")."""
+    module owning parameters directly, in registration order (docs/science.md §3's "layer")."""
     if hasattr(model, "layer_modules"):
         return list(model.layer_modules())
     return [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]

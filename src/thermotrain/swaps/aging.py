@@ -1,4 +1,5 @@
-r"""Aging observables of training dynamics (SPEC §10; Baity-Jesi et al. 2018, DEEP-GLASS).
+r"""Aging observables of training dynamics (docs/science.md §10; Baity-Jesi et al. 2018,
+DEEP-GLASS).
 
 With :math:`w(t)` all weights of a member flattened (N entries, float64), at waiting times
 :math:`t_w` and lags :math:`t` (in optimizer steps):
@@ -11,7 +12,7 @@ With :math:`w(t)` all weights of a member flattened (N entries, float64), at wai
 
 :math:`\Delta` is DEEP-GLASS's mean square displacement (their variable ``C``); the
 normalised overlap :math:`C` and the participation ratio :math:`Y` (≈ 1/N when every weight
-moves alike, → 1 when one weight carries the displacement) are ours (SPEC §10). Aging =
+moves alike, → 1 when one weight carries the displacement) are ours (docs/science.md §10). Aging =
 :math:`\Delta` depends on :math:`t_w`, not only on :math:`t`. Only the snapshots
 :math:`w(t_w)` still needed are stored (one ``(K, N)`` float64 copy per open waiting time);
 the observables at :math:`t_w + t` use the current weights.

@@ -1,4 +1,4 @@
-r"""Data swaps: Monte Carlo moves on a copy of each minibatch (SPEC §9, docs/swaps.md).
+r"""Data swaps: Monte Carlo moves on a copy of each minibatch (docs/science.md §9, docs/swaps.md).
 
 The poster's data swaps exchange values inside the images a step trains on. They act on a
 **copy** of the batch: the stored training set is never written. Per ensemble member and

@@ -1,4 +1,5 @@
-r"""Replica exchange (parallel tempering) over the ensemble axis (SPEC §9, docs/swaps.md).
+r"""Replica exchange (parallel tempering) over the ensemble axis (docs/science.md §9,
+docs/swaps.md).
 
 K ensemble members are laid out as L independent ladders of R rungs at temperatures
 :math:`\tau_{l,1} < \dots < \tau_{l,R}`; member k always runs at its own temperature
@@ -63,7 +64,7 @@ class ReplicaExchange(Hook):
             :math:`\sqrt{\tau_k/\tau_{\text{from}}}` (Sugita & Okamoto 1999), so the kinetic
             energy is thermal at the new temperature and the potential-only acceptance stays
             exact for the joint (θ, p) law. (The stored momenta lag by the pending half kick,
-            SPEC §2, an O(h) difference.) Other state (ξ, Adam's moments) is moved as is.
+            docs/science.md §2, an O(h) difference.) Other state (ξ, Adam's moments) is moved as is.
         name: hook name.
 
     Example:

@@ -1,4 +1,5 @@
-r"""Parameter swaps: Monte Carlo moves that permute network weights (SPEC §9, docs/swaps.md).
+r"""Parameter swaps: Monte Carlo moves that permute network weights (docs/science.md §9,
+docs/swaps.md).
 
 A move exchanges entries of a layer's weights (or of two layers) for every ensemble member
 at once, each member drawing its own positions. With :math:`v_k` member k's concatenated
@@ -19,13 +20,14 @@ flattened):
 ``mixed``       random entries of :math:`W` (``pairs`` disjoint transpositions)
 ``units``       hidden units whole: row :math:`i` of :math:`W_\ell`, :math:`b_{\ell,i}` and the
                 inputs of unit :math:`i` in layer :math:`\ell+1` with those of unit :math:`j` —
-                an exact symmetry of the network (the loss does not change) [ours, SPEC §9]
+                an exact symmetry of the network (the loss does not change) [ours, docs/science.md
+                §9]
 ``bias``        two bias entries of the layer
 ``bias-weight`` a bias entry with a weight entry of the same layer (mixing biases and weights)
 ``inter-layer`` a weight entry of layer ``a`` with one of layer ``b`` (``layer=(a, b)``)
 ============== ===========================================================================
 
-Acceptance (SPEC §9, our rules): ``"always"`` (the poster), ``"greedy"`` (keep a member's
+Acceptance (docs/science.md §9, our rules): ``"always"`` (the poster), ``"greedy"`` (keep a member's
 move only if its energy does not rise: :math:`\Delta E_k \le 0`, the T = 0 limit), or
 ``"metropolis"``: keep it with probability :math:`\min(1, e^{-\Delta E_k/\tau_k})` at the
 sampler's temperature, with the energy the sampler samples — the full-batch mean loss or a

@@ -1,4 +1,4 @@
-r"""Thermodynamics of training (SPEC §4, §5, §11; the guide is ``docs/thermo.md``).
+r"""Thermodynamics of training (docs/science.md §4, §5, §11; the guide is ``docs/thermo.md``).
 
 SGD's stationary state near a minimum is out of equilibrium: minibatch noise with a
 diffusion matrix D not proportional to the Hessian H drives probability currents, produces
@@ -11,12 +11,13 @@ effective landscape and, for Langevin sampling, removes most of the minibatch bi
   (``torch.func``); :func:`chain_gradients` (K chains of one model, vectorized);
   :func:`flatten_parameters`, :func:`unflatten_parameters`, :func:`full_loss`.
 * :func:`minibatch_diffusion` (D with the finite-population factor, both variants of the
-  mean), :func:`effective_loss` (L_eff of WOR SGD, SPEC §4), :func:`minimize_newton`.
+  mean), :func:`effective_loss` (L_eff of WOR SGD, docs/science.md §4), :func:`minimize_newton`.
 * :class:`GaussianNESS` — Σ (Lyapunov), C, v(w), σ per step, ⟨σ⟩; :func:`areal_velocity`.
 * :func:`integral_fluctuation_theorem`, :func:`detailed_fluctuation_theorem`.
 * :class:`KineticTemperature`, :class:`ConfigurationalTemperature` — loop hooks.
 * :func:`mcmc_summary`, :func:`effective_sample_size`, :func:`rhat` — ArviZ across members.
-* :func:`load_ft_regression`, :class:`FTRegressionNet` — the authors' test system (SPEC §5).
+* :func:`load_ft_regression`, :class:`FTRegressionNet` — the authors' test system (docs/science.md
+§5).
 """
 
 from .diffusion import effective_loss, finite_population_factor, minibatch_diffusion

@@ -1,5 +1,5 @@
 r"""Minibatches for thousands of chains at once: one generator, vectorized over the ensemble
-axis (SPEC §4's two policies; ``docs/thermo.md``).
+axis (docs/science.md §4's two policies; ``docs/thermo.md``).
 
 :class:`thermotrain.data.Minibatcher` gives each member its own stream (member k of an
 ensemble = the single run seeded ``seed + k``) and draws one permutation per member in a

@@ -1,5 +1,5 @@
-r"""Minibatch noise of SGD: the diffusion matrix D (SPEC §5) and the effective loss of
-without-replacement SGD (SPEC §4); ``docs/thermo.md``.
+r"""Minibatch noise of SGD: the diffusion matrix D (docs/science.md §5) and the effective loss of
+without-replacement SGD (docs/science.md §4); ``docs/thermo.md``.
 
 One SGD step with a minibatch B of B distinct points is
 :math:`w_{n+1} = w_n - h\nabla L(w_n) - h\,\xi_n` with the minibatch noise
@@ -35,7 +35,7 @@ def finite_population_factor(n: int, batch_size: int) -> float:
 def minibatch_diffusion(per_sample_grads: Tensor, lr: float, batch_size: int,
                         replacement: bool = True, mean_gradient: Tensor | None = None
                         ) -> Tensor:
-    r"""The per-step minibatch diffusion matrix :math:`D` of SGD (SPEC §5).
+    r"""The per-step minibatch diffusion matrix :math:`D` of SGD (docs/science.md §5).
 
     .. math::
         D = \frac{h^2 c}{2}\Bigl[\frac1N\sum_{i=1}^N g_i g_i^\top - m\,m^\top\Bigr],
@@ -43,12 +43,12 @@ def minibatch_diffusion(per_sample_grads: Tensor, lr: float, batch_size: int,
 
     with :math:`g_i` the rows of ``per_sample_grads`` and :math:`m` = ``mean_gradient``
     (default :math:`\bar g = \frac1N\sum_i g_i`, which makes the bracket the covariance of
-    the per-sample gradients). SPEC §5 notes that the authors' code subtracts the outer
+    the per-sample gradients). docs/science.md §5 notes that the authors' code subtracts the outer
     product of the **data-term** gradient only (without the prior's :math:`2(N/2\sigma^2)
     \lambda w`); pass that gradient as ``mean_gradient`` to reproduce their variant (their
     published numbers use it). Computed in float64.
 
-    ``replacement`` names the minibatch policy (SPEC §4):
+    ``replacement`` names the minibatch policy (docs/science.md §4):
 
     * ``True`` — every step a fresh batch of B distinct points: the steps' noises are
       independent and :math:`D` is the diffusion of every step.
@@ -59,7 +59,7 @@ def minibatch_diffusion(per_sample_grads: Tensor, lr: float, batch_size: int,
       :math:`\mathrm{Cov}(\xi_n, \xi_m) = -\mathrm{Cov}(\xi_n)/(M-1)` for n ≠ m in one
       epoch. The **per-epoch** diffusion at a fixed point is therefore zero: what remains
       comes from the change of the gradient within the epoch, :math:`O(h^3)`, which is why
-      the without-replacement cloud is orders of magnitude tighter (SPEC §5) and its mean
+      the without-replacement cloud is orders of magnitude tighter (docs/science.md §5) and its mean
       sits at the minimum of :func:`effective_loss`. Gaussian-NESS formulas with this
       :math:`D` describe with-replacement SGD only.
 
@@ -95,7 +95,7 @@ def minibatch_diffusion(per_sample_grads: Tensor, lr: float, batch_size: int,
 
 def effective_loss(per_sample_loss: Callable[[Tensor], Tensor], lr: float, batch_size: int
                    ) -> Callable[[Tensor], Tensor]:
-    r"""The effective loss of without-replacement SGD (SPEC §4):
+    r"""The effective loss of without-replacement SGD (docs/science.md §4):
 
     .. math::
         L_\mathrm{eff}(\theta) = L(\theta) + \frac h4\,\mathbb E_B\lVert\nabla L_B(\theta)\rVert^2,
@@ -105,7 +105,7 @@ def effective_loss(per_sample_loss: Callable[[Tensor], Tensor], lr: float, batch
     :math:`g_i = \nabla\ell_i`, :math:`c = \frac{N-B}{B(N-1)}` (each batch of an epoch is
     marginally a uniform B-subset). The stationary mean of WOR SGD, recorded at epoch
     boundaries, sits at :math:`\arg\min L_\mathrm{eff}` (the backward-error analysis of one
-    epoch; SPEC §4 checks it against the authors' hard-coded WOR minimum).
+    epoch; docs/science.md §4 checks it against the authors' hard-coded WOR minimum).
 
     Args:
         per_sample_loss: ``theta (P,) -> (N,)`` per-sample losses :math:`\ell_i(\theta)` (a

@@ -1,4 +1,4 @@
-r"""Fluctuation theorems for the entropy produced along SGD trajectories (SPEC §5,
+r"""Fluctuation theorems for the entropy produced along SGD trajectories (docs/science.md §5,
 ``docs/thermo.md``).
 
 With :math:`\sigma_n` the entropy produced by step n
@@ -98,7 +98,7 @@ def integral_fluctuation_theorem(sigma: object, k: Iterable[int] | int = (1, 2, 
 
     Args:
         sigma: per-step entropy productions, ``(T,)`` or ``(K, T)`` (K independent chains).
-        k: one window length or several (default 1, 2, 3 as in SPEC §5).
+        k: one window length or several (default 1, 2, 3 as in docs/science.md §5).
         stride: steps between window starts (default k; the authors use 150); ≥ k.
         blocks: number of blocks for the batch-means standard error.
 

@@ -1,4 +1,5 @@
-r"""The fluctuation-theorem paper's test system (SPEC §5): the authors' data, their minimum,
+r"""The fluctuation-theorem paper's test system (docs/science.md §5): the authors' data, their
+minimum,
 the 7-weight tanh network and its loss.
 
 :math:`f(x; w) = w_5\tanh(w_1x + w_3) + w_6\tanh(w_2x + w_4) + w_7`, per-sample loss
@@ -29,7 +30,7 @@ FILES = ("x_train.txt", "y_train.txt", "wmin.txt")
 
 
 class FTRegressionNet(nn.Module):
-    r"""The 1-2-1 tanh network of SPEC §5 with its 7 weights in one parameter ``weight``.
+    r"""The 1-2-1 tanh network of docs/science.md §5 with its 7 weights in one parameter ``weight``.
 
     ``weight`` is ``(7,)`` — or ``(K, 7)`` with ``ensemble=K`` (output ``(K, B, 1)``).
     ``forward(x)`` takes ``(B,)`` or ``(B, 1)`` inputs and returns ``(B, 1)``.
@@ -60,7 +61,7 @@ def predict(w: Tensor, x: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class FTRegression:
-    """The authors' data and minimum, float64, with the loss of SPEC §5.
+    """The authors' data and minimum, float64, with the loss of docs/science.md §5.
 
     Attributes:
         x, y: ``(N,)`` inputs and targets; w_min: ``(7,)`` the authors' w*.

@@ -1,13 +1,15 @@
 r"""Per-sample gradients and Hessians of any small PyTorch model (``torch.func``), flat.
 
-The thermodynamic quantities of SPEC §5 (``docs/thermo.md``) need, at one parameter point θ,
+The thermodynamic quantities of docs/science.md §5 (``docs/thermo.md``) need, at one parameter
+point θ,
 the matrix of per-sample gradients :math:`G_{i\cdot} = \nabla\ell_i(\theta)` (shape
 ``(N, P)``) and the Hessian :math:`H = \nabla^2 L(\theta)` of the full-data loss
 :math:`L = \frac1N\sum_i \ell_i`. Both are computed here for **any** ``nn.Module`` with
 ``torch.func`` (``vmap(grad(functional_call))`` and ``hessian``), over the model's trainable
 parameters flattened in ``named_parameters()`` order (:func:`flatten_parameters`).
 
-The loss convention is the library's (SPEC §0): ``loss(prediction, target)`` is the **mean**
+The loss convention is the library's (docs/science.md §0): ``loss(prediction, target)`` is the
+**mean**
 loss of a batch (e.g. ``torch.nn.functional.mse_loss``); the per-sample loss is that loss on
 a batch of one, plus an optional parameter ``penalty(params) -> scalar`` (a prior term such as
 :math:`\lambda\lVert w\rVert^2`) added to **every** per-sample loss, so that
@@ -94,7 +96,7 @@ def per_sample_gradients(model: nn.Module, loss: LossFn, x: Tensor, y: Tensor, *
     r"""The gradient of every per-sample loss, :math:`G_{i\cdot} = \nabla_\theta\ell_i(\theta)`.
 
     :math:`\ell_i(\theta) = \mathrm{loss}(f(x_i;\theta), y_i) + \mathrm{penalty}(\theta)`,
-    computed as ``vmap(grad(functional_call))`` over the samples (SPEC §5: the minibatch
+    computed as ``vmap(grad(functional_call))`` over the samples (docs/science.md §5: the minibatch
     noise of SGD is built from these; ``docs/thermo.md``).
 
     Args:
@@ -173,7 +175,7 @@ def hessian(model: nn.Module, loss: LossFn, x: Tensor, y: Tensor, *,
     :math:`L(\theta) = \mathrm{loss}(f(X;\theta), Y) + \mathrm{penalty}(\theta)` — with a
     batch-mean ``loss`` this is :math:`\frac1N\sum_i\ell_i` of :func:`per_sample_gradients`.
     Computed with ``torch.func.hessian`` (forward-over-reverse) on the flat parameters: meant
-    for small models (memory :math:`P^2`; SPEC §5 uses it at the minimum w*).
+    for small models (memory :math:`P^2`; docs/science.md §5 uses it at the minimum w*).
 
     Same arguments as :func:`per_sample_gradients`; with ``ensemble_dim=0`` returns the
     ``(K, P, P)`` per-member Hessians (the diagonal blocks of the Hessian of the sum of the

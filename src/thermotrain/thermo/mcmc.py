@@ -1,4 +1,4 @@
-r"""MCMC diagnostics across ensemble members with ArviZ (SPEC §11, ``docs/thermo.md``).
+r"""MCMC diagnostics across ensemble members with ArviZ (docs/science.md §11, ``docs/thermo.md``).
 
 An ensemble run of K members recorded at T steps is a trace of shape ``(K, T, ...)``: chains
 = members, draws = recorded steps. Effective sample size and :math:`\hat R` come from ArviZ

@@ -1,4 +1,4 @@
-r"""The Gaussian non-equilibrium steady state of SGD near a minimum (SPEC §5,
+r"""The Gaussian non-equilibrium steady state of SGD near a minimum (docs/science.md §5,
 ``docs/thermo.md``).
 
 Linearized at a minimum (Hessian H), with-replacement SGD is the linear recursion
@@ -43,7 +43,7 @@ def _array(value: object) -> np.ndarray:
 
 
 class GaussianNESS:
-    r"""The linearized stationary state of SGD at a minimum: Σ, C, v, σ (SPEC §5).
+    r"""The linearized stationary state of SGD at a minimum: Σ, C, v, σ (docs/science.md §5).
 
     Args:
         hessian: :math:`H` ``(P, P)``, symmetric positive definite (the loss's Hessian at the
@@ -133,7 +133,7 @@ class GaussianNESS:
 
 
 def areal_velocity(trajectory: object, mean: object = None) -> np.ndarray:
-    r"""The empirical areal velocity of a trajectory (SPEC §5),
+    r"""The empirical areal velocity of a trajectory (docs/science.md §5),
 
     .. math:: A_{ij} = \frac1{2(T-1)}\sum_{n=1}^{T-1}\bigl[\delta w_i(n)\,\delta w_j(n+1)
         - \delta w_j(n)\,\delta w_i(n+1)\bigr],\qquad \delta w = w - \mu,
@@ -160,7 +160,7 @@ def minimize_newton(f: Callable[[Tensor], Tensor], start: Tensor, steps: int = 2
     r"""Newton's method :math:`\theta \leftarrow \theta - [\nabla^2 f]^{-1}\nabla f` on a
     scalar function of a flat float64 vector (gradient and Hessian by ``torch.func``); stops
     after ``steps`` iterations or when the step's relative size is below ``tol``. For the
-    minimum w* of a loss and of :func:`~thermotrain.thermo.effective_loss` (SPEC §4)."""
+    minimum w* of a loss and of :func:`~thermotrain.thermo.effective_loss` (docs/science.md §4)."""
     theta = start.detach().to(torch.float64).clone()
     g_fn, h_fn = torch.func.grad(f), torch.func.hessian(f)
     for _ in range(int(steps)):

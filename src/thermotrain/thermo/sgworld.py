@@ -1,5 +1,5 @@
 r"""SGWORLD: stochastic gradient Langevin dynamics with without-replacement minibatches
-(SPEC §4, ``docs/thermo.md``)."""
+(docs/science.md §4, ``docs/thermo.md``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class SGWORLD(SGLD):
     The update is SGLD's, :math:`\theta \leftarrow \theta - h\nabla L_B(\theta) +
     \sqrt{2\tau h}\,R`, for Bayesian sampling at :math:`\tau = 1` with the sum-scaled loss
     :math:`L_B(\theta) = \frac NB\sum_{i\in B} -\log p(y_i\mid x_i,\theta) - \log p(\theta)`
-    (SPEC §4; the abstract of "Machine learning in and out of equilibrium").
+    (docs/science.md §4; the abstract of "Machine learning in and out of equilibrium").
 
     **Why without replacement.** With batches drawn independently each step (with
     replacement), the minibatch noise adds a diffusion :math:`D \propto h^2 (N/B)` per step on
@@ -29,7 +29,8 @@ class SGWORLD(SGLD):
     fresh permutation cut into N/B batches, the epoch's minibatch noises sum to zero (every
     point is used once), the extra diffusion per epoch vanishes to leading order and the
     sampler falls onto the full-gradient (ULA) error floor :math:`[H(I - hH/2)]^{-1}` once
-    :math:`(N/B)\,h\,\lambda_{\max}(H) \lesssim 0.5` (SPEC §4's Bayesian linear regression:
+    :math:`(N/B)\,h\,\lambda_{\max}(H) \lesssim 0.5` (docs/science.md §4's Bayesian linear
+    regression:
     at h = 1e-4, SGLD's covariance error 0.18–0.21 vs SGWORLD's 0.03).
 
     .. warning:: The optimizer cannot see how batches are drawn. Feed it

@@ -4,7 +4,8 @@ r"""Parameter snapshots during training, and per-member evaluation on a whole da
 member and all parameters of some members (``keep``: the members whose decision boundaries a
 report draws). With ``window`` W > 1 every snapshot also keeps the parameters of those members
 at the last W steps :math:`\max(0, s - W + 1), …, s` (``snap["window"]``): the averaged
-classifier of paper Fig. 9 (the mean of the W predicted probabilities, SPEC §7). Its state —
+classifier of paper Fig. 9 (the mean of the W predicted probabilities, docs/science.md §7). Its
+state —
 snapshots taken and the window states still needed — is checkpointed like any hook's.
 
 :func:`evaluate` is the per-member mean loss and accuracy :math:`L_k, A_k` of the current

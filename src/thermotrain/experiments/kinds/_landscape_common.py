@@ -76,7 +76,8 @@ def require(spec: Mapping[str, Any], file: str, *keys: str) -> None:
 # ---------------------------------------------------------------------- data
 def image_data(dataset: str, n_train: int, n_test: int, data_dir: str | None
                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The first ``n_train`` / ``n_test`` images, flattened, inputs in [0, 1] (SPEC §8)."""
+    """The first ``n_train`` / ``n_test`` images, flattened, inputs in [0, 1] (docs/science.md
+    §8)."""
     loader = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}[dataset]
     xtr, ytr = loader("train", data_dir)
     xte, yte = loader("test", data_dir)
@@ -86,8 +87,9 @@ def image_data(dataset: str, n_train: int, n_test: int, data_dir: str | None
 # ---------------------------------------------------------------------- training
 def make_optimizer(kind: str, model: torch.nn.Module, lr: float, seeds: Sequence[int],
                    extra: Mapping[str, Any] | None = None) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9 and Adam(0.9, 0.999) as in the MLI code (SPEC §8); AdLaLa with
-    the authors' defaults (SPEC §3) unless ``extra`` overrides them."""
+    """SGD with momentum 0.9 and Adam(0.9, 0.999) as in the MLI code (docs/science.md §8); AdLaLa
+    with
+    the authors' defaults (docs/science.md §3) unless ``extra`` overrides them."""
     extra = dict(extra or {})
     if kind == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=extra.get("momentum", 0.9))

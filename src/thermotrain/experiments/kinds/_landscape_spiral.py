@@ -1,4 +1,5 @@
-r"""The ``landscape-spiral`` experiment: where do AdLaLa, Adam and SGD land? (SPEC §8, §7)
+r"""The ``landscape-spiral`` experiment: where do AdLaLa, Adam and SGD land? (docs/science.md §8,
+§7)
 
 On the 4-turn spiral with the authors' notebook net (2-100-1 ReLU, batch 25), every method
 trains the same K initializations (one ensemble per method, :func:`thermotrain.training.train`).

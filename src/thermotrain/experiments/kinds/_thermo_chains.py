@@ -1,5 +1,6 @@
 """Measurements shared by the SGD-NESS studies (``ft-regression``, ``ft-mnist``): K SGD
-chains with entropy production on the fly, the one-step check of D, SPEC §5's cheap IFT check,
+chains with entropy production on the fly, the one-step check of D, docs/science.md §5's cheap IFT
+check,
 the fluctuation-theorem results (``docs/thermo.md``)."""
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def stationary_chains(grad: Callable[[Tensor, Tensor], Tensor], w0: Tensor, lr: 
 
 def cheap_check(ness: thermo.GaussianNESS, grad: Callable[[Tensor, Tensor], Tensor],
                 lr: float, batches: EnsembleBatches, seed: int) -> dict[str, float]:
-    """SPEC §5's cheap exact check: w ~ N(w*, Σ), one WR step each; ⟨e^{−σ}⟩ and ⟨σ⟩."""
+    """docs/science.md §5's cheap exact check: w ~ N(w*, Σ), one WR step each; ⟨e^{−σ}⟩ and ⟨σ⟩."""
     n = batches.members
     w = torch.from_numpy(ness.sample(n, np.random.default_rng(seed)))
     idx, chunk = batches.next(), 50_000

@@ -1,4 +1,5 @@
-r"""The ``mli`` experiment: monotonic linear interpolation across a training grid (SPEC §8).
+r"""The ``mli`` experiment: monotonic linear interpolation across a training grid (docs/science.md
+§8).
 
 A study ``experiment = "mli"`` trains, for every cell (optimizer × learning rate × batch norm
 × distance reward) of its ``[grid]``, the ``training.seeds`` seeds of an MLP as one ensemble
@@ -354,6 +355,6 @@ def report(out: Path) -> Path:
 
 
 register(Experiment("mli", run, report, table,
-                    "Monotonic linear interpolation over optimizer x lr x batch norm (SPEC §8)"))
+                    "Monotonic linear interpolation over optimizer x lr x batch norm"))
 register(Experiment("landscape-spiral", spiral.run, spiral.report, spiral.table,
-                    "Where AdLaLa, Adam and SGD land on the 4-turn spiral (SPEC §8)"))
+                    "Where AdLaLa, Adam and SGD land on the 4-turn spiral (docs/science.md §8)"))

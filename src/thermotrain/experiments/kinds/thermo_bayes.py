@@ -1,4 +1,4 @@
-"""Study ``bayes-linreg``: ULA, SGLD and SGWORLD on SPEC §4's Bayesian linear regression,
+"""Study ``bayes-linreg``: ULA, SGLD and SGWORLD on docs/science.md §4's Bayesian linear regression,
 thousands of chains as one ensemble; the covariance error against the exact posterior
 (issue 9; ``docs/thermo.md``)."""
 
@@ -68,7 +68,7 @@ def sample(problem: Any, method: str, h: float, chains: int, batch_size: int, bu
     """``(chains, records, d)`` draws of one sampler, chains started at the posterior mean.
 
     ULA: full gradient; SGLD: with-replacement batches; SGWORLD: epoch permutations; all
-    θ ← θ − h∇L + √(2h)R with the sum-scaled loss (τ = 1, SPEC §4)."""
+    θ ← θ − h∇L + √(2h)R with the sum-scaled loss (τ = 1, docs/science.md §4)."""
     theta = problem.mean.to(torch.float64).expand(chains, -1).clone().requires_grad_(True)
     cls = thermo.SGWORLD if method == "SGWORLD" else samplers.SGLD
     opt = cls([theta], lr=h, temperature=1.0, seed=seed, ensemble_dim=0, rng="philox")
@@ -172,7 +172,7 @@ def report(out: Path) -> Path:
     fig.savefig(d / "error_vs_h.png", dpi=90)
     plt.close(fig)
     lam = summary["lambda"]
-    lines = [f"# {config.get('name', 'bayes-linreg')}: SGWORLD vs SGLD vs ULA (SPEC §4)", "",
+    lines = [f"# {config.get('name', 'bayes-linreg')}: SGWORLD vs SGLD vs ULA", "",
              config.get("description", ""), "",
              f"{summary['chains']} chains per sampler as one ensemble, started at the posterior "
              f"mean, {summary['records']} records each after a burn-in; λ(H) = "
@@ -186,7 +186,7 @@ def report(out: Path) -> Path:
     noise = [r["noise_level"] for r in rows if "noise_level" in r]
     lines += ["", f"Monte Carlo noise level of the error (ULA's draws against ULA's exact "
               f"stationary covariance): {', '.join(fmt(v, 2) for v in noise)} for the h's in "
-              "order.", "", "Paper (SPEC §4, two independent data draws): h = 1e-4: ULA 0.010, "
+              "order.", "", "Paper (§4, two independent data draws): h = 1e-4: ULA 0.010, "
               "SGLD 0.18–0.21, SGWORLD 0.030–0.032; h = 3e-5: ULA 0.003, SGLD 0.062, SGWORLD "
               "0.0027.", "", "![error vs h](figures/error_vs_h.png)", ""]
     lines += notes_section(config)
@@ -196,4 +196,4 @@ def report(out: Path) -> Path:
 
 register(Experiment("bayes-linreg", run, report, table,
                     "ULA, SGLD and SGWORLD on Bayesian linear regression: covariance error vs h "
-                    "(SPEC §4)"))
+                    "(docs/science.md §4)"))

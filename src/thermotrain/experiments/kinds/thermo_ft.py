@@ -1,7 +1,7 @@
 """Study ``ft-regression``: SGD's non-equilibrium steady state on the authors' 7-weight
-network (SPEC §5, issue 9; ``docs/thermo.md``).
+network (docs/science.md §5, issue 9; ``docs/thermo.md``).
 
-Theory at the authors' w* (H, D in both variants, Σ, C, ⟨σ⟩) beside SPEC §5's table; the
+Theory at the authors' w* (H, D in both variants, Σ, C, ⟨σ⟩) beside docs/science.md §5's table; the
 one-step check of D; SPEC's cheap IFT check; K independent SGD chains as one ensemble in the
 stationary state (measured ⟨σ⟩, areal velocity vs C, integral FT for k = 1, 2, 3, detailed
 FT); the same without replacement (cloud size ratio, currents, mean at argmin L_eff).
@@ -53,7 +53,7 @@ SCHEMA = {
     "fluctuation": {"k": list, "bins": COUNT},
 }
 
-#: SPEC §5's reference values (authors' D variant, SPEC's D)
+#: docs/science.md §5's reference values (authors' D variant, SPEC's D)
 PAPER = {"authors": {"D11": 1.72743e-10, "Sigma11": 7.7408e-7, "C12": 3.0335e-12,
                      "mean_entropy_production": 3.14828e-4},
          "spec": {"D11": 1.73058e-10, "Sigma11": 7.8439e-7, "C12": 2.9948e-12,
@@ -221,10 +221,10 @@ def report(out: Path) -> Path:
     arrays = read_json(out / "arrays.json")
     figs = _figures(out, summary, arrays)
     t, st, paper = summary["theory"], summary["stationary"], summary["paper"]
-    lines = [f"# {config.get('name', 'ft-regression')}: SGD out of equilibrium (SPEC §5)", "",
+    lines = [f"# {config.get('name', 'ft-regression')}: SGD out of equilibrium", "",
              config.get("description", ""), "",
              "## Theory at the authors' w* (Gaussian NESS)", "",
-             "| quantity | ours, authors' D variant | SPEC §5 | ours, SPEC's D | SPEC §5 |",
+             "| quantity | ours, authors' D variant | reference | ours, exact D | reference |",
              "|---|---|---|---|---|"]
     for key, label in (("D11", "D₁₁"), ("Sigma11", "Σ₁₁"), ("C12", "C₁₂"),
                        ("mean_entropy_production", "⟨σ⟩")):
@@ -241,7 +241,7 @@ def report(out: Path) -> Path:
               f"diagonal entry ≈ {fmt(one['expected_diagonal_se'], 2)}).", "",
               f"w ~ N(w*, Σ), one WR step each ({ch['samples']} samples): ⟨e^(−σ)⟩ = "
               f"{ch['exp_minus_sigma']:.6f} ± {ch['exp_minus_sigma_se']:.6f}, ⟨σ⟩ = "
-              f"{fmt(ch['mean_sigma'], 3)} ± {fmt(ch['mean_sigma_se'], 2)} (SPEC: 0.99994 ± "
+              f"{fmt(ch['mean_sigma'], 3)} ± {fmt(ch['mean_sigma_se'], 2)} (reference: 0.99994 ± "
               "0.00004 and (3.7 ± 0.4)e-4 for 4e5 samples).", "",
               "## Stationary state: K chains as one ensemble", "",
               f"{st['chains']} independent SGD chains (B = 10, h = 1e-7, with replacement) "
@@ -276,10 +276,10 @@ def report(out: Path) -> Path:
               f"({wor['steps']} steps), recorded at epoch boundaries, the first quarter "
               "discarded.", "",
               f"- per-coordinate variance ratio WR/WOR: {ratio.min():.3g} – {ratio.max():.3g} "
-              f"(SPEC: 5e3–1e5)",
+              f"(reference: 5e3–1e5)",
               f"- largest |areal velocity|: WR {fmt(st['areal_velocity_max'], 2)} per step, WOR "
-              f"{fmt(wor['areal_velocity_max'], 2)} per epoch-boundary record (SPEC: ~3e-12–5e-11 "
-              "→ ~1e-15–4e-14)",
+              f"{fmt(wor['areal_velocity_max'], 2)} per epoch-boundary record "
+              "(reference: ~3e-12–5e-11 → ~1e-15–4e-14)",
               f"- stationary WOR mean: {fmt(wor['mean_distance_to_w_eff'], 2)} (relative) from "
               f"argmin L_eff, {fmt(wor['mean_distance_to_w_min'], 2)} from w* (argmin L_eff is "
               f"{fmt(wor['w_eff_distance_to_w_min'], 2)} from w*; SPEC: 4.1e-5)", "",
@@ -358,4 +358,4 @@ def _figures(out: Path, summary: dict[str, Any], arrays: dict[str, Any]) -> list
 
 register(Experiment("ft-regression", run, report, table,
                     "SGD's NESS on the authors' 7-weight net: D, Σ, C, entropy production, "
-                    "fluctuation theorems, without replacement (SPEC §5)"))
+                    "fluctuation theorems, without replacement (docs/science.md §5)"))

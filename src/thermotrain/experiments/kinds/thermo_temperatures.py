@@ -1,6 +1,6 @@
 """Study ``temperatures``: kinetic and configurational temperatures of BAOAB and AdLaLa on the
 spiral net, full-batch vs minibatch gradients, a few step sizes and temperatures (issue 9,
-SPEC §11; ``docs/thermo.md``). Trained with :func:`thermotrain.training.train`; the
+docs/science.md §11; ``docs/thermo.md``). Trained with :func:`thermotrain.training.train`; the
 monitors are :class:`~thermotrain.thermo.KineticTemperature` and
 :class:`~thermotrain.thermo.ConfigurationalTemperature` hooks."""
 
@@ -172,7 +172,7 @@ def report(out: Path) -> Path:
         plt.close(fig)
         figs.append(f"temperatures_{method}")
     lines = [f"# {config.get('name', 'temperatures')}: kinetic and configurational "
-             "temperatures (SPEC §11)", "", config.get("description", ""), "",
+             "temperatures (docs/science.md §11)", "", config.get("description", ""), "",
              f"{summary['members']} members per cell, {summary['steps']} steps; averages over "
              "the second half of the run and the members (T_conf: the ratio of the summed "
              "‖∇L‖² and Hutchinson Laplacians on the full train set; the central-difference "
@@ -198,4 +198,4 @@ def report(out: Path) -> Path:
 
 register(Experiment("temperatures", run, report, table,
                     "kinetic and configurational temperatures of BAOAB and AdLaLa on the "
-                    "spiral net: full batch vs minibatch (SPEC §11)"))
+                    "spiral net: full batch vs minibatch (docs/science.md §11)"))

@@ -1,4 +1,4 @@
-"""The swap studies (issue 11, SPEC §9-§10) as experiment kinds: ``swap-acceptance``,
+"""The swap studies (issue 11, docs/science.md §9-§10) as experiment kinds: ``swap-acceptance``,
 ``replica-exchange``, ``aging``, ``swap-speedup``. Each module validates its own TOML schema,
 trains through :func:`thermotrain.training.train` with the :mod:`thermotrain.swaps` hooks,
 and writes config.json, metrics.csv, summary.json, report.md and figures/ (docs/swaps.md)."""

@@ -1,5 +1,6 @@
 """Study ``swap-acceptance``: Metropolis acceptance of every parameter-swap kind vs the
-sampler's temperature on the spiral net (SPEC §9), with the unit swap's exact symmetry."""
+sampler's temperature on the spiral net (docs/science.md §9), with the unit swap's exact
+symmetry."""
 
 from __future__ import annotations
 

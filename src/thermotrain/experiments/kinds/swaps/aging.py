@@ -1,4 +1,5 @@
-"""Study ``aging``: DEEP-GLASS's aging protocol (SPEC §10) sized for this machine — MNIST,
+"""Study ``aging``: DEEP-GLASS's aging protocol (docs/science.md §10) sized for this machine —
+MNIST,
 Linear → ReLU → Linear → sigmoid, MSE to one-hot, hidden width small vs large, SGD with
 momentum and BAOAB at a small temperature; Δ(t_w, t_w + t) vs t for several t_w."""
 

@@ -1,5 +1,5 @@
 """Study ``replica-exchange``: a ladder of BAOAB temperatures on the 4-turn spiral with and
-without exchanges, against AdLaLa; plus the exact 1-D double-well check (SPEC §9)."""
+without exchanges, against AdLaLa; plus the exact 1-D double-well check (docs/science.md §9)."""
 
 from __future__ import annotations
 
