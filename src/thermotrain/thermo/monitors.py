@@ -47,12 +47,22 @@ def _member_sum(t: Tensor, edim: int | None) -> Tensor:
 
 class KineticTemperature(Hook):
     r"""Log :math:`T_\mathrm{kin} = \lVert p\rVert^2/N` per group and member every ``every``
-    steps (SPEC §11). Needs a :class:`~thermotrain.PartitionedLangevin` optimizer; groups
-    without momenta (SGLD) are skipped.
+    steps (SPEC §11), with BAOAB's full-step (boundary) momenta. Needs a
+    :class:`~thermotrain.PartitionedLangevin` optimizer; groups without momenta (SGLD) are
+    skipped.
 
-    It calls ``optimizer.finalize()`` (apply the pending half kick with the current gradient,
-    so the momenta are BAOAB's full-step ones); the next step then kicks by h/2 only, so the
-    trajectory is unchanged up to rounding.
+    The stored momenta lag the boundary ones by the pending closing sub-steps (SPEC §2). When
+    those are kicks only — BAOAB, BAOA and the adaptive scheme: the closing
+    :math:`B_{h/2}`, :math:`p \leftarrow p - k\,g` with :math:`k` = the closing fraction times
+    the previous step's h (per member if h is) — the hook computes
+    :math:`\lVert p - k\,\nabla L(\theta_n)\rVert^2` directly from the stored momenta and the
+    step's gradient (in ``.grad`` at ``after_gradient``), without touching the optimizer
+    state. Frozen members (``nan_policy="mask"``) get k = 0, as in ``finalize()``. Splittings
+    whose closing sub-steps include noise (OBABO: :math:`B_{h/2}O_{h/2}`) cannot be
+    evaluated without drawing it, so for them the hook calls ``optimizer.finalize()`` (the
+    next step then runs only the opening sub-steps; positions are unchanged, the noise stream
+    is not the one of an unmonitored run). ABOBA keeps no closing sub-steps: its stored
+    momenta are the boundary ones.
     """
 
     def __init__(self, every: int = 10, name: str = "kinetic_temperature"):
@@ -68,19 +78,89 @@ class KineticTemperature(Hook):
     def after_gradient(self, state: Any, losses: Tensor) -> None:
         if state.step == 0 or state.step % self.every:
             return  # before the first step the momenta do not exist yet
-        opt = state.optimizer
-        opt.finalize()
-        for g, temp in enumerate(opt.kinetic_temperature()):
-            if bool(torch.isnan(temp).all()):
+        for g, temp in enumerate(kinetic_temperatures(state.optimizer)):
+            if temp is not None:
+                state.log(f"{self.name}/group{g}", temp.reshape(-1) if temp.dim() else temp)
+
+
+def _closing_kick(scheme: Any) -> float | None:
+    """The closing sub-steps' total kick as a fraction of h when they are kicks only
+    (0.0 when there are none), else ``None``."""
+    closing = scheme.splitting.closing
+    if any(c != "B" for c, _ in closing):
+        return None
+    return float(sum(f for _, f in closing))
+
+
+@torch.no_grad()
+def kinetic_temperatures(opt: Any) -> list[Tensor | None]:
+    r"""Per group, the boundary-momentum kinetic temperature
+    :math:`\lVert p - k\,g\rVert^2/N` (``(K,)`` with an ensemble axis, else a scalar;
+    ``None`` for groups without momenta), with the pending closing kick k applied on the fly
+    to the stored momenta p and the current gradients g (see :class:`KineticTemperature`);
+    equals ``opt.kinetic_temperature()`` after ``opt.finalize()``, without changing ``opt``.
+    Calls ``opt.finalize()`` first if a group's closing sub-steps are not kicks only."""
+    from ..samplers.splittings import get_scheme
+
+    schemes = [get_scheme(g["scheme"]) for g in opt.param_groups]
+    if any(s.momentum and _closing_kick(s) is None for s in schemes):
+        opt.finalize()  # noisy closing sub-steps (OBABO): no way round drawing them
+    frozen = getattr(opt, "frozen_members", None)
+    out: list[Tensor | None] = []
+    for group, scheme in zip(opt.param_groups, schemes, strict=True):
+        edim = group["ensemble_dim"]
+        frac = _closing_kick(scheme) if scheme.momentum else None
+        total, count = None, 0
+        for p in group["params"]:
+            st = opt.state[p]
+            m = st.get("momentum")
+            if m is None:
                 continue
-            state.log(f"{self.name}/group{g}", temp.reshape(-1) if temp.dim() else temp)
+            count += m.numel() // opt.members
+            if frac and st.get("pending") and p.grad is not None:
+                h = st["closing_lr"]
+                shape = [1] * m.dim()
+                if isinstance(h, Tensor) or (frozen is not None and bool(frozen.any())):
+                    k = torch.as_tensor(h, dtype=torch.float64).expand(opt.members) * frac
+                    if frozen is not None:
+                        k = torch.where(frozen, 0.0, k)
+                    if edim is not None:
+                        shape[edim] = -1
+                    d = m - k.to(m).reshape(shape) * p.grad
+                else:
+                    d = torch.add(m, p.grad, alpha=-frac * float(h))
+            else:
+                d = m
+            ss = _member_sum(d.square(), edim)
+            total = ss if total is None else total + ss
+        if total is None:
+            out.append(None)
+        else:
+            temp = total / count
+            out.append(temp if edim is not None else temp.squeeze(0))
+    return out
 
 
 class ConfigurationalTemperature(Hook):
     r"""Log :math:`T_\mathrm{conf} = \langle\lVert\nabla L\rVert^2\rangle/\langle\Delta L\rangle`
     per group and member every ``every`` steps (SPEC §11), with a Hutchinson Laplacian.
 
-    Two estimators of :math:`v^\top\nabla^2L\,v` (Rademacher v):
+    Which energy L (``data``):
+
+    * ``"batch"`` (default): the step's own minibatch loss :math:`L_B` (the batch the loop
+      drew, captured in ``before_gradient``); ‖∇L_B‖² is read from the loop's gradient in
+      ``.grad``, so a record costs the Laplacian only (one or two minibatch gradients with
+      ``"fd"``/``"forward"``, one double backward with ``"hvp"``). Since
+      :math:`E\lVert\nabla L_B\rVert^2 = \lVert\nabla L\rVert^2 + \mathrm{tr\,Var}\,\nabla L_B`
+      and :math:`E\,\Delta L_B = \Delta L`, this reads higher than the full-data value by the
+      gradient noise (it is the temperature the minibatch energies see);
+    * ``"full"``: the full training-set loss — the exact-energy choice, whose Gibbs measure is
+      the sampled one; each record costs two (``"fd"``) or ~three (``"hvp"``) full-batch
+      gradients;
+    * ``subset=m``: a fixed random subset of m training points (biased like ``"batch"`` by the
+      subset's gradient variance, but always the same energy).
+
+    Estimators of :math:`v^\top\nabla^2L\,v` (Rademacher v):
 
     * ``laplacian="hvp"`` (default): a Hessian-vector product by double backward (exact for
       smooth losses; autograd differentiates ReLU's kink as a zero second derivative, so the
@@ -88,31 +168,35 @@ class ConfigurationalTemperature(Hook):
     * ``laplacian="fd"``: the central difference
       :math:`v^\top[\nabla L(\theta + \epsilon v) - \nabla L(\theta - \epsilon v)]/2\epsilon`
       (error :math:`O(\epsilon^2)` for smooth losses; it sees the kinks crossed within ε),
-      with ‖∇L‖² from the mean of the two gradients. Two plain gradients, no double backward:
-      with the default loss on a model the fused kernel supports
-      (:func:`thermotrain.models.fused.gradient_fn`) it is several times cheaper. θ is
-      restored bit for bit and the loop's ``.grad`` is put back.
+      with ‖∇L‖² (``"full"``/subset) from the mean of the two gradients. Two plain gradients,
+      no double backward: with the default loss on a model the fused kernel supports
+      (:func:`thermotrain.models.fused.gradient_fn`) it is several times cheaper;
+    * ``laplacian="forward"`` (``data="batch"`` only): the one-sided difference
+      :math:`v^\top[\nabla L_B(\theta + \epsilon v) - \nabla L_B(\theta)]/\epsilon` against the
+      loop's gradient: one extra gradient per probe, error :math:`O(\epsilon)`.
+
+    θ is restored bit for bit and the loop's ``.grad`` is put back.
 
     Args:
-        loss: ``loss(model) -> (K,)`` per-member loss whose Gibbs measure the sampler samples
-            (differentiable); default: the mean classification loss
-            (:func:`thermotrain.models.ensemble_loss`) of the model on ``data`` (the full
-            training set unless ``subset`` is given).
+        loss: ``loss(model) -> (K,)`` per-member loss (differentiable); when given it is the
+            energy and ``data``/``subset`` are ignored; default: the mean classification loss
+            (:func:`thermotrain.models.ensemble_loss`) on the data above.
         every: record every this many steps.
         probes: Rademacher vectors per record (the estimator's variance falls as 1/probes).
-        subset: use a fixed random subset of this many training points instead of all of
-            them (cheaper; the subset loss :math:`L_S` then stands in for L: its measure is
-            not the sampled one, so this biases :math:`T_\mathrm{conf}` upwards by the subset's
-            gradient variance — documented in ``docs/thermo.md``).
+        data: ``"batch"`` or ``"full"`` (above); ``None``: ``"batch"``, or the subset when
+            ``subset`` is given.
+        subset: use a fixed random subset of this many training points.
         start: accumulate the running ratio from this step on (burn-in).
-        laplacian: ``"hvp"`` or ``"fd"`` (above); epsilon: the finite-difference step ε.
+        laplacian: ``"hvp"``, ``"fd"`` or ``"forward"`` (above); epsilon: the
+            finite-difference step ε.
         seed: seed of the probes' (and the subset's) CPU generator; its state is saved.
         name: hook name and metric prefix.
     """
 
     def __init__(self, loss: Callable[[torch.nn.Module], Tensor] | None = None, *,
-                 every: int = 10, probes: int = 1, subset: int | None = None, start: int = 0,
-                 laplacian: str = "hvp", epsilon: float = 1e-3, seed: int = 0,
+                 every: int = 10, probes: int = 1, data: str | None = None,
+                 subset: int | None = None, start: int = 0, laplacian: str = "hvp",
+                 epsilon: float = 1e-3, seed: int = 0,
                  name: str = "configurational_temperature"):
         self.loss = loss
         self.every = _check_every(every)
@@ -121,8 +205,18 @@ class ConfigurationalTemperature(Hook):
         if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int)
                                    or subset < 1):
             raise ValueError(f"subset must be None or an int >= 1, got {subset!r}")
-        if laplacian not in ("hvp", "fd"):
-            raise ValueError(f"laplacian must be 'hvp' or 'fd', got {laplacian!r}")
+        if data not in (None, "batch", "full"):
+            raise ValueError(f"data must be 'batch' or 'full', got {data!r}")
+        if subset is not None and data is not None:
+            raise ValueError(f"give either data={data!r} or subset={subset!r}, not both")
+        self.data = "subset" if subset is not None else (data or "batch")
+        if loss is not None:
+            self.data = "loss"
+        if laplacian not in ("hvp", "fd", "forward"):
+            raise ValueError(f"laplacian must be 'hvp', 'fd' or 'forward', got {laplacian!r}")
+        if laplacian == "forward" and self.data != "batch":
+            raise ValueError("laplacian='forward' needs data='batch' (it differences against "
+                             f"the loop's minibatch gradient), got data={self.data!r}")
         if not (isinstance(epsilon, (int, float)) and epsilon > 0):
             raise ValueError(f"epsilon must be a number > 0, got {epsilon!r}")
         self.probes, self.subset, self.start, self.name = probes, subset, int(start), name
@@ -130,7 +224,9 @@ class ConfigurationalTemperature(Hook):
         self.generator = torch.Generator().manual_seed(int(seed))
         self.sums: dict[int, list[Tensor]] = {}
         self._index: Tensor | None = None
-        self._fused: Callable[[Tensor], Tensor] | None = None
+        self._grad_fn: Callable[[Tensor], Tensor] | None = None
+        self._fixed: Tensor | None = None  # (K, n) indices of the full set or the subset
+        self._batch: Any = None
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -150,17 +246,27 @@ class ConfigurationalTemperature(Hook):
                 raise ValueError(f"{self.name}: subset={self.subset} exceeds the {n} training "
                                  "points")
             self._index = torch.randperm(n, generator=self.generator)[: self.subset]
-        if self.laplacian == "fd" and self.loss is None:
+        if self.laplacian != "hvp" and self.loss is None:
             from ..models import fused
 
             if fused.supports(state.model, state.x_train, state.y_train):
-                grad_fn = fused.gradient_fn(state.model, state.x_train, state.y_train)
+                self._grad_fn = fused.gradient_fn(state.model, state.x_train, state.y_train)
                 idx = (torch.arange(n) if self._index is None else self._index)
-                idx = idx.to(state.x_train.device).expand(state.members, -1)
-                self._fused = lambda: grad_fn(idx)
+                self._fixed = idx.to(state.x_train.device).expand(state.members, -1)
+
+    def before_gradient(self, state: Any, batch: Any) -> Any:
+        if self.data == "batch" and state.step % self.every == 0:
+            self._batch = batch
+        return batch
 
     def _data(self, state: Any) -> tuple[Tensor, Tensor]:
         x, y = state.x_train, state.y_train
+        if self.data == "batch":
+            b = self._batch
+            if b.x is not None:
+                return b.x, b.y
+            idx = b.index.to(x.device)
+            return x[idx], y[idx]
         if self._index is not None:
             idx = self._index.to(x.device)
             x, y = x[idx], y[idx]
@@ -191,8 +297,9 @@ class ConfigurationalTemperature(Hook):
 
     def _gradient(self, state: Any, params: list[Tensor]) -> list[Tensor]:
         """∇ of the summed member losses at the current θ (plain, no graph kept)."""
-        if self._fused is not None:  # overwrites .grad in place (restored by the caller)
-            self._fused()
+        if self._grad_fn is not None and not (self.data == "batch" and self._batch.rewritten):
+            # overwrites .grad (restored by the caller)
+            self._grad_fn(self._batch.index if self.data == "batch" else self._fixed)
             return [p.grad.clone() for p in params]
         with torch.enable_grad():
             return list(torch.autograd.grad(self._loss(state).sum(), params))
@@ -213,7 +320,7 @@ class ConfigurationalTemperature(Hook):
     def _fd(self, state: Any, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         theta = [p.detach().clone() for p in params]
         saved = [None if p.grad is None else p.grad.clone() for p in params]
-        eps = self.epsilon
+        eps, central = self.epsilon, self.laplacian == "fd"
         grads = [torch.zeros_like(p) for p in params]
         lap = [torch.zeros_like(p) for p in params]
         try:
@@ -222,12 +329,18 @@ class ConfigurationalTemperature(Hook):
                 for p, t, vi in zip(params, theta, v, strict=True):
                     p.copy_(t + eps * vi)
                 plus = self._gradient(state, params)
-                for p, t, vi in zip(params, theta, v, strict=True):
-                    p.copy_(t - eps * vi)
-                minus = self._gradient(state, params)
+                if central:
+                    for p, t, vi in zip(params, theta, v, strict=True):
+                        p.copy_(t - eps * vi)
+                    minus = self._gradient(state, params)
+                else:  # the loop's gradient at θ
+                    minus = saved
                 for g, a, vi, gp, gm in zip(grads, lap, v, plus, minus, strict=True):
-                    g += 0.5 * (gp + gm)
-                    a += vi * (gp - gm) / (2 * eps)
+                    if central:
+                        g += 0.5 * (gp + gm)
+                        a += vi * (gp - gm) / (2 * eps)
+                    else:
+                        a += vi * (gp - gm) / eps
         finally:
             for p, t, g in zip(params, theta, saved, strict=True):
                 p.copy_(t)
@@ -239,10 +352,16 @@ class ConfigurationalTemperature(Hook):
 
     def measure(self, state: Any) -> list[tuple[Tensor, Tensor]]:
         """Per group, ``(‖∇_g L‖², Hutchinson Δ_g L)`` per member at the current θ, each
-        ``(K,)`` (θ and ``.grad`` are left as they were)."""
+        ``(K,)`` (θ and ``.grad`` are left as they were). With ``data="batch"`` ‖∇L_B‖² is
+        the loop's gradient in ``.grad`` (call it in ``after_gradient``)."""
         groups = self._groups(state)
         params = [p for ps, _ in groups for p in ps]
+        if self.data == "batch" and self._batch is None:
+            raise RuntimeError(f"{self.name}: data='batch' measures the step's minibatch; "
+                               "call measure() from after_gradient of a recorded step")
         grads, lap = (self._hvp if self.laplacian == "hvp" else self._fd)(state, params)
+        if self.data == "batch" and self.loss is None:
+            grads = [p.grad for p in params]  # the loop's ∇L_B (exact, no extra cost)
         out, j = [], 0
         for ps, edim in groups:
             g2 = sum(_member_sum(grads[j + i].square(), edim) for i in range(len(ps)))
@@ -262,6 +381,7 @@ class ConfigurationalTemperature(Hook):
                 s[0] += g2
                 s[1] += dl
                 state.log(f"{self.name}/group{g}", s[0] / s[1])
+        self._batch = None
 
     def temperatures(self) -> list[Tensor]:
         """The running :math:`T_\\mathrm{conf}` per group, ``(K,)`` each."""

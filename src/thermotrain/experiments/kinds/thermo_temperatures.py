@@ -94,10 +94,10 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         hooks = [thermo.KineticTemperature(every=t["record_every"]),
                  thermo.ConfigurationalTemperature(every=t["record_every"], probes=t["probes"],
                                                    start=steps // 2, seed=t["seed"],
-                                                   laplacian="fd"),
+                                                   laplacian="fd", data="full"),
                  thermo.ConfigurationalTemperature(every=t["record_every"], probes=t["probes"],
                                                    start=steps // 2, seed=t["seed"],
-                                                   laplacian="hvp",
+                                                   laplacian="hvp", data="full",
                                                    name="configurational_temperature_hvp")]
         with timer.phase(label), one_thread():
             state = train(model, opt, batcher, steps=steps, x_train=x, y_train=y, hooks=hooks,
