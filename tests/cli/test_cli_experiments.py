@@ -89,3 +89,18 @@ def test_unknown_experiment_kind(fake_kind, tmp_path: Path, capsys):
     path.write_text('experiment = "no-such-kind"\n')
     assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
     assert "experiment must be one of" in capsys.readouterr().err
+
+
+def test_a_second_process_on_an_experiment_folder_exits_2(fake_kind, tmp_path: Path, capsys):
+    """The CLI holds the run folder's lock around an experiment's run, as for method studies."""
+    import os
+
+    from thermotrain.experiments.run_folder import RunFolder
+
+    out = tmp_path / "busy"
+    with RunFolder(out).lock():  # stands for another live run on the same folder
+        assert main(["run", str(_study(tmp_path)), "--out", str(out), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert f"PID {os.getpid()}" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert fake_kind["run"] == []  # nothing ran
+    assert main(["run", str(_study(tmp_path)), "--out", str(out), "--no-report"]) == 0

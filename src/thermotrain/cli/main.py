@@ -260,7 +260,10 @@ def _run_experiment(args: argparse.Namespace, path: Path) -> int:
     ctx = RunContext(out=out, quick=args.quick, resume=args.resume, data_dir=args.data_dir,
                      progress=progress, log=print)
     tune_malloc()
-    summary = experiment.run(spec, ctx)
+    from ..experiments.run_folder import RunFolder
+
+    with RunFolder(out).lock():  # a second process on this folder exits 2 naming this PID
+        summary = experiment.run(spec, ctx)
     if experiment.table is not None:
         print()
         print(experiment.table(summary))

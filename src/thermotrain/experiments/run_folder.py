@@ -65,6 +65,7 @@ __all__ = [
     "RunFolder",
     "MethodFolder",
     "atomic_write_text",
+    "write_json",
     "atomic_save",
     "metrics_frame",
     "read_metrics_file",
@@ -405,7 +406,7 @@ class RunFolder:
 
     # ---------------------------------------------------------------- json files
     def _write_json(self, path: Path, obj: Any) -> None:
-        atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+        write_json(path, obj)
 
     def _read_json(self, path: Path, what: str) -> dict[str, Any]:
         try:
@@ -473,6 +474,11 @@ class RunFolder:
 
     def load_snapshots(self, method: str) -> dict[str, Any] | None:
         return self.method(method).load_snapshots()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (tensors and arrays as lists), atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, apply_overrides, read_toml
+from ..run_folder import RunError, RunFolder, _jsonable, write_json
 
 __all__ = ["Experiment", "RunContext", "register", "get_experiment", "experiments",
            "load_spec", "merge_quick", "prepare_folder", "write_json"]
@@ -143,31 +144,14 @@ def load_spec(path: str | Path, *, quick: bool = False, overrides: Sequence[str]
     return raw
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    from ..run_folder import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
 def prepare_folder(spec: Mapping[str, Any], ctx: RunContext) -> None:
     """Create ``ctx.out`` and write ``config.json``; refuse a folder that holds another run
     (or any run, unless ``ctx.resume``) with a one-line :class:`~..runner.RunError`."""
-    from ..runner import RunError
-
     out = ctx.out
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} is a file, not a folder")
     resolved = {k: v for k, v in spec.items() if not k.startswith("_")}
     config = out / "config.json"
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a folder")
     if config.exists():
         if not ctx.resume:
             raise RunError(f"{out} already holds a run; pass --resume to continue it or choose "
@@ -182,8 +166,5 @@ def prepare_folder(spec: Mapping[str, Any], ctx: RunContext) -> None:
                  if k not in strip}:
             raise RunError(f"{out} was run with a different configuration; use the same "
                            "options or another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    RunFolder(out).create()
     write_json(config, resolved)
