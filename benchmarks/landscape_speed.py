@@ -1,9 +1,12 @@
 """Speed of the landscape tools against their baselines, timed in this process.
 
 1. ``landscape.interpolate`` on a 20-member ensemble of the notebook-4turn net (2-100-1 ReLU
-   SHLP, 4-turn spiral, 500 train / 1000 test points, 50 alphas): one batched evaluation per
-   alpha, against a loop over the members calling ``interpolate`` on each plain member
-   (target >= 10x).
+   SHLP, 4-turn spiral, 500 train / 1000 test points, 50 alphas): the ensemble in one call,
+   against a loop over the members calling ``interpolate`` on each plain member
+   (target >= 10x). Both with the default ``alpha_batch`` (several alphas per vmap-ed call
+   when a call is overhead-bound: the plain members batch 10, the ensemble 1), and with
+   ``alpha_batch=1`` (one functional call per alpha, the behaviour before alpha batching)
+   and ``alpha_batch=10`` forced on the ensemble. Timings interleaved, best of ``--repeats``.
 2. ``landscape.hessian_eigenvalues`` (top 3) against PyHessian's power iteration with
    deflation (``pyhessian.hessian(...).eigenvalues``, maxIter 100, tol 1e-3) on the same CPU
    model and data: one member alone, and 20 members (PyHessian: a loop; ours: the ensemble).
@@ -57,22 +60,39 @@ def main() -> None:
     m_start = [{n: v[i] for n, v in start.items()} for i in range(k)]
     m_end = [{n: v[i] for n, v in end.items()} for i in range(k)]
 
-    def batched():
-        return landscape.interpolate(ens, start, end, data, alphas=args.alphas)
+    def batched(ab=None):
+        return landscape.interpolate(ens, start, end, data, alphas=args.alphas, alpha_batch=ab)
 
-    def looped():
-        return [landscape.interpolate(m, s, e, data, alphas=args.alphas)
+    def looped(ab=None):
+        return [landscape.interpolate(m, s, e, data, alphas=args.alphas, alpha_batch=ab)
                 for m, s, e in zip(members, m_start, m_end, strict=True)]
 
-    a, b = batched(), looped()  # warm-up, and the two agree
-    for i in range(k):
-        assert torch.allclose(a.loss["train"][:, i], b[i].loss["train"][:, 0], atol=1e-5)
-    t_b, t_l = best_of(batched, args.repeats), best_of(looped, args.repeats)
+    runs = {"ensemble, default alpha_batch": batched,
+            "ensemble, alpha_batch=1": lambda: batched(1),
+            "ensemble, alpha_batch=10": lambda: batched(10),
+            "loop over members, default": looped,
+            "loop over members, alpha_batch=1": lambda: looped(1)}
+    ref = batched(1)
+    for name, fn in runs.items():  # warm-up, and every variant agrees with every member
+        out = fn()
+        for i in range(k):
+            got = out[i].loss["train"][:, 0] if isinstance(out, list) else out.loss["train"][:, i]
+            assert torch.allclose(got, ref.loss["train"][:, i], atol=1e-5), name
+    times = {name: float("inf") for name in runs}
+    for _ in range(args.repeats):  # interleaved, so load changes hit every variant alike
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name] = min(times[name], time.perf_counter() - t0)
     print(f"interpolate, {k} members x {args.alphas} alphas, 1500 points, "
           f"torch threads {torch.get_num_threads()}")
-    print(f"  ensemble (one call)      {t_b * 1e3:9.1f} ms")
-    print(f"  loop over members        {t_l * 1e3:9.1f} ms")
-    print(f"  ratio loop / ensemble    {t_l / t_b:9.1f} x   (target >= 10x)")
+    for name, t in times.items():
+        print(f"  {name:34s} {t * 1e3:9.1f} ms")
+    ens_t = times["ensemble, default alpha_batch"]
+    loop_t = times["loop over members, default"]
+    print(f"  ratio loop (default) / ensemble        {loop_t / ens_t:6.1f} x   (target >= 10x)")
+    print(f"  ratio loop (alpha_batch=1) / ensemble  "
+          f"{times['loop over members, alpha_batch=1'] / ens_t:6.1f} x   (the loop as before)")
 
     # --- Hessian eigenvalues vs PyHessian -----------------------------------------------------
     x, y = xtr, ytr.float().unsqueeze(1)

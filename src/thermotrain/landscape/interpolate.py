@@ -9,7 +9,10 @@ evaluated at every α of a grid (default 50 evenly spaced values in [0, 1], endp
 included; α ∈ [−0.5, 1.5] for the line between two solutions, paper 000 Fig. 3) with a
 functional call — the model's own parameters are never touched. An ensemble model
 (``ensemble_size = K``, every state entry stacked on axis 0) interpolates member k's start to
-member k's end for all K members in one batched evaluation per α.
+member k's end for all K members at once. Several α are evaluated together (a chunk of
+``alpha_batch`` α, default as many as fit ``batch_size`` rows): the path states of the chunk
+are stacked on a new leading axis and one ``torch.func.vmap``-ed functional call evaluates
+them all — for small nets one call per α is Python-overhead bound (``docs/landscape.md``).
 
 Batch norm (SPEC §8), ``batchnorm=``:
 
@@ -33,8 +36,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, vmap
 
 from .._checks import check_int
+from ..models import accuracy, classification_loss, ensemble_accuracy, ensemble_loss
 from . import _state
 from ._state import LossFn
 
@@ -180,6 +185,7 @@ def interpolate(
     bn_batch_size: int = 512,
     bn_split: str = "train",
     bn_momentum: float | None = 0.1,
+    alpha_batch: int | None = None,
 ) -> InterpolationResult:
     r"""Loss (and accuracy) along :math:`\theta(\alpha) = (1-\alpha)\theta_0 + \alpha\theta_T`.
 
@@ -203,6 +209,15 @@ def interpolate(
         bn_momentum: EMA momentum of the "recompute" pass (the MLI code's 0.1), or ``None``
             for the cumulative average of the batch statistics — for passes of few batches,
             where the reset values (0, 1) would still weigh 0.9ⁿ after n updates.
+        alpha_batch: α evaluated in one vectorized call (speed and memory only, the results
+            agree to rounding); ``None``: ``max(1, batch_size // (K · rows))`` with ``rows``
+            the largest split's evaluation chunk (K = 1 for a plain model) — batching pays
+            only while a call is overhead-bound, and at most ``max(batch_size, K · rows)``
+            member-rows are in flight; ``1``: one functional call per α (a 20-member
+            ensemble on 1000 rows stays there: it is compute-bound, and the vmap-ed call
+            measured slower, ``benchmarks/landscape_speed.py``). With ``batchnorm="recompute"`` the
+            re-estimation pass still runs once per α (it updates buffers in place); only the
+            evaluation is batched.
 
     Returns:
         :class:`InterpolationResult` (``(A, K)`` arrays per split).
@@ -234,15 +249,66 @@ def interpolate(
             raise ValueError(f"batchnorm='recompute' needs the split {bn_split!r} in data "
                              f"(got {list(splits)}); pass bn_split= or another mode")
         bn_x = splits[bn_split][0]
+    rows_per_call = min(batch_size, max(x.shape[0] for x, _ in splits.values()))
+    chunk = (max(1, batch_size // (rows_per_call * (_state.members(model) or 1)))
+             if alpha_batch is None
+             else check_int("alpha_batch", alpha_batch, minimum=1))
     rows: dict[str, dict[str, list[Tensor]]] = {}
-    for alpha in grid.tolist():
-        state = path_state(model, s0, s1, alpha, mode, bn_x, bn_batch_size, bn_momentum)
-        values = _state.evaluate(model, state, splits, loss_fn, extra, batch_size)
+    values_list = grid.tolist()
+    for lo in range(0, len(values_list), chunk):
+        states = [path_state(model, s0, s1, alpha, mode, bn_x, bn_batch_size, bn_momentum)
+                  for alpha in values_list[lo:lo + chunk]]
+        if len(states) == 1:
+            values = _state.evaluate(model, states[0], splits, loss_fn, extra, batch_size)
+            values = {sp: {m: v.unsqueeze(0) for m, v in d.items()} for sp, d in values.items()}
+        else:
+            values = _evaluate_stacked(model, states, splits, loss_fn, extra, batch_size)
         for split, by_metric in values.items():
             for metric, v in by_metric.items():
                 rows.setdefault(metric, {}).setdefault(split, []).append(v.cpu())
-    out = {m: {s: torch.stack(v) for s, v in by_split.items()} for m, by_split in rows.items()}
+    out = {m: {s: torch.cat(v) for s, v in by_split.items()} for m, by_split in rows.items()}
     return InterpolationResult(grid, out, _state.members(model), mode if has_bn else None)
+
+
+# Metrics that act member by member on (K, B, out) logits: a chunk of A α's logits folded
+# to (A·K, B, out) gives all A·K means in one call (a plain model's (A, B, out) likewise).
+_FOLDED = {ensemble_loss: ensemble_loss, classification_loss: ensemble_loss,
+           ensemble_accuracy: ensemble_accuracy, accuracy: ensemble_accuracy}
+
+
+def _per_alpha(fn: LossFn, logits: Tensor, y: Tensor, k: int | None) -> Tensor:
+    """``fn`` of each α's logits ``(A, [K,] B, out)`` → ``(A, K)`` (K = 1 for a plain model)."""
+    folded = _FOLDED.get(fn)
+    if folded is not None and y.ndim == 1:
+        return folded(logits.reshape(-1, *logits.shape[-2:]), y).reshape(logits.shape[0], -1)
+    return torch.stack([_state.per_member(fn(z, y), k) for z in logits])
+
+
+@torch.no_grad()
+def _evaluate_stacked(model: nn.Module, states: list[dict[str, Tensor]],
+                      splits: Mapping[str, tuple[Tensor, Tensor]], loss: LossFn,
+                      metrics: Mapping[str, LossFn], batch_size: int
+                      ) -> dict[str, dict[str, Tensor]]:
+    """:func:`_state.evaluate` for A states at once: ``{split: {metric: (A, K)}}``.
+
+    The states are stacked on a new axis 0 and the functional call is ``vmap``-ed over it;
+    row chunks are combined with weights ``rows / N`` as in :func:`_state.evaluate`."""
+    k = _state.members(model)
+    stacked = {key: torch.stack([s[key] for s in states]) for key in states[0]}
+    out: dict[str, dict[str, Tensor]] = {}
+    with _state.eval_mode(model):
+        for split, (x, y) in splits.items():
+            n = x.shape[0]
+            sums: dict[str, Tensor] = {}
+            for lo in range(0, n, batch_size):
+                xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
+                logits = vmap(lambda st, xb=xb: functional_call(model, st, (xb,)))(stacked)
+                w = xb.shape[0] / n
+                for name, fn in {"loss": loss, **metrics}.items():
+                    v = _per_alpha(fn, logits, yb, k).double() * w
+                    sums[name] = sums[name] + v if name in sums else v
+            out[split] = sums
+    return out
 
 
 def delta_min(losses: Tensor | np.ndarray | Sequence[float]) -> Tensor:
