@@ -4,14 +4,16 @@ Times :func:`thermotrain.training.train` of a 2-H-1 spiral-net ensemble with AdL
 paper's setting: 500 points, batch 25) without hooks (baseline) and with each monitor
 recording every ``--every`` steps:
 
-* ``kinetic``: :class:`~thermotrain.thermo.KineticTemperature` (``finalize()`` + ‖p‖² per
-  group and member);
-* ``conf/hvp``: :class:`~thermotrain.thermo.ConfigurationalTemperature` on the full train
-  set with the double-backward Hessian-vector product;
-* ``conf/fd``: the same with the central-difference Laplacian (two fused full-batch
-  gradients);
-* ``conf/fd/subN``: that on a fixed subset of ``--subset`` points (documented bias);
-* ``kin+conf/fd``: kinetic + configurational (fd, full set).
+* ``kinetic``: :class:`~thermotrain.thermo.KineticTemperature` (‖p − k∇L‖² per group and
+  member from the stored momenta and the step's gradient, no ``finalize()``);
+* ``kinetic/finalize``: the previous implementation, for comparison (``finalize()`` then
+  ``kinetic_temperature()``, a hook defined here);
+* ``conf/batch/{forward,fd,hvp}``: :class:`~thermotrain.thermo.ConfigurationalTemperature`
+  on the step's own minibatch (the default) with the one-sided (one fused minibatch
+  gradient), central (two) or double-backward Laplacian;
+* ``conf/full/{fd,hvp}``: the same on the full training set (the exact-energy choice);
+* ``conf/fd/subN``: central difference on a fixed subset of ``--subset`` points;
+* ``kin+conf/batch/fd``: kinetic + configurational (minibatch, central difference).
 
 Rounds interleave the arms (each round runs every arm for ``--steps`` steps) so load drifts
 hit all alike; the statistics are the median and the minimum over rounds (the minimum is the
@@ -35,19 +37,37 @@ import torch
 from thermotrain import samplers, thermo
 from thermotrain.data import Minibatcher, spirals
 from thermotrain.models import MLP
-from thermotrain.training import train
+from thermotrain.training import Hook, train
+
+
+class FinalizeKinetic(Hook):
+    """The former KineticTemperature: ``finalize()`` (the pending half kick applied to the
+    optimizer state) then ``kinetic_temperature()``."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def after_gradient(self, state, losses) -> None:
+        if state.step and state.step % self.every == 0:
+            state.optimizer.finalize()
+            for g, t in enumerate(state.optimizer.kinetic_temperature()):
+                state.log(f"kinetic_temperature/group{g}", t)
 
 
 def arms(every: int, subset: int) -> dict[str, list]:
+    conf = thermo.ConfigurationalTemperature
     return {
         "baseline": lambda: [],
         "kinetic": lambda: [thermo.KineticTemperature(every=every)],
-        "conf/hvp": lambda: [thermo.ConfigurationalTemperature(every=every)],
-        "conf/fd": lambda: [thermo.ConfigurationalTemperature(every=every, laplacian="fd")],
-        f"conf/fd/sub{subset}": lambda: [thermo.ConfigurationalTemperature(
-            every=every, laplacian="fd", subset=subset)],
-        "kin+conf/fd": lambda: [thermo.KineticTemperature(every=every),
-                                thermo.ConfigurationalTemperature(every=every, laplacian="fd")],
+        "kinetic/finalize": lambda: [FinalizeKinetic(every)],
+        "conf/batch/forward": lambda: [conf(every=every, laplacian="forward")],
+        "conf/batch/fd": lambda: [conf(every=every, laplacian="fd")],
+        "conf/batch/hvp": lambda: [conf(every=every, laplacian="hvp")],
+        "conf/full/fd": lambda: [conf(every=every, laplacian="fd", data="full")],
+        "conf/full/hvp": lambda: [conf(every=every, laplacian="hvp", data="full")],
+        f"conf/fd/sub{subset}": lambda: [conf(every=every, laplacian="fd", subset=subset)],
+        "kin+conf/batch/fd": lambda: [thermo.KineticTemperature(every=every),
+                                      conf(every=every, laplacian="fd")],
     }
 
 
@@ -85,10 +105,10 @@ def main() -> None:
     print(f"AdLaLa, {args.members} members of 2-{args.hidden}-1, {args.n} points, batch "
           f"{args.batch}, record every {args.every} steps, {args.threads} thread(s); "
           f"{args.rounds} rounds × {args.steps} steps")
-    print(f"{'arm':<14} {'median ms/step':>15} {'ratio':>7} {'min ms/step':>12} {'ratio':>7}")
+    print(f"{'arm':<20} {'median ms/step':>15} {'ratio':>7} {'min ms/step':>12} {'ratio':>7}")
     for name, ts in times.items():
         med, low = statistics.median(ts), min(ts)
-        print(f"{name:<14} {med * 1e3:15.3f} {med / base:7.3f} {low * 1e3:12.3f} "
+        print(f"{name:<20} {med * 1e3:15.3f} {med / base:7.3f} {low * 1e3:12.3f} "
               f"{low / base_min:7.3f}")
 
 

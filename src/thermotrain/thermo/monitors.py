@@ -45,6 +45,22 @@ def _member_sum(t: Tensor, edim: int | None) -> Tensor:
     return t.movedim(edim, 0).reshape(t.shape[edim], -1).sum(1)
 
 
+def _along(k: Tensor, dim: int, edim: int | None) -> Tensor:
+    """``(K,)`` values shaped to broadcast along the ensemble axis of a ``dim``-d tensor."""
+    shape = [1] * dim
+    if edim is not None:
+        shape[edim] = -1
+    return k.reshape(shape)
+
+
+def _members_sum(ts: list[Tensor], edim: int | None) -> Tensor:
+    """:func:`_member_sum` of several tensors added up, in one reduction (``(K,)``)."""
+    if edim is None:
+        return torch.stack([t.sum() for t in ts]).sum().reshape(1)
+    k = ts[0].shape[edim]
+    return torch.cat([t.movedim(edim, 0).reshape(k, -1) for t in ts], 1).sum(1)
+
+
 class KineticTemperature(Hook):
     r"""Log :math:`T_\mathrm{kin} = \lVert p\rVert^2/N` per group and member every ``every``
     steps (SPEC §11), with BAOAB's full-step (boundary) momenta. Needs a
@@ -106,11 +122,12 @@ def kinetic_temperatures(opt: Any) -> list[Tensor | None]:
     if any(s.momentum and _closing_kick(s) is None for s in schemes):
         opt.finalize()  # noisy closing sub-steps (OBABO): no way round drawing them
     frozen = getattr(opt, "frozen_members", None)
+    masked = frozen is not None and bool(frozen.any())
     out: list[Tensor | None] = []
     for group, scheme in zip(opt.param_groups, schemes, strict=True):
         edim = group["ensemble_dim"]
         frac = _closing_kick(scheme) if scheme.momentum else None
-        total, count = None, 0
+        ms, gs, plain, count, h = [], [], [], 0, None
         for p in group["params"]:
             st = opt.state[p]
             m = st.get("momentum")
@@ -118,26 +135,25 @@ def kinetic_temperatures(opt: Any) -> list[Tensor | None]:
                 continue
             count += m.numel() // opt.members
             if frac and st.get("pending") and p.grad is not None:
-                h = st["closing_lr"]
-                shape = [1] * m.dim()
-                if isinstance(h, Tensor) or (frozen is not None and bool(frozen.any())):
-                    k = torch.as_tensor(h, dtype=torch.float64).expand(opt.members) * frac
-                    if frozen is not None:
-                        k = torch.where(frozen, 0.0, k)
-                    if edim is not None:
-                        shape[edim] = -1
-                    d = m - k.to(m).reshape(shape) * p.grad
-                else:
-                    d = torch.add(m, p.grad, alpha=-frac * float(h))
+                ms.append(m)
+                gs.append(p.grad)
+                h = st["closing_lr"]  # one value (or (K,) tensor) per group
             else:
-                d = m
-            ss = _member_sum(d.square(), edim)
-            total = ss if total is None else total + ss
-        if total is None:
+                plain.append(m)
+        if not count:
             out.append(None)
-        else:
-            temp = total / count
-            out.append(temp if edim is not None else temp.squeeze(0))
+            continue
+        if ms and (isinstance(h, Tensor) or masked):
+            k = torch.as_tensor(h, dtype=torch.float64).expand(opt.members) * frac
+            if masked:
+                k = torch.where(frozen, 0.0, k)
+            k = k.to(ms[0])
+            ms = [m - _along(k, m.dim(), edim) * g for m, g in zip(ms, gs, strict=True)]
+        elif ms:
+            ms = torch._foreach_add(ms, gs, alpha=-frac * float(h))
+        ts = [*ms, *plain]
+        temp = _members_sum(torch._foreach_mul(ts, ts), edim) / count
+        out.append(temp if edim is not None else temp.squeeze(0))
     return out
 
 
