@@ -308,8 +308,11 @@ class ConfigurationalTemperature(Hook):
         return out
 
     def _probe(self, params: list[Tensor]) -> list[Tensor]:
-        return [(torch.randint(0, 2, p.shape, generator=self.generator) * 2 - 1).to(p)
-                for p in params]
+        """One Rademacher vector over all of ``params`` (one draw, split into views)."""
+        sizes = [p.numel() for p in params]
+        v = torch.randint(0, 2, (sum(sizes),), generator=self.generator).to(params[0])
+        v = v.mul_(2).sub_(1)
+        return [c.view_as(p) for c, p in zip(v.split(sizes), params, strict=True)]
 
     def _gradient(self, state: Any, params: list[Tensor]) -> list[Tensor]:
         """∇ of the summed member losses at the current θ (plain, no graph kept)."""
@@ -333,38 +336,40 @@ class ConfigurationalTemperature(Hook):
         return [g.detach() for g in grads], [a.detach() / self.probes for a in lap]
 
     @torch.no_grad()
-    def _fd(self, state: Any, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        theta = [p.detach().clone() for p in params]
+    def _fd(self, state: Any, params: list[Tensor]) -> tuple[list[Tensor] | None, list[Tensor]]:
+        theta = torch._foreach_mul(params, 1.0)  # copies
         saved = [None if p.grad is None else p.grad.clone() for p in params]
         eps, central = self.epsilon, self.laplacian == "fd"
-        grads = [torch.zeros_like(p) for p in params]
+        need_grads = not (self.data == "batch" and self.loss is None)
+        grads = [torch.zeros_like(p) for p in params] if need_grads else None
         lap = [torch.zeros_like(p) for p in params]
         try:
             for _ in range(self.probes):
                 v = self._probe(params)
-                for p, t, vi in zip(params, theta, v, strict=True):
-                    p.copy_(t + eps * vi)
+                torch._foreach_copy_(params, torch._foreach_add(theta, v, alpha=eps))
                 plus = self._gradient(state, params)
                 if central:
-                    for p, t, vi in zip(params, theta, v, strict=True):
-                        p.copy_(t - eps * vi)
+                    torch._foreach_copy_(params, torch._foreach_add(theta, v, alpha=-eps))
                     minus = self._gradient(state, params)
+                    if grads is not None:
+                        torch._foreach_add_(grads, torch._foreach_add(plus, minus), alpha=0.5)
                 else:  # the loop's gradient at θ
                     minus = saved
-                for g, a, vi, gp, gm in zip(grads, lap, v, plus, minus, strict=True):
-                    if central:
-                        g += 0.5 * (gp + gm)
-                        a += vi * (gp - gm) / (2 * eps)
-                    else:
-                        a += vi * (gp - gm) / eps
+                diff = torch._foreach_sub(plus, minus)
+                torch._foreach_mul_(diff, v)
+                torch._foreach_add_(lap, diff, alpha=1.0 / (2 * eps if central else eps))
         finally:
-            for p, t, g in zip(params, theta, saved, strict=True):
-                p.copy_(t)
+            torch._foreach_copy_(params, theta)
+            for p, g in zip(params, saved, strict=True):
                 if g is not None and p.grad is not None and p.grad.shape == g.shape:
                     p.grad.copy_(g)  # in place: the fused kernel's prepared call stays valid
                 else:
                     p.grad = g
-        return [g / self.probes for g in grads], [a / self.probes for a in lap]
+        if self.probes > 1:
+            torch._foreach_div_(lap, float(self.probes))
+            if grads is not None:
+                torch._foreach_div_(grads, float(self.probes))
+        return grads, lap
 
     def measure(self, state: Any) -> list[tuple[Tensor, Tensor]]:
         """Per group, ``(‖∇_g L‖², Hutchinson Δ_g L)`` per member at the current θ, each
@@ -378,12 +383,12 @@ class ConfigurationalTemperature(Hook):
         grads, lap = (self._hvp if self.laplacian == "hvp" else self._fd)(state, params)
         if self.data == "batch" and self.loss is None:
             grads = [p.grad for p in params]  # the loop's ∇L_B (exact, no extra cost)
+        g2s = torch._foreach_mul(grads, grads)
         out, j = [], 0
         for ps, edim in groups:
-            g2 = sum(_member_sum(grads[j + i].square(), edim) for i in range(len(ps)))
-            dl = sum(_member_sum(lap[j + i], edim) for i in range(len(ps)))
-            out.append((g2, dl))
-            j += len(ps)
+            n = len(ps)
+            out.append((_members_sum(g2s[j:j + n], edim), _members_sum(lap[j:j + n], edim)))
+            j += n
         return out
 
     def after_gradient(self, state: Any, losses: Tensor) -> None:
@@ -393,9 +398,12 @@ class ConfigurationalTemperature(Hook):
             state.log(f"{self.name}/grad_norm2/group{g}", g2)
             state.log(f"{self.name}/laplacian/group{g}", dl)
             if state.step >= self.start:
-                s = self.sums.setdefault(g, [torch.zeros_like(g2), torch.zeros_like(dl)])
-                s[0] += g2
-                s[1] += dl
+                s = self.sums.get(g)
+                if s is None:
+                    s = self.sums[g] = [g2.clone(), dl.clone()]
+                else:
+                    s[0] += g2
+                    s[1] += dl
                 state.log(f"{self.name}/group{g}", s[0] / s[1])
         self._batch = None
 
