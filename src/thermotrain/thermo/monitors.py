@@ -58,7 +58,18 @@ def _members_sum(ts: list[Tensor], edim: int | None) -> Tensor:
     if edim is None:
         return torch.stack([t.sum() for t in ts]).sum().reshape(1)
     k = ts[0].shape[edim]
+    if edim == 0:
+        return torch.cat([t.reshape(k, -1) for t in ts], 1).sum(1)
     return torch.cat([t.movedim(edim, 0).reshape(k, -1) for t in ts], 1).sum(1)
+
+
+def _members_norm2(ts: list[Tensor], edim: int | None) -> Tensor:
+    r"""Per member :math:`\sum t^2` over several tensors, ``(K,)`` (one cat, one norm)."""
+    if edim is None:
+        return torch.linalg.vector_norm(torch.cat([t.reshape(-1) for t in ts])).square().reshape(1)
+    k = ts[0].shape[edim]
+    flat = [t.reshape(k, -1) if edim == 0 else t.movedim(edim, 0).reshape(k, -1) for t in ts]
+    return torch.linalg.vector_norm(torch.cat(flat, 1), dim=1).square_()
 
 
 class KineticTemperature(Hook):
@@ -119,14 +130,14 @@ def kinetic_temperatures(opt: Any) -> list[Tensor | None]:
     from ..samplers.splittings import get_scheme
 
     schemes = [get_scheme(g["scheme"]) for g in opt.param_groups]
-    if any(s.momentum and _closing_kick(s) is None for s in schemes):
+    fracs = [_closing_kick(s) if s.momentum else None for s in schemes]
+    if any(s.momentum and f is None for s, f in zip(schemes, fracs, strict=True)):
         opt.finalize()  # noisy closing sub-steps (OBABO): no way round drawing them
     frozen = getattr(opt, "frozen_members", None)
     masked = frozen is not None and bool(frozen.any())
     out: list[Tensor | None] = []
-    for group, scheme in zip(opt.param_groups, schemes, strict=True):
+    for group, frac in zip(opt.param_groups, fracs, strict=True):
         edim = group["ensemble_dim"]
-        frac = _closing_kick(scheme) if scheme.momentum else None
         ms, gs, plain, count, h = [], [], [], 0, None
         for p in group["params"]:
             st = opt.state[p]
@@ -151,8 +162,7 @@ def kinetic_temperatures(opt: Any) -> list[Tensor | None]:
             ms = [m - _along(k, m.dim(), edim) * g for m, g in zip(ms, gs, strict=True)]
         elif ms:
             ms = torch._foreach_add(ms, gs, alpha=-frac * float(h))
-        ts = [*ms, *plain]
-        temp = _members_sum(torch._foreach_mul(ts, ts), edim) / count
+        temp = _members_norm2([*ms, *plain], edim) / count
         out.append(temp if edim is not None else temp.squeeze(0))
     return out
 
