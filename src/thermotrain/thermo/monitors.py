@@ -329,7 +329,7 @@ class ConfigurationalTemperature(Hook):
         if self._grad_fn is not None and not (self.data == "batch" and self._batch.rewritten):
             # overwrites .grad (restored by the caller)
             self._grad_fn(self._batch.index if self.data == "batch" else self._fixed)
-            return [p.grad.clone() for p in params]
+            return torch._foreach_mul([p.grad for p in params], 1.0)  # copies
         with torch.enable_grad():
             return list(torch.autograd.grad(self._loss(state).sum(), params))
 
@@ -348,11 +348,13 @@ class ConfigurationalTemperature(Hook):
     @torch.no_grad()
     def _fd(self, state: Any, params: list[Tensor]) -> tuple[list[Tensor] | None, list[Tensor]]:
         theta = torch._foreach_mul(params, 1.0)  # copies
-        saved = [None if p.grad is None else p.grad.clone() for p in params]
+        have = all(p.grad is not None for p in params)
+        saved = (torch._foreach_mul([p.grad for p in params], 1.0) if have
+                 else [None if p.grad is None else p.grad.clone() for p in params])
         eps, central = self.epsilon, self.laplacian == "fd"
         need_grads = not (self.data == "batch" and self.loss is None)
         grads = [torch.zeros_like(p) for p in params] if need_grads else None
-        lap = [torch.zeros_like(p) for p in params]
+        lap: list[Tensor] | None = None
         try:
             for _ in range(self.probes):
                 v = self._probe(params)
@@ -367,18 +369,22 @@ class ConfigurationalTemperature(Hook):
                     minus = saved
                 diff = torch._foreach_sub(plus, minus)
                 torch._foreach_mul_(diff, v)
-                torch._foreach_add_(lap, diff, alpha=1.0 / (2 * eps if central else eps))
+                scale = 1.0 / ((2 * eps if central else eps) * self.probes)
+                if lap is None:
+                    lap = torch._foreach_mul(diff, scale)
+                else:
+                    torch._foreach_add_(lap, diff, alpha=scale)
         finally:
             torch._foreach_copy_(params, theta)
-            for p, g in zip(params, saved, strict=True):
-                if g is not None and p.grad is not None and p.grad.shape == g.shape:
-                    p.grad.copy_(g)  # in place: the fused kernel's prepared call stays valid
-                else:
+            if have and all(p.grad is not None and p.grad.shape == g.shape
+                            for p, g in zip(params, saved, strict=True)):
+                # in place: the fused kernel's prepared call stays valid
+                torch._foreach_copy_([p.grad for p in params], saved)
+            else:
+                for p, g in zip(params, saved, strict=True):
                     p.grad = g
-        if self.probes > 1:
-            torch._foreach_div_(lap, float(self.probes))
-            if grads is not None:
-                torch._foreach_div_(grads, float(self.probes))
+        if grads is not None and self.probes > 1:
+            torch._foreach_div_(grads, float(self.probes))
         return grads, lap
 
     def measure(self, state: Any) -> list[tuple[Tensor, Tensor]]:
