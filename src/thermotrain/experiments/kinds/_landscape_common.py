@@ -18,50 +18,37 @@ from ...models import ensemble_accuracy, ensemble_loss
 from ...training import train
 from ..config import ConfigError
 from ..run_folder import ReportError, atomic_write_text
+from . import _common
+from ._common import COMMON as COMMON
+from ._common import figure_dir as figure_dir
+from ._common import notes_section as notes_section
+from ._common import pyplot as pyplot
+from ._common import write_report as write_report
 
-COMMON = {"experiment": str, "name": str, "description": str, "source": str, "notes": list,
-          "paper": dict, "_file": str}
 NUMBER = "number"
 NUMBERS = "numbers"
 BOOLS = "bools"
 
 
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_CHECKS = {
+    NUMBER: (lambda v: _real(v) and not v < 0, "a number >= 0"),
+    NUMBERS: (lambda v: isinstance(v, list) and bool(v) and all(_real(x) and x >= 0 for x in v),
+              "a non-empty list of numbers >= 0"),
+    BOOLS: (lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, bool) for x in v),
+            "a non-empty list of true/false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+          "an integer >= 1"),
+}
+
+
 def validate(spec: Mapping[str, Any], schema: Mapping[str, Any], file: str,
              prefix: str = "") -> None:
     """Reject unknown keys and ill-typed values with a message naming the file and key."""
-    for key, value in spec.items():
-        name = f"{prefix}{key}"
-        if key not in schema:
-            allowed = ", ".join(sorted(k for k in schema if not k.startswith("_")))
-            raise ConfigError(f"{file}: unknown key {name!r} (allowed: {allowed})")
-        want = schema[key]
-        if isinstance(want, dict):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{file}: {name} must be a table, got {value!r}")
-            validate(value, want, file, f"{name}.")
-        elif want == NUMBER:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{file}: {name} must be a number >= 0, got {value!r}")
-        elif want == NUMBERS:
-            if not (isinstance(value, list) and value and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-                    for v in value)):
-                raise ConfigError(f"{file}: {name} must be a non-empty list of numbers >= 0, "
-                                  f"got {value!r}")
-        elif want == BOOLS:
-            if not (isinstance(value, list) and value and all(isinstance(v, bool)
-                                                              for v in value)):
-                raise ConfigError(f"{file}: {name} must be a non-empty list of true/false, "
-                                  f"got {value!r}")
-        elif isinstance(want, tuple):
-            if value not in want:
-                raise ConfigError(f"{file}: {name} must be one of {', '.join(map(str, want))}, "
-                                  f"got {value!r}")
-        elif want is int:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{file}: {name} must be an integer >= 1, got {value!r}")
-        elif not isinstance(value, want):
-            raise ConfigError(f"{file}: {name} must be {want.__name__}, got {value!r}")
+    _common.validate(spec, schema, file, prefix, checks=_CHECKS)
 
 
 def require(spec: Mapping[str, Any], file: str, *keys: str) -> None:
@@ -173,15 +160,6 @@ def read_json(path: Path) -> Any:
 
 def write_frame(path: Path, frame: Any) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
-
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def fmt(value: float | None, spec: str = ".3g") -> str:

@@ -198,8 +198,7 @@ def report(out: Path) -> Path:
     except (OSError, ValueError) as exc:
         raise common.ReportError(f"{out}: lines.csv / planes.csv missing or unreadable "
                                  f"({exc})") from None
-    fig_dir = out / "figures"
-    fig_dir.mkdir(exist_ok=True)
+    fig_dir = common.figure_dir(out)
     plt = common.pyplot()
     figures = []
     for kind, title in (("between", "loss along the line between solutions (same seed)"),
@@ -258,12 +257,9 @@ def report(out: Path) -> Path:
     paper = summary.get("paper") or {}
     if paper:
         text += ["", "Paper: " + "; ".join(f"{k}: {v}" for k, v in paper.items())]
-    notes = config.get("notes", [])
-    if notes:
-        text += ["", "## Notes", ""] + [f"- {' '.join(str(n).split())}" for n in notes]
+    if config.get("notes"):
+        text += [""] + common.notes_section(config["notes"])
     text += ["", "## Figures", ""]
     for name, caption in figures:
         text += [f"![{caption}](figures/{name})", "", f"*{caption}.*", ""]
-    path = out / "report.md"
-    common.atomic_write_text(path, "\n".join(text) + "\n")
-    return path
+    return common.write_report(out, text)

@@ -232,8 +232,7 @@ def report(out: Path) -> Path:
     except (OSError, ValueError) as exc:
         raise common.ReportError(f"{out / 'lines.csv'} is missing or unreadable ({exc})"
                                  ) from None
-    fig_dir = out / "figures"
-    fig_dir.mkdir(exist_ok=True)
+    fig_dir = common.figure_dir(out)
     plt = common.pyplot()
     cs = summary["cells"]
     # 1. every run's train loss along α, one panel per cell
@@ -343,15 +342,12 @@ def report(out: Path) -> Path:
             f"{common.fmt(common.finite_mean([r['distance'] for r in runs]), '.3g')} | "
             f"{common.fmt(common.finite_mean([r['delta_min'] for r in runs]), '.3g')} | "
             f"{common.fmt(common.finite_mean([r['final_train_loss'] for r in runs]), '.3g')} |")
-    notes = config.get("notes", [])
-    if notes:
-        text += ["", "## Notes", ""] + [f"- {' '.join(str(n).split())}" for n in notes]
+    if config.get("notes"):
+        text += [""] + common.notes_section(config["notes"])
     text += ["", "## Figures", "", "![lines](figures/lines.png)", "",
              "![delta_min vs distance](figures/delta_min_vs_distance.png)", "",
              "![fraction vs lr](figures/fraction_vs_lr.png)", ""]
-    path = out / "report.md"
-    common.atomic_write_text(path, "\n".join(text) + "\n")
-    return path
+    return common.write_report(out, text)
 
 
 register(Experiment("mli", run, report, table,

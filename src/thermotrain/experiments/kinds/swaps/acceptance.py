@@ -12,7 +12,7 @@ from ....data import Minibatcher
 from ....models import MLP
 from ....swaps import KINDS, ParameterSwap
 from ....training import train
-from .. import RunContext, prepare_folder, write_json
+from .. import RunContext, write_json
 from . import common
 
 SCHEMA = {
@@ -76,14 +76,7 @@ def _cell(spec: dict[str, Any], temp: float, data: tuple) -> dict[str, Any]:
     return result
 
 
-def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    with common.threads(spec):
-        return _run(spec, ctx)
-
-
 def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    check(spec)
-    prepare_folder(spec, ctx)
     data = common.spiral_data(spec)
     cells = common.Cells(ctx.out, ctx.resume)
     results, rows = [], []
@@ -118,6 +111,9 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                "verdict": verdict, "seconds": sum(r.get("seconds", 0.0) for r in results)}
     write_json(ctx.out / "summary.json", summary)
     return summary
+
+
+run = common.study(check, _run)
 
 
 def report(out: Path) -> Path:

@@ -17,7 +17,7 @@ from ....data import Minibatcher
 from ....models import MLP, ensemble_accuracy
 from ....swaps import Aging, log_spaced_times
 from ....training import train
-from .. import RunContext, prepare_folder, write_json
+from .. import RunContext, write_json
 from . import common
 
 N = common.Number
@@ -118,16 +118,9 @@ def _spreads(frame: Any) -> dict[str, list[float]]:
     return out
 
 
-def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    with common.threads(spec):
-        return _run(spec, ctx)
-
-
 def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     import pandas as pd
 
-    check(spec)
-    prepare_folder(spec, ctx)
     d = spec["data"]
     xtr, ytr, xte, yte = common.load_images(d["kind"], d["n_train"], d["n_test"], ctx.data_dir)
     data = (xtr.flatten(1), ytr, xte.flatten(1), yte)
@@ -159,6 +152,9 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                "seconds": sum(r.get("seconds", 0.0) for r in results)}
     write_json(ctx.out / "summary.json", summary)
     return summary
+
+
+run = common.study(check, _run)
 
 
 def report(out: Path) -> Path:

@@ -17,11 +17,15 @@ from ....models import ensemble_accuracy, ensemble_loss
 from ....training import write_rows
 from ...config import ConfigError
 from ...run_folder import ReportError
-from .. import write_json
+from .. import RunContext, _common, prepare_folder, write_json
 
-COMMON = {"experiment": str, "name": str, "description": str, "source": str, "notes": list,
-          "paper": dict, "threads": int, "_file": str}
+COMMON = {**_common.COMMON, "threads": int}
 Number = (int, float)
+
+_CHECKS = {
+    Number: (lambda v: not isinstance(v, bool) and isinstance(v, Number), "a number"),
+    int: (lambda v: not isinstance(v, bool) and isinstance(v, int), "an integer"),
+}
 
 
 def validate(spec: Mapping[str, Any], schema: Mapping[str, Any], where: str = "") -> None:
@@ -29,29 +33,7 @@ def validate(spec: Mapping[str, Any], schema: Mapping[str, Any], where: str = ""
     file = spec.get("_file", "<study>") if not where else where.split("|")[0]
     prefix = where.split("|")[1] if "|" in where else ""
     full = {**COMMON, **schema} if not where else schema
-    for key, value in spec.items():
-        name = f"{prefix}{key}"
-        if key not in full:
-            raise ConfigError(f"{file}: unknown key {name!r} (allowed: "
-                              f"{', '.join(sorted(k for k in full if not k.startswith('_')))})")
-        want = full[key]
-        if isinstance(want, dict):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{file}: {name} must be a table, got {value!r}")
-            validate(value, want, f"{file}|{name}.")
-        elif want is Number:
-            if isinstance(value, bool) or not isinstance(value, Number):
-                raise ConfigError(f"{file}: {name} must be a number, got {value!r}")
-        elif want is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{file}: {name} must be an integer, got {value!r}")
-        elif isinstance(want, tuple) and all(isinstance(w, str) for w in want):
-            if value not in want:
-                raise ConfigError(f"{file}: {name} must be one of {', '.join(want)}, "
-                                  f"got {value!r}")
-        elif not isinstance(value, want):
-            raise ConfigError(f"{file}: {name} must be {getattr(want, '__name__', want)}, "
-                              f"got {value!r}")
+    _common.validate(spec, full, file, prefix, checks=_CHECKS)
 
 
 def positive(spec: Mapping[str, Any], *keys: str) -> None:
@@ -75,12 +57,23 @@ def threads(spec: Mapping[str, Any]) -> Iterator[None]:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"{spec.get('_file', '<study>')}: threads must be an int >= 1, "
                           f"got {n!r}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+    with _common.torch_threads(n):
         yield
-    finally:
-        torch.set_num_threads(before)
+
+
+def study(check: Callable[[dict[str, Any]], None],
+          body: Callable[[dict[str, Any], RunContext], dict[str, Any]]
+          ) -> Callable[[dict[str, Any], RunContext], dict[str, Any]]:
+    """A kind's ``run(spec, ctx)``: within :func:`threads`, ``check(spec)``, prepare the run
+    folder, then ``body(spec, ctx)``."""
+
+    def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+        with threads(spec):
+            check(spec)
+            prepare_folder(spec, ctx)
+            return body(spec, ctx)
+
+    return run
 
 
 # ---------------------------------------------------------------------- data
@@ -182,9 +175,7 @@ def read_metrics(out: Path):
 
 
 def figure_path(out: Path, name: str) -> Path:
-    folder = Path(out) / "figures"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / name
+    return _common.figure_dir(out) / name
 
 
 def save_figure(fig: Any, path: Path) -> None:
@@ -197,8 +188,6 @@ def save_figure(fig: Any, path: Path) -> None:
 
 
 def write_report(out: Path, title: str, summary: Mapping[str, Any], body: list[str]) -> Path:
-    from ...run_folder import atomic_write_text
-
     lines = [f"# {title}", "", summary.get("description", ""), ""]
     paper = summary.get("paper") or {}
     if paper:
@@ -206,13 +195,10 @@ def write_report(out: Path, title: str, summary: Mapping[str, Any], body: list[s
         lines += [f"| paper: {k} | {v} |" for k, v in paper.items()]
         lines += [f"| ours | {summary.get('verdict', '')} |", ""]
     lines += body
-    notes = summary.get("notes") or []
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {' '.join(str(n).split())}" for n in notes]
+    if summary.get("notes"):
+        lines += [""] + _common.notes_section(summary["notes"])
     lines += ["", f"Run time: {summary.get('seconds', float('nan')):.0f} s."]
-    path = Path(out) / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    return _common.write_report(out, lines)
 
 
 def mean_se(values: Any) -> tuple[float, float]:
@@ -227,10 +213,4 @@ def mean_se(values: Any) -> tuple[float, float]:
     return m, math.sqrt(var / len(v))
 
 
-def plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
-
-    return pyplot
+plt = _common.pyplot

@@ -16,7 +16,7 @@ from ....data import Minibatcher
 from ....models import MLP
 from ....swaps import ReplicaExchange
 from ....training import train
-from .. import RunContext, prepare_folder, write_json
+from .. import RunContext, write_json
 from . import common
 
 N = common.Number
@@ -150,14 +150,7 @@ def _double_well(spec: dict[str, Any], sampler: str) -> dict[str, Any]:
             "round_trips": float(rex.round_trips.double().mean()), "hist": hist}
 
 
-def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    with common.threads(spec):
-        return _run(spec, ctx)
-
-
 def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    check(spec)
-    prepare_folder(spec, ctx)
     cells = common.Cells(ctx.out, ctx.resume)
     wells = [cells.run(f"double-well-{s}", lambda s=s: _double_well(spec, s))
              for s in ("metropolis", "baoab")]
@@ -182,6 +175,9 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                "seconds": sum(c.get("seconds", 0.0) for c in arms + wells)}
     write_json(ctx.out / "summary.json", summary)
     return summary
+
+
+run = common.study(check, _run)
 
 
 def report(out: Path) -> Path:

@@ -15,7 +15,7 @@ from ....data import Minibatcher
 from ....models import CNN, MLP
 from ....swaps import DATA_KINDS, KINDS, DataSwap, ParameterSwap
 from ....training import train
-from .. import RunContext, prepare_folder, write_json
+from .. import RunContext, write_json
 from . import common
 
 N = common.Number
@@ -139,14 +139,7 @@ def _mean_loss(rows: list[list[Any]], members: int) -> list[float]:
     return [a / max(c, 1) for a, c in zip(sums, counts, strict=True)]
 
 
-def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    with common.threads(spec):
-        return _run(spec, ctx)
-
-
 def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    check(spec)
-    prepare_folder(spec, ctx)
     cells = common.Cells(ctx.out, ctx.resume)
     k = spec["training"]["seeds"]
     rows, results = [], []
@@ -195,6 +188,9 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                "seconds": sum(r.get("seconds", 0.0) for r in results)}
     write_json(ctx.out / "summary.json", summary)
     return summary
+
+
+run = common.study(check, _run)
 
 
 def report(out: Path) -> Path:
