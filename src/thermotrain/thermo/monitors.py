@@ -320,16 +320,19 @@ class ConfigurationalTemperature(Hook):
     def _probe(self, params: list[Tensor]) -> list[Tensor]:
         """One Rademacher vector over all of ``params`` (one draw, split into views)."""
         sizes = [p.numel() for p in params]
-        v = torch.randint(0, 2, (sum(sizes),), generator=self.generator).to(params[0])
+        v = torch.randint(0, 2, (sum(sizes),), generator=self.generator,
+                          dtype=params[0].dtype).to(params[0].device)
         v = v.mul_(2).sub_(1)
         return [c.view_as(p) for c, p in zip(v.split(sizes), params, strict=True)]
 
-    def _gradient(self, state: Any, params: list[Tensor]) -> list[Tensor]:
-        """∇ of the summed member losses at the current θ (plain, no graph kept)."""
+    def _gradient(self, state: Any, params: list[Tensor], copy: bool = True) -> list[Tensor]:
+        """∇ of the summed member losses at the current θ (plain, no graph kept); with
+        ``copy=False`` possibly the ``.grad`` tensors themselves (valid until the next call)."""
         if self._grad_fn is not None and not (self.data == "batch" and self._batch.rewritten):
             # overwrites .grad (restored by the caller)
             self._grad_fn(self._batch.index if self.data == "batch" else self._fixed)
-            return torch._foreach_mul([p.grad for p in params], 1.0)  # copies
+            grads = [p.grad for p in params]
+            return torch._foreach_mul(grads, 1.0) if copy else grads
         with torch.enable_grad():
             return list(torch.autograd.grad(self._loss(state).sum(), params))
 
@@ -359,21 +362,20 @@ class ConfigurationalTemperature(Hook):
             for _ in range(self.probes):
                 v = self._probe(params)
                 torch._foreach_copy_(params, torch._foreach_add(theta, v, alpha=eps))
-                plus = self._gradient(state, params)
+                plus = self._gradient(state, params, copy=central)
                 if central:
                     torch._foreach_copy_(params, torch._foreach_add(theta, v, alpha=-eps))
-                    minus = self._gradient(state, params)
+                    minus = self._gradient(state, params, copy=False)
                     if grads is not None:
                         torch._foreach_add_(grads, torch._foreach_add(plus, minus), alpha=0.5)
                 else:  # the loop's gradient at θ
                     minus = saved
                 diff = torch._foreach_sub(plus, minus)
                 torch._foreach_mul_(diff, v)
-                scale = 1.0 / ((2 * eps if central else eps) * self.probes)
                 if lap is None:
-                    lap = torch._foreach_mul(diff, scale)
+                    lap = diff
                 else:
-                    torch._foreach_add_(lap, diff, alpha=scale)
+                    torch._foreach_add_(lap, diff)
         finally:
             torch._foreach_copy_(params, theta)
             if have and all(p.grad is not None and p.grad.shape == g.shape
@@ -385,6 +387,7 @@ class ConfigurationalTemperature(Hook):
                     p.grad = g
         if grads is not None and self.probes > 1:
             torch._foreach_div_(grads, float(self.probes))
+        self._lap_scale = 1.0 / ((2 * eps if central else eps) * self.probes)
         return grads, lap
 
     def measure(self, state: Any) -> list[tuple[Tensor, Tensor]]:
@@ -396,14 +399,17 @@ class ConfigurationalTemperature(Hook):
         if self.data == "batch" and self._batch is None:
             raise RuntimeError(f"{self.name}: data='batch' measures the step's minibatch; "
                                "call measure() from after_gradient of a recorded step")
+        self._lap_scale = 1.0  # the finite differences' 1/(2ε·probes), applied to the sums
         grads, lap = (self._hvp if self.laplacian == "hvp" else self._fd)(state, params)
         if self.data == "batch" and self.loss is None:
             grads = [p.grad for p in params]  # the loop's ∇L_B (exact, no extra cost)
-        g2s = torch._foreach_mul(grads, grads)
         out, j = [], 0
         for ps, edim in groups:
             n = len(ps)
-            out.append((_members_sum(g2s[j:j + n], edim), _members_sum(lap[j:j + n], edim)))
+            dl = _members_sum(lap[j:j + n], edim)
+            if self._lap_scale != 1.0:
+                dl = dl.mul_(self._lap_scale)
+            out.append((_members_norm2(grads[j:j + n], edim), dl))
             j += n
         return out
 
