@@ -12,7 +12,7 @@ from ....data import Minibatcher
 from ....models import MLP
 from ....swaps import KINDS, ParameterSwap
 from ....training import train
-from .. import RunContext, write_json
+from .. import RunContext
 from . import common
 
 SCHEMA = {
@@ -109,7 +109,6 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                "description": spec.get("description", ""), "paper": spec.get("paper", {}),
                "notes": spec.get("notes", []), "acceptance": table, "cells": results,
                "verdict": verdict, "seconds": sum(r.get("seconds", 0.0) for r in results)}
-    write_json(ctx.out / "summary.json", summary)
     return summary
 
 

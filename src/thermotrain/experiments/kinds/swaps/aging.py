@@ -17,7 +17,7 @@ from ....data import Minibatcher
 from ....models import MLP, ensemble_accuracy
 from ....swaps import Aging, log_spaced_times
 from ....training import train
-from .. import RunContext, write_json
+from .. import RunContext
 from . import common
 
 N = common.Number
@@ -150,7 +150,6 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                "verdict": "mean |ln Δ ratio| between consecutive waiting-time curves; "
                           + "; ".join(parts),
                "seconds": sum(r.get("seconds", 0.0) for r in results)}
-    write_json(ctx.out / "summary.json", summary)
     return summary
 
 

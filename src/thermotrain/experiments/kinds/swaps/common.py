@@ -65,13 +65,15 @@ def study(check: Callable[[dict[str, Any]], None],
           body: Callable[[dict[str, Any], RunContext], dict[str, Any]]
           ) -> Callable[[dict[str, Any], RunContext], dict[str, Any]]:
     """A kind's ``run(spec, ctx)``: within :func:`threads`, ``check(spec)``, prepare the run
-    folder, then ``body(spec, ctx)``."""
+    folder, run ``body(spec, ctx)`` and write the summary it returns to summary.json."""
 
     def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         with threads(spec):
             check(spec)
             prepare_folder(spec, ctx)
-            return body(spec, ctx)
+            summary = body(spec, ctx)
+            write_json(ctx.out / "summary.json", summary)
+            return summary
 
     return run
 

@@ -16,7 +16,7 @@ from ....data import Minibatcher
 from ....models import MLP
 from ....swaps import ReplicaExchange
 from ....training import train
-from .. import RunContext, write_json
+from .. import RunContext
 from . import common
 
 N = common.Number
@@ -173,7 +173,6 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                "double_well_temperatures": spec["double_well"]["temperatures"],
                "coldest": coldest, "arms": arms, "double_well": wells, "verdict": verdict,
                "seconds": sum(c.get("seconds", 0.0) for c in arms + wells)}
-    write_json(ctx.out / "summary.json", summary)
     return summary
 
 

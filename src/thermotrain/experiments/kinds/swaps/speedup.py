@@ -15,7 +15,7 @@ from ....data import Minibatcher
 from ....models import CNN, MLP
 from ....swaps import DATA_KINDS, KINDS, DataSwap, ParameterSwap
 from ....training import train
-from .. import RunContext, write_json
+from .. import RunContext
 from . import common
 
 N = common.Number
@@ -186,7 +186,6 @@ def _run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                                                            spec["datasets"].items()},
                "cells": results, "verdict": verdict,
                "seconds": sum(r.get("seconds", 0.0) for r in results)}
-    write_json(ctx.out / "summary.json", summary)
     return summary
 
 
