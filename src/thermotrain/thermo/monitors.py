@@ -3,14 +3,17 @@ and configurational temperatures of a sampler run per parameter group and ensemb
 (SPEC §11, ``docs/thermo.md``).
 
 * kinetic: :math:`T_\mathrm{kin} = \lVert p\rVert^2/N` over a group's momenta, using BAOAB's
-  full-step momenta (the pending half kick applied by ``optimizer.finalize()``);
+  full-step momenta :math:`p - k\nabla L` (the pending half kick, applied on the fly from the
+  stored momenta and the step's gradient; the optimizer state is not changed);
 * configurational: :math:`T_\mathrm{conf} = \langle\lVert\nabla L\rVert^2\rangle /
   \langle\Delta L\rangle`, the Laplacian :math:`\Delta L = \mathrm{tr}\,\nabla^2L` by
   Hutchinson's estimator :math:`v^\top\nabla^2L\,v` with a Rademacher v (one Hessian-vector
   product by double backward). For :math:`\pi\propto e^{-L/\tau}` integration by parts gives
   :math:`\langle\lVert\nabla_g L\rVert^2\rangle = \tau\langle\Delta_g L\rangle` for every
   group g of coordinates, so both temperatures → τ as h → 0 for a correct full-batch
-  sampler; with minibatch gradients the gap measures the gradient-noise heating.
+  sampler; with minibatch gradients the gap measures the gradient-noise heating. By default
+  L is the step's own minibatch loss (cheap, biased up by the gradient noise); ``data="full"``
+  is the exact-energy choice.
 
 Both hooks act in ``after_gradient`` (the gradient of step n is in ``.grad``, θ is θ_n) every
 ``every`` steps, and log with :meth:`LoopState.log` (one row per member):
