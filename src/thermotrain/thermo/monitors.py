@@ -31,143 +31,15 @@ import torch
 from torch import Tensor
 
 from ..training.hooks import Hook
+from .kinetic import (
+    KineticTemperature,
+    _check_every,
+    _members_norm2,
+    _members_sum,
+    kinetic_temperatures,
+)
 
-__all__ = ["KineticTemperature", "ConfigurationalTemperature"]
-
-
-def _check_every(every: object) -> int:
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be an int >= 1, got {every!r}")
-    return every
-
-
-def _member_sum(t: Tensor, edim: int | None) -> Tensor:
-    """Sum over every axis but the ensemble axis: ``(K,)`` (or ``(1,)`` without one)."""
-    if edim is None:
-        return t.sum().reshape(1)
-    return t.movedim(edim, 0).reshape(t.shape[edim], -1).sum(1)
-
-
-def _along(k: Tensor, dim: int, edim: int | None) -> Tensor:
-    """``(K,)`` values shaped to broadcast along the ensemble axis of a ``dim``-d tensor."""
-    shape = [1] * dim
-    if edim is not None:
-        shape[edim] = -1
-    return k.reshape(shape)
-
-
-def _members_sum(ts: list[Tensor], edim: int | None) -> Tensor:
-    """:func:`_member_sum` of several tensors added up, in one reduction (``(K,)``)."""
-    if edim is None:
-        return torch.stack([t.sum() for t in ts]).sum().reshape(1)
-    k = ts[0].shape[edim]
-    if edim == 0:
-        return torch.cat([t.reshape(k, -1) for t in ts], 1).sum(1)
-    return torch.cat([t.movedim(edim, 0).reshape(k, -1) for t in ts], 1).sum(1)
-
-
-def _members_norm2(ts: list[Tensor], edim: int | None) -> Tensor:
-    r"""Per member :math:`\sum t^2` over several tensors, ``(K,)`` (one cat, one norm)."""
-    if edim is None:
-        return torch.linalg.vector_norm(torch.cat([t.reshape(-1) for t in ts])).square().reshape(1)
-    k = ts[0].shape[edim]
-    flat = [t.reshape(k, -1) if edim == 0 else t.movedim(edim, 0).reshape(k, -1) for t in ts]
-    return torch.linalg.vector_norm(torch.cat(flat, 1), dim=1).square_()
-
-
-class KineticTemperature(Hook):
-    r"""Log :math:`T_\mathrm{kin} = \lVert p\rVert^2/N` per group and member every ``every``
-    steps (SPEC §11), with BAOAB's full-step (boundary) momenta. Needs a
-    :class:`~thermotrain.PartitionedLangevin` optimizer; groups without momenta (SGLD) are
-    skipped.
-
-    The stored momenta lag the boundary ones by the pending closing sub-steps (SPEC §2). When
-    those are kicks only — BAOAB, BAOA and the adaptive scheme: the closing
-    :math:`B_{h/2}`, :math:`p \leftarrow p - k\,g` with :math:`k` = the closing fraction times
-    the previous step's h (per member if h is) — the hook computes
-    :math:`\lVert p - k\,\nabla L(\theta_n)\rVert^2` directly from the stored momenta and the
-    step's gradient (in ``.grad`` at ``after_gradient``), without touching the optimizer
-    state. Frozen members (``nan_policy="mask"``) get k = 0, as in ``finalize()``. Splittings
-    whose closing sub-steps include noise (OBABO: :math:`B_{h/2}O_{h/2}`) cannot be
-    evaluated without drawing it, so for them the hook calls ``optimizer.finalize()`` (the
-    next step then runs only the opening sub-steps; positions are unchanged, the noise stream
-    is not the one of an unmonitored run). ABOBA keeps no closing sub-steps: its stored
-    momenta are the boundary ones.
-    """
-
-    def __init__(self, every: int = 10, name: str = "kinetic_temperature"):
-        self.every = _check_every(every)
-        self.name = name
-
-    def on_start(self, state: Any) -> None:
-        opt = state.optimizer
-        if not (hasattr(opt, "finalize") and hasattr(opt, "kinetic_temperature")):
-            raise TypeError(f"{self.name}: the optimizer {type(opt).__name__} has no momenta "
-                            "(use a thermotrain sampler such as tt.BAOAB or tt.AdLaLa)")
-
-    def after_gradient(self, state: Any, losses: Tensor) -> None:
-        if state.step == 0 or state.step % self.every:
-            return  # before the first step the momenta do not exist yet
-        for g, temp in enumerate(kinetic_temperatures(state.optimizer)):
-            if temp is not None:
-                state.log(f"{self.name}/group{g}", temp.reshape(-1) if temp.dim() else temp)
-
-
-def _closing_kick(scheme: Any) -> float | None:
-    """The closing sub-steps' total kick as a fraction of h when they are kicks only
-    (0.0 when there are none), else ``None``."""
-    closing = scheme.splitting.closing
-    if any(c != "B" for c, _ in closing):
-        return None
-    return float(sum(f for _, f in closing))
-
-
-@torch.no_grad()
-def kinetic_temperatures(opt: Any) -> list[Tensor | None]:
-    r"""Per group, the boundary-momentum kinetic temperature
-    :math:`\lVert p - k\,g\rVert^2/N` (``(K,)`` with an ensemble axis, else a scalar;
-    ``None`` for groups without momenta), with the pending closing kick k applied on the fly
-    to the stored momenta p and the current gradients g (see :class:`KineticTemperature`);
-    equals ``opt.kinetic_temperature()`` after ``opt.finalize()``, without changing ``opt``.
-    Calls ``opt.finalize()`` first if a group's closing sub-steps are not kicks only."""
-    from ..samplers.splittings import get_scheme
-
-    schemes = [get_scheme(g["scheme"]) for g in opt.param_groups]
-    fracs = [_closing_kick(s) if s.momentum else None for s in schemes]
-    if any(s.momentum and f is None for s, f in zip(schemes, fracs, strict=True)):
-        opt.finalize()  # noisy closing sub-steps (OBABO): no way round drawing them
-    frozen = getattr(opt, "frozen_members", None)
-    masked = frozen is not None and bool(frozen.any())
-    out: list[Tensor | None] = []
-    for group, frac in zip(opt.param_groups, fracs, strict=True):
-        edim = group["ensemble_dim"]
-        ms, gs, plain, count, h = [], [], [], 0, None
-        for p in group["params"]:
-            st = opt.state[p]
-            m = st.get("momentum")
-            if m is None:
-                continue
-            count += m.numel() // opt.members
-            if frac and st.get("pending") and p.grad is not None:
-                ms.append(m)
-                gs.append(p.grad)
-                h = st["closing_lr"]  # one value (or (K,) tensor) per group
-            else:
-                plain.append(m)
-        if not count:
-            out.append(None)
-            continue
-        if ms and (isinstance(h, Tensor) or masked):
-            k = torch.as_tensor(h, dtype=torch.float64).expand(opt.members) * frac
-            if masked:
-                k = torch.where(frozen, 0.0, k)
-            k = k.to(ms[0])
-            ms = [m - _along(k, m.dim(), edim) * g for m, g in zip(ms, gs, strict=True)]
-        elif ms:
-            ms = torch._foreach_add(ms, gs, alpha=-frac * float(h))
-        temp = _members_norm2([*ms, *plain], edim) / count
-        out.append(temp if edim is not None else temp.squeeze(0))
-    return out
+__all__ = ["KineticTemperature", "ConfigurationalTemperature", "kinetic_temperatures"]
 
 
 class ConfigurationalTemperature(Hook):
