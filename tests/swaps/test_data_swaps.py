@@ -54,8 +54,10 @@ def test_pixel_swaps_work_on_grey_and_flattened_batches():
     assert ((out != x).sum(-1) == 6).all()                     # 3 pairs of distinct pixels
     grey = torch.rand(2, 5, 28, 28)
     assert (DataSwap("pixel-pair", image_shape=(1, 28, 28)).apply(grey) != grey).any()
-    with pytest.raises(ValueError, match="needs C >= 2"):
-        DataSwap("1SA", image_shape=(1, 28, 28)).apply(x)
+    with pytest.raises(ValueError, match="needs C >= 2"):  # refused when it is built
+        DataSwap("1SA", image_shape=(1, 28, 28))
+    with pytest.raises(ValueError, match="needs C >= 2"):  # or when it sees a grey batch
+        DataSwap("batch-channels").apply(grey)
 
 
 def test_rate_zero_changes_nothing_and_rate_is_per_member():

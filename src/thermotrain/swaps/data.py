@@ -72,6 +72,10 @@ class DataSwap(Hook):
                                                 for s in image_shape):
                 raise ValueError(f"image_shape must be (C, H, W) of ints >= 1, "
                                  f"got {image_shape!r}")
+            if self.kind in ("1SA", "batch-channels") and image_shape[0] < 2:
+                raise ValueError(f"kind {self.kind!r} swaps channels and needs C >= 2, got "
+                                 f"image_shape {image_shape!r} (grey images: use 'pixels' or "
+                                 "'pixel-pair')")
         self.rate, self.images, self.pairs = float(rate), images, pairs
         self.image_shape = image_shape
         self.name = name or f"dataswap_{kind}"
