@@ -57,7 +57,7 @@ def test_pixel_swaps_work_on_grey_and_flattened_batches():
     with pytest.raises(ValueError, match="needs C >= 2"):  # refused when it is built
         DataSwap("1SA", image_shape=(1, 28, 28))
     with pytest.raises(ValueError, match="needs C >= 2"):  # or when it sees a grey batch
-        DataSwap("batch-channels").apply(grey)
+        DataSwap("batch-channels").apply(grey[:, :, None])  # (K, B, 1, H, W)
 
 
 def test_rate_zero_changes_nothing_and_rate_is_per_member():
