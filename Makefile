@@ -32,6 +32,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/step_overhead.py
 	$(PY) benchmarks/ensemble_throughput.py
+	$(PY) benchmarks/fig15_sweep.py
+	$(PY) benchmarks/landscape_speed.py
+	$(PY) benchmarks/temperature_hooks.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
