@@ -186,7 +186,8 @@ def report(out: Path) -> Path:
     noise = [r["noise_level"] for r in rows if "noise_level" in r]
     lines += ["", f"Monte Carlo noise level of the error (ULA's draws against ULA's exact "
               f"stationary covariance): {', '.join(fmt(v, 2) for v in noise)} for the h's in "
-              "order.", "", "Paper (§4, two independent data draws): h = 1e-4: ULA 0.010, "
+              "order.", "",
+              "Paper (docs/science.md §4, two independent draws): h = 1e-4: ULA 0.010, "
               "SGLD 0.18–0.21, SGWORLD 0.030–0.032; h = 3e-5: ULA 0.003, SGLD 0.062, SGWORLD "
               "0.0027.", "", "![error vs h](figures/error_vs_h.png)", ""]
     lines += notes_section(config)

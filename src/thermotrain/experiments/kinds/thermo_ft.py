@@ -2,7 +2,7 @@
 network (docs/science.md §5, issue 9; ``docs/thermo.md``).
 
 Theory at the authors' w* (H, D in both variants, Σ, C, ⟨σ⟩) beside docs/science.md §5's table; the
-one-step check of D; SPEC's cheap IFT check; K independent SGD chains as one ensemble in the
+one-step check of D; the cheap IFT check; K independent SGD chains as one ensemble in the
 stationary state (measured ⟨σ⟩, areal velocity vs C, integral FT for k = 1, 2, 3, detailed
 FT); the same without replacement (cloud size ratio, currents, mean at argmin L_eff).
 """
@@ -53,7 +53,7 @@ SCHEMA = {
     "fluctuation": {"k": list, "bins": COUNT},
 }
 
-#: docs/science.md §5's reference values (authors' D variant, SPEC's D)
+#: docs/science.md §5's reference values (authors' D variant, exact D)
 PAPER = {"authors": {"D11": 1.72743e-10, "Sigma11": 7.7408e-7, "C12": 3.0335e-12,
                      "mean_entropy_production": 3.14828e-4},
          "spec": {"D11": 1.73058e-10, "Sigma11": 7.8439e-7, "C12": 2.9948e-12,
@@ -98,7 +98,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                          "C12": n.circulation[0, 1],
                          "mean_entropy_production": n.mean_entropy_production,
                          "lyapunov_residual": n.lyapunov_residual()} for name, n in ness.items()}
-        ctx.say(f"theory: <sigma> = {theory['spec']['mean_entropy_production']:.6e} (SPEC's D),"
+        ctx.say(f"theory: <sigma> = {theory['spec']['mean_entropy_production']:.6e} (exact D),"
                 f" {theory['authors']['mean_entropy_production']:.6e} (authors' variant)")
 
         def grad(w: Tensor, idx: Tensor) -> Tensor:
@@ -200,7 +200,7 @@ def without_replacement(grad: Callable[[Tensor, Tensor], Tensor], data: Any, lr:
 # ---------------------------------------------------------------------- report
 def table(summary: dict[str, Any]) -> str:
     t, st = summary["theory"], summary["stationary"]
-    lines = ["quantity                     SPEC's D        authors' variant",
+    lines = ["quantity                     exact D         authors' variant",
              f"<sigma> theory               {t['spec']['mean_entropy_production']:.6e}    "
              f"{t['authors']['mean_entropy_production']:.6e}",
              f"<sigma> measured             {st['mean_sigma']['spec']:.4e} "
@@ -235,7 +235,7 @@ def report(out: Path) -> Path:
               f"{fmt(t['spec']['lyapunov_residual'], 2)}.", "",
               "## One-step check of D and the cheap IFT check", ""]
     one, ch = summary["one_step"], summary["cheap_check"]
-    lines += [f"½Cov(Δw) of {one['samples']} one-step updates from w* vs D (SPEC's): relative "
+    lines += [f"½Cov(Δw) of {one['samples']} one-step updates from w* vs D (exact): relative "
               f"Frobenius error {fmt(one['frobenius_relative_error'], 3)}, largest diagonal "
               f"error {fmt(one['max_diagonal_relative_error'], 3)} (Monte Carlo s.e. of a "
               f"diagonal entry ≈ {fmt(one['expected_diagonal_se'], 2)}).", "",
@@ -248,7 +248,7 @@ def report(out: Path) -> Path:
               f"started from N(w*, Σ), {st['steps']} steps each ({st['samples']:.3g} steps in "
               "all; the authors ran one chain for 3e7 steps). σ uses μ = w*.", "",
               "| | ours | theory | authors |", "|---|---|---|---|",
-              f"| ⟨σ⟩ (SPEC's D) | {st['mean_sigma']['spec']:.4e} ± "
+              f"| ⟨σ⟩ (exact D) | {st['mean_sigma']['spec']:.4e} ± "
               f"{st['mean_sigma_se']['spec']:.1e} | {t['spec']['mean_entropy_production']:.5e} | "
               f"{paper['authors_measured_mean_entropy_production'][0]:.3g} ± "
               f"{paper['authors_measured_mean_entropy_production'][1]:.2g} |",
@@ -257,7 +257,7 @@ def report(out: Path) -> Path:
               f"{t['authors']['mean_entropy_production']:.5e} | |",
               f"| areal velocity vs C (slope of A_ij on C_ij) | "
               f"{st['areal_velocity_vs_C_slope']:.3f} | 1 | |", "",
-              "### Fluctuation theorems (σ with SPEC's D)", "",
+              "### Fluctuation theorems (σ with exact D)", "",
               "| k | ⟨e^(−ΔS_k)⟩ | s.e. | (mean − 1)/s.e. | windows | authors |",
               "|---|---|---|---|---|---|"]
     authors_ift = paper["authors_ift"]
