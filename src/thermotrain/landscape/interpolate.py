@@ -40,7 +40,7 @@ from torch.func import functional_call, vmap
 
 from .._checks import check_int
 from ..models import accuracy, classification_loss, ensemble_accuracy, ensemble_loss
-from . import _state
+from . import _fastline, _state
 from ._state import LossFn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -249,10 +249,15 @@ def interpolate(
             raise ValueError(f"batchnorm='recompute' needs the split {bn_split!r} in data "
                              f"(got {list(splits)}); pass bn_split= or another mode")
         bn_x = splits[bn_split][0]
+    if alpha_batch is not None:
+        alpha_batch = check_int("alpha_batch", alpha_batch, minimum=1)
+    fast = _fastline.evaluate(model, s0, s1, grid, splits, loss, extra)
+    if fast is not None:  # small CPU MLPs: one C call per split (docs/landscape.md, Speed)
+        return InterpolationResult(grid, fast, _state.members(model), None)
     rows_per_call = min(batch_size, max(x.shape[0] for x, _ in splits.values()))
     chunk = (max(1, batch_size // (rows_per_call * (_state.members(model) or 1)))
              if alpha_batch is None
-             else check_int("alpha_batch", alpha_batch, minimum=1))
+             else alpha_batch)
     rows: dict[str, dict[str, list[Tensor]]] = {}
     values_list = grid.tolist()
     for lo in range(0, len(values_list), chunk):

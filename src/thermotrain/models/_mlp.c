@@ -1,4 +1,5 @@
-/* Fused loss and gradient of an ensemble of small MLPs (fused.py).
+/* Fused loss and gradient of an ensemble of small MLPs (fused.py); after it, tt_mlp_eval, the
+ * forward-only loss and accuracy over all rows (fused.evaluate_members, landscape.interpolate).
  *
  * Member k (its parameters at W[l] + k*out_l*in_l, b[l] + k*out_l) sees the rows idx[k, :]
  * of the data X (N x in_0) and targets Y (N): z_l = a_{l-1} W_l^T + b_l, a_l = phi(z_l)
@@ -263,6 +264,116 @@ int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const
       }
     }
     free(a);
+  }
+  return failed ? -1 : 0;
+}
+
+/* Forward only (fused.evaluate_members): member k's summed loss over all N rows of X and
+ * its count of correct predictions (binary head: z > 0 against label != 0; C >= 2 classes:
+ * the first argmax against the class index label). No gradient and no row indices: the rows
+ * are taken in blocks of EVAL_ROWS, whose activations (EVAL_ROWS x width, two buffers) stay
+ * in L1/L2 — never a (K, N, width) array. Each member alone, as tt_mlp_grad: results do not
+ * depend on the thread count or on K. Returns 0, -1 (no memory), -2 (bad depth) or -3 (a
+ * class index outside [0, C)). */
+#ifndef EVAL_ROWS
+#define EVAL_ROWS 32
+#endif
+int F(tt_mlp_eval)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const *b,
+                   const T *X, const T *Y, const int64_t *label, int64_t N, int act,
+                   double *loss, int64_t *correct) {
+  if (L < 1 || L > MAXL) return -2;
+  const int64_t C = w[L];
+  if (C >= 2) {
+    int bad = 0;
+    for (int64_t r = 0; r < N; r++) bad |= label[r] < 0 || label[r] >= C;
+    if (bad) return -3;
+  }
+  int64_t maxw = 0, tsize = 0, work = 0;
+  for (int64_t l = 0; l <= L; l++)
+    if (w[l] > maxw) maxw = w[l];
+  for (int64_t l = 1; l <= L; l++) {
+    work += w[l] * w[l - 1];
+    if (w[l] >= 8) tsize += w[l] * w[l - 1];
+  }
+  int failed = 0;
+#pragma omp parallel if (K * N * work >= 65536) reduction(| : failed)
+  {
+    /* two EVAL_ROWS x maxw activation buffers, then the transposed weights of the layers
+       with >= 8 outputs (rows of W^T along the output, as in the training forward) */
+    T *buf = (T *)malloc(sizeof(T) * (size_t)(2 * EVAL_ROWS * maxw + tsize));
+    if (!buf) failed = 1;
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < K; k++) {
+      if (!buf) continue;
+      T *bufs[2] = {buf, buf + EVAL_ROWS * maxw};
+      const T *tl[MAXL];
+      T *p = bufs[1] + EVAL_ROWS * maxw;
+      for (int64_t l = 1; l <= L; l++) {
+        const int64_t in = w[l - 1], out = w[l];
+        const T *Wk = W[l - 1] + k * out * in;
+        tl[l - 1] = 0;
+        if (out >= 8) {
+          for (int64_t o = 0; o < out; o++)
+            for (int64_t i = 0; i < in; i++) p[i * out + o] = Wk[o * in + i];
+          tl[l - 1] = p;
+          p += out * in;
+        }
+      }
+      double total = 0;
+      int64_t hits = 0;
+      for (int64_t r0 = 0; r0 < N; r0 += EVAL_ROWS) {
+        const int64_t nb = N - r0 < EVAL_ROWS ? N - r0 : EVAL_ROWS;
+        const T *x = X + r0 * w[0];
+        for (int64_t l = 1; l <= L; l++) {
+          const int64_t in = w[l - 1], out = w[l];
+          const T *Wk = W[l - 1] + k * out * in, *bk = b[l - 1] + k * out;
+          T *z = bufs[l & 1];
+          const int phi = l < L ? act : -1;
+          if (tl[l - 1]) {
+            for (int64_t r = 0; r < nb; r++)
+              F(row_forward)(in, out, x + r * in, tl[l - 1], bk, z + r * out, phi);
+          } else {
+            for (int64_t r = 0; r < nb; r++)
+              for (int64_t o = 0; o < out; o++) {
+                T v = F(dot)(in, x + r * in, Wk + o * in) + bk[o];
+                if (phi == 0) v = v > 0 ? v : 0;
+                if (phi == 1) v = TANH(v);
+                z[r * out + o] = v;
+              }
+          }
+          x = z;
+        }
+        /* x: the block's logits, nb x C */
+        const int64_t *lab = label + r0;
+        if (C == 1) {
+          const T *y = Y + r0;
+          for (int64_t r = 0; r < nb; r++) {
+            const T zz = x[r];
+            const T m = zz > 0 ? zz : 0;
+            total += (double)(m - zz * y[r] + LOG1P(EXP(-FABS(zz))));
+            hits += (zz > 0) == (lab[r] != 0);
+          }
+        } else {
+          for (int64_t r = 0; r < nb; r++) {
+            const T *zr = x + r * C;
+            T m = zr[0];
+            int64_t best = 0;
+            for (int64_t c = 1; c < C; c++)
+              if (zr[c] > m) {
+                m = zr[c];
+                best = c;
+              }
+            T s = 0;
+            for (int64_t c = 0; c < C; c++) s += EXP(zr[c] - m);
+            total += (double)(m + LOG(s) - zr[lab[r]]);
+            hits += best == lab[r];
+          }
+        }
+      }
+      loss[k] = total;
+      correct[k] = hits;
+    }
+    free(buf);
   }
   return failed ? -1 : 0;
 }

@@ -29,7 +29,8 @@ from .. import _native
 from .losses import ensemble_loss
 from .mlp import MLP
 
-__all__ = ["supports", "loss_and_grad", "gradient_fn", "autograd_loss_and_grad"]
+__all__ = ["supports", "loss_and_grad", "gradient_fn", "autograd_loss_and_grad",
+           "supports_evaluation", "evaluate_members"]
 
 _SOURCE = Path(__file__).with_name("_mlp.c")
 _LIB: ctypes.CDLL | None | bool = False
@@ -44,6 +45,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, name)
         fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64, ctypes.c_int,
                        ptr]
+        fn.restype = ctypes.c_int
+    for name in ("tt_mlp_eval_f32", "tt_mlp_eval_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64, ctypes.c_int, ptr, ptr]
         fn.restype = ctypes.c_int
 
 
@@ -192,3 +197,115 @@ def gradient_fn(model: torch.nn.Module, x: Tensor, y: Tensor) -> Callable[[Tenso
         return autograd_loss_and_grad(model, x[idx], y[idx])
 
     return autograd
+
+
+# --- forward only: loss and accuracy of many members (landscape.interpolate) ----------------
+
+
+def supports_evaluation(model: torch.nn.Module, x: Tensor, y: Tensor) -> bool:
+    """Whether :func:`evaluate_members` can evaluate networks of ``model``'s architecture on
+    ``(x, y)`` exactly as ``ensemble_loss`` / ``ensemble_accuracy`` of its logits would: the
+    conditions of :func:`supports`, plus ``x`` in the parameters' dtype (a mixed-dtype forward
+    is an error in torch, so it stays one) and, for a softmax head, integer class indices in
+    range (anything else keeps torch's own error)."""
+    if not supports(model, x, y) or x.dtype != model.layers[0].weight.dtype:
+        return False
+    classes = model.widths[-1]
+    if classes >= 2:
+        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+            return False
+        return bool(((y >= 0) & (y < classes)).all())
+    return not y.dtype.is_complex
+
+
+def _check_members(weights: list[Tensor], biases: list[Tensor], x: Tensor
+                   ) -> tuple[int, list[int], torch.dtype]:
+    if not weights or len(weights) != len(biases) or len(weights) > 16:
+        raise ValueError(f"weights and biases must be two lists of 1 to 16 layers of the same "
+                         f"length, got {len(weights)} and {len(biases)}")
+    m, dtype = weights[0].shape[0], weights[0].dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"weights must be float32 or float64, got {dtype}")
+    widths = [weights[0].shape[-1]] if weights[0].dim() == 3 else []
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        if w.dim() != 3 or b.shape != (m, w.shape[1]) or w.shape[0] != m:
+            raise ValueError(f"layer {i}: weight must be (M, out, in) and bias (M, out) with "
+                             f"M = {m}, got {tuple(w.shape)} and {tuple(b.shape)}")
+        if w.shape[2] != widths[-1]:
+            raise ValueError(f"layer {i}: weight takes {w.shape[2]} inputs, the previous layer "
+                             f"gives {widths[-1]}")
+        for t in (w, b):
+            if t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous():
+                raise ValueError(f"layer {i}: weights and biases must be contiguous CPU "
+                                 f"{dtype} tensors, got {t.dtype} on {t.device}, contiguous "
+                                 f"{t.is_contiguous()}")
+        widths.append(w.shape[1])
+    if x.dim() != 2 or x.shape[1] != widths[0] or x.dtype != dtype or x.device.type != "cpu":
+        raise ValueError(f"x must be a CPU {dtype} tensor (N, {widths[0]}), got {x.dtype} "
+                         f"{tuple(x.shape)} on {x.device}")
+    return m, widths, dtype
+
+
+@torch.no_grad()
+def evaluate_members(weights: list[Tensor], biases: list[Tensor], activation: str, x: Tensor,
+                     y: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Mean loss and accuracy over all of ``(x, y)`` of M MLPs given by their parameters.
+
+    Member m is the network :math:`z = W_L \phi(\cdots \phi(W_1 x + b_1) \cdots) + b_L`
+    (:class:`MLP`'s forward, ``weights[l][m]``, ``biases[l][m]``) and the result is what
+    ``ensemble_loss(logits, y)`` and ``ensemble_accuracy(logits, y)`` give for its logits
+    (binary cross-entropy and ``z > 0`` for one output, softmax cross-entropy and the argmax
+    for C ≥ 2; docs/science.md §6), computed in one C call (``tt_mlp_eval`` in ``_mlp.c``)
+    member by member, rows in blocks that stay in cache, loss sums in double. For the
+    landscape tools: the M members are the (α, member) pairs of an interpolation path.
+
+    Args:
+        weights: per layer ``(M, out, in)``; biases: per layer ``(M, out)`` (contiguous CPU
+            float32/float64, one dtype).
+        activation: ``"relu"`` or ``"tanh"``.
+        x: ``(N, in)`` in the weights' dtype; y: ``(N,)`` (0/1 or soft targets for one
+            output, class indices for C ≥ 2).
+
+    Returns:
+        ``(loss, accuracy)``, float64 ``(M,)`` each.
+
+    Raises:
+        ValueError/TypeError on shapes, dtypes, devices or class indices outside ``[0, C)``;
+        RuntimeError if the kernel is unavailable (check :func:`supports_evaluation`).
+    """
+    if activation not in _ACT:
+        raise ValueError(f"activation must be one of {tuple(_ACT)}, got {activation!r}")
+    m, widths, dtype = _check_members(weights, biases, x)
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the fused MLP kernel is not available (no C compiler, or "
+                           "THERMOTRAIN_NO_KERNEL set); use the torch path")
+    n = x.shape[0]
+    if widths[-1] == 1:
+        truth = y > 0.5 if y.dtype.is_floating_point else y != 0  # models.losses._correct
+        label = truth.to(torch.int64).contiguous()
+        target = y.to(dtype).contiguous()
+    else:
+        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+            raise TypeError(f"multi-class targets must be integer class indices, got dtype "
+                            f"{y.dtype}")
+        label = y.to(torch.int64).contiguous()
+        target = label  # unused by the softmax head
+    x = x.contiguous()
+    loss = torch.empty(m, dtype=torch.float64)
+    correct = torch.empty(m, dtype=torch.int64)
+    nl = len(weights)
+    fn = lib.tt_mlp_eval_f32 if dtype == torch.float32 else lib.tt_mlp_eval_f64
+    status = fn(m, nl, (ctypes.c_int64 * (nl + 1))(*widths),
+                (ctypes.c_void_p * nl)(*[w.data_ptr() for w in weights]),
+                (ctypes.c_void_p * nl)(*[b.data_ptr() for b in biases]),
+                x.data_ptr(), target.data_ptr(), label.data_ptr(), n, _ACT[activation],
+                loss.data_ptr(), correct.data_ptr())
+    if status == -3:
+        raise ValueError(f"targets must be class indices in [0, {widths[-1]}), got values in "
+                         f"[{int(label.min())}, {int(label.max())}]")
+    if status != 0:
+        raise MemoryError("the fused MLP evaluation could not allocate its work space")
+    return loss / n, correct.to(torch.float64) / n
