@@ -3,10 +3,13 @@
 1. ``landscape.interpolate`` on a 20-member ensemble of the notebook-4turn net (2-100-1 ReLU
    SHLP, 4-turn spiral, 500 train / 1000 test points, 50 alphas): the ensemble in one call,
    against a loop over the members calling ``interpolate`` on each plain member
-   (target >= 10x). Both with the default ``alpha_batch`` (several alphas per vmap-ed call
-   when a call is overhead-bound: the plain members batch 10, the ensemble 1), and with
-   ``alpha_batch=1`` (one functional call per alpha, the behaviour before alpha batching)
-   and ``alpha_batch=10`` forced on the ensemble. Timings interleaved, best of ``--repeats``.
+   (target >= 10x). Both take the fused C path (``landscape._fastline``: one
+   ``tt_mlp_eval`` call per split for all (alpha, member) pairs) by default; the rows
+   "torch path" force the vmap-ed functional call that ran before it (``alpha_batch``
+   applies there only): the ensemble with the default and with ``alpha_batch=10``, the loop
+   with the default (the plain members batch 10 alphas) and with ``alpha_batch=1`` (one
+   functional call per alpha: the loop as before alpha batching). Timings interleaved, best
+   of ``--repeats``; GFLOP/s counts 2 * sum(in * out) flops per row per (alpha, member).
 2. ``landscape.hessian_eigenvalues`` (top 3) against PyHessian's power iteration with
    deflation (``pyhessian.hessian(...).eigenvalues``, maxIter 100, tol 1e-3) on the same CPU
    model and data: one member alone, and 20 members (PyHessian: a loop; ours: the ensemble).
@@ -21,6 +24,7 @@ Usage: ``python benchmarks/landscape_speed.py [--members 20] [--repeats 3] [--py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import sys
 import time
@@ -29,6 +33,7 @@ import torch
 
 from thermotrain import landscape
 from thermotrain.data import spirals
+from thermotrain.landscape import _fastline
 from thermotrain.models import MLP
 
 
@@ -60,39 +65,65 @@ def main() -> None:
     m_start = [{n: v[i] for n, v in start.items()} for i in range(k)]
     m_end = [{n: v[i] for n, v in end.items()} for i in range(k)]
 
-    def batched(ab=None):
-        return landscape.interpolate(ens, start, end, data, alphas=args.alphas, alpha_batch=ab)
+    @contextlib.contextmanager
+    def torch_path():  # the vmap-ed functional call, as before the fused path
+        saved = _fastline.evaluate
+        _fastline.evaluate = lambda *a, **kw: None
+        try:
+            yield
+        finally:
+            _fastline.evaluate = saved
 
-    def looped(ab=None):
-        return [landscape.interpolate(m, s, e, data, alphas=args.alphas, alpha_batch=ab)
-                for m, s, e in zip(members, m_start, m_end, strict=True)]
+    def batched(ab=None, fast=True):
+        with contextlib.nullcontext() if fast else torch_path():
+            return landscape.interpolate(ens, start, end, data, alphas=args.alphas,
+                                         alpha_batch=ab)
 
-    runs = {"ensemble, default alpha_batch": batched,
-            "ensemble, alpha_batch=1": lambda: batched(1),
-            "ensemble, alpha_batch=10": lambda: batched(10),
-            "loop over members, default": looped,
-            "loop over members, alpha_batch=1": lambda: looped(1)}
-    ref = batched(1)
+    def looped(ab=None, fast=True):
+        with contextlib.nullcontext() if fast else torch_path():
+            return [landscape.interpolate(m, s, e, data, alphas=args.alphas, alpha_batch=ab)
+                    for m, s, e in zip(members, m_start, m_end, strict=True)]
+
+    runs = {"ensemble (fused)": batched,
+            "loop over members (fused)": looped,
+            "ensemble, torch path, default": lambda: batched(fast=False),
+            "ensemble, torch path, alpha_batch=10": lambda: batched(10, fast=False),
+            "loop, torch path, default": lambda: looped(fast=False),
+            "loop, torch path, alpha_batch=1": lambda: looped(1, fast=False)}
+    ref = batched(1, fast=False)
     for name, fn in runs.items():  # warm-up, and every variant agrees with every member
         out = fn()
         for i in range(k):
-            got = out[i].loss["train"][:, 0] if isinstance(out, list) else out.loss["train"][:, i]
-            assert torch.allclose(got, ref.loss["train"][:, i], atol=1e-5), name
+            for split in data:
+                got = (out[i].loss[split][:, 0] if isinstance(out, list)
+                       else out.loss[split][:, i])
+                assert torch.allclose(got, ref.loss[split][:, i], rtol=1e-5, atol=1e-6), name
+                got = (out[i].accuracy[split][:, 0] if isinstance(out, list)
+                       else out.accuracy[split][:, i])
+                assert torch.allclose(got, ref.accuracy[split][:, i], atol=1e-6), name
     times = {name: float("inf") for name in runs}
     for _ in range(args.repeats):  # interleaved, so load changes hit every variant alike
         for name, fn in runs.items():
             t0 = time.perf_counter()
             fn()
             times[name] = min(times[name], time.perf_counter() - t0)
-    print(f"interpolate, {k} members x {args.alphas} alphas, 1500 points, "
-          f"torch threads {torch.get_num_threads()}")
+    rows = sum(x.shape[0] for x, _ in data.values())
+    flops = 2 * sum(a * b for a, b in zip(ens.widths[:-1], ens.widths[1:], strict=True)) * rows \
+        * args.alphas * k
+    print(f"interpolate, {k} members x {args.alphas} alphas, {rows} points "
+          f"({flops / 1e9:.2f} GFLOP), torch threads {torch.get_num_threads()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
     for name, t in times.items():
-        print(f"  {name:34s} {t * 1e3:9.1f} ms")
-    ens_t = times["ensemble, default alpha_batch"]
-    loop_t = times["loop over members, default"]
-    print(f"  ratio loop (default) / ensemble        {loop_t / ens_t:6.1f} x   (target >= 10x)")
-    print(f"  ratio loop (alpha_batch=1) / ensemble  "
-          f"{times['loop over members, alpha_batch=1'] / ens_t:6.1f} x   (the loop as before)")
+        print(f"  {name:38s} {t * 1e3:9.1f} ms  {flops / t / 1e9:6.1f} GFLOP/s")
+    ens_t = times["ensemble (fused)"]
+    print(f"  (a) loop (fused, its default) / ensemble       "
+          f"{times['loop over members (fused)'] / ens_t:6.1f} x   (target >= 10x)")
+    print(f"  (b) loop (torch path, alpha_batch=1) / ensemble "
+          f"{times['loop, torch path, alpha_batch=1'] / ens_t:6.1f} x   (the loop as before)")
+    print(f"      loop (torch path, default) / ensemble       "
+          f"{times['loop, torch path, default'] / ens_t:6.1f} x")
+    print(f"      ensemble torch path / ensemble fused        "
+          f"{times['ensemble, torch path, default'] / ens_t:6.1f} x")
 
     # --- Hessian eigenvalues vs PyHessian -----------------------------------------------------
     x, y = xtr, ytr.float().unsqueeze(1)
