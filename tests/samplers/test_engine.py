@@ -375,3 +375,39 @@ def test_the_kernel_itself_refuses_rows_beyond_a_tensor():
                             0, None, None, None, None, rowok, 0)
     assert status == -2  # job 0 does not fit
     assert torch.equal(m, torch.zeros(2, 10)) and torch.equal(p, torch.zeros(2, 10))
+
+
+@needs_kernel
+@pytest.mark.parametrize("make", [
+    lambda m: tt.BAOAB(m.parameters(), lr=0.05, temperature=0.1, seed=3),
+    lambda m: tt.AdLaLa(m, lr=0.05, seed=3),
+], ids=["BAOAB", "AdLaLa"])
+def test_fresh_gradient_tensors_each_step_equal_reused_ones(make):
+    """The usual loop (``zero_grad()`` then ``backward()``) gives new gradient tensors every
+    step; the cached kernel arguments must take their addresses each time (a stale address
+    would read freed memory): bit for bit the same as gradients copied into reused tensors.
+    A gradient the kernel cannot take (not contiguous) sends that step to the torch path."""
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    b = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    b.load_state_dict(a.state_dict())
+    oa, ob = make(a), make(b)
+    g = torch.Generator().manual_seed(1)
+    for p in b.parameters():
+        p.grad = torch.zeros_like(p)
+    for step in range(6):
+        grads = [torch.randn(p.shape, generator=g) for p in a.parameters()]
+        for p, gr in zip(a.parameters(), grads, strict=True):
+            # step 3: a transposed copy, same values, not contiguous
+            p.grad = gr.t().contiguous().t() if step == 3 and gr.dim() == 2 else gr.clone()
+        for p, gr in zip(b.parameters(), grads, strict=True):
+            p.grad.copy_(gr)
+        oa.step()
+        ob.step()
+        expected = "foreach" if step == 3 else "fused"
+        assert oa.state_dict()["implementation"][0] == expected
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            if step < 3:
+                assert torch.equal(pa, pb), step
+            else:  # the torch path agrees to rounding
+                torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)

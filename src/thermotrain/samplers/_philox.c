@@ -14,6 +14,11 @@
  * available, else gcc's vectorization; glibc's libmvec for log and sin); compiled at first
  * use by thermotrain._native (-O3 -march=native -ffast-math -fopenmp -mno-recip).
  */
+/* 512-bit vectors where AVX-512 is there: gcc's default for these CPUs is 256, which halves
+   the lanes of libmvec's log and sin (their 16- and 8-lane variants give the same bits) */
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -63,10 +68,13 @@ void tt_philox4x32_raw(uint32_t *out, int64_t n, uint64_t first, uint64_t key, u
    compiler's own vectorization widens to 64-bit lanes and vpmullq, about half as fast). */
 #if defined(__AVX512F__)
 #include <immintrin.h>
-static inline __m512i mulhi_epu32(__m512i x, __m512i m) {
-  const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(x, m), 32);
+/* high and low words of x*m per 32-bit lane, from the two 64-bit products of the even and the
+   odd lanes (no vpmulld: its two uops cost more than a shift and a blend) */
+static inline void mulhilo_epu32(__m512i x, __m512i m, __m512i *hi, __m512i *lo) {
+  const __m512i even = _mm512_mul_epu32(x, m);
   const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(x, 32), m);
-  return _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, odd);
+  *hi = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  *lo = _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, _mm512_slli_epi64(odd, 32));
 }
 #endif
 
@@ -81,8 +89,9 @@ static void philox_lanes(int m, const uint32_t *C0, const uint32_t *C1, const ui
     __m512i x2 = _mm512_set1_epi32((int)d0), x3 = _mm512_set1_epi32((int)d1);
     __m512i k0 = _mm512_loadu_si512(K0 + i), k1 = _mm512_loadu_si512(K1 + i);
     for (int r = 0; r < 10; r++) {
-      const __m512i hi0 = mulhi_epu32(x0, m0), lo0 = _mm512_mullo_epi32(x0, m0);
-      const __m512i hi1 = mulhi_epu32(x2, m1), lo1 = _mm512_mullo_epi32(x2, m1);
+      __m512i hi0, lo0, hi1, lo1;
+      mulhilo_epu32(x0, m0, &hi0, &lo0);
+      mulhilo_epu32(x2, m1, &hi1, &lo1);
       x0 = _mm512_xor_si512(_mm512_xor_si512(hi1, x1), k0);
       x2 = _mm512_xor_si512(_mm512_xor_si512(hi0, x3), k1);
       x1 = lo1;
@@ -356,11 +365,24 @@ DEFINE_SUMSQ(double, sumsq_f64)
 __attribute__((noinline)) static double exp_scalar(double x) { return exp(x); }
 #pragma GCC pop_options
 
-/* A segment's ops on one tile, op after op, each a vector loop over the tile (in cache). */
-#define DEFINE_SEGMENT_TILE(T, NAME, isfinite, SUMSQ)                                          \
+/* A tile is run in sub-blocks of about SUB32 (float) or SUB64 (double) entries: their theta, p,
+   gradient and noise stay in L1 while the segment's ops pass over them one after the other.
+   A sub-block's noise is one call of normal_*: its boundaries inside the tile fall on Philox
+   block boundaries (4 float or 2 double entries of the stream), so no block is made twice. */
+#define SUB32 1024
+#define SUB64 512
+static inline int64_t sub_end(int64_t s0, int64_t m, uint64_t first, int64_t sub) {
+  /* first: the stream index of the tile's entry 0; the sub-block ends where the stream
+     index is a multiple of sub (itself a multiple of the entries per Philox block) */
+  const int64_t next = (int64_t)((first + (uint64_t)s0) / (uint64_t)sub + 1) * sub - (int64_t)first;
+  return next < m ? next : m;
+}
+
+/* A segment's ops on a sub-block of a tile, op after op, each a vector loop (in L1). */
+#define DEFINE_SEGMENT_TILE(T, NAME, isfinite)                                          \
   static int NAME(const int *ops, int o0, int o1, const double *coef, int64_t K, int64_t r,  \
                   T *restrict th, T *restrict p, const T *restrict g, int64_t m,             \
-                  const T *const *z, const T *cf, double *sum) {                             \
+                  const T *const *z, const T *cf) {                                          \
     int q = 0, qc = 0;                                                                       \
     for (int o = o0; o < o1; o++) {                                                          \
       const T a = (T)coef[(o * SLOTS) * K + r], b = (T)coef[(o * SLOTS + 1) * K + r];        \
@@ -403,15 +425,13 @@ __attribute__((noinline)) static double exp_scalar(double x) { return exp(x); }
     }                                                                                        \
     int ok = 1;                                                                              \
     for (int64_t i = 0; i < m; i++) ok &= isfinite(th[i]);                                   \
-    if (p) {                                                                                 \
+    if (p)                                                                                   \
       for (int64_t i = 0; i < m; i++) ok &= isfinite(p[i]);                                  \
-      if (sum) *sum = SUMSQ(p, m);                                                           \
-    }                                                                                        \
     return ok;                                                                               \
   }
 
-DEFINE_SEGMENT_TILE(float, segment_tile_f32, finite_f32, sumsq_f32)
-DEFINE_SEGMENT_TILE(double, segment_tile_f64, finite_f64, sumsq_f64)
+DEFINE_SEGMENT_TILE(float, segment_tile_f32, finite_f32)
+DEFINE_SEGMENT_TILE(double, segment_tile_f64, finite_f64)
 
 static int rows_finite_f32(const float *x, int64_t m) {
   int ok = 1;
@@ -601,47 +621,60 @@ int tt_program(int64_t count, void *const *theta, void *const *p, void *const *g
         const int64_t zat = r * n[i] + off; /* in the short-row buffers */
         double acc = 0.0;
         if (f64) {
-          double zbuf[MAXZ][TILE];
+          double zbuf[MAXZ][SUB64];
           const double *z[MAXZ];
           double f[MAXSEG];
-          int q = 0, own = 0;
-          for (int o = o0; o < o1; o++) {
-            if (!is_noise(ops[o])) continue;
-            const int j = opdraw[o];
-            if (zb[i * MAXDRAWS + j]) {
-              z[q++] = (const double *)zb[i * MAXDRAWS + j] + zat;
-            } else {
-              double *buf = zbuf[own++];
-              normal_f64(buf, m, keys[r], draw, start[j * count + i] + (uint64_t)off);
-              z[q++] = buf;
-            }
-          }
           for (int c = 0; c < nc; c++) f[c] = cf[(i * K + r) * MAXSEG + c];
-          tileok[t] = segment_tile_f64(ops, o0, o1, coef, K, r, (double *)theta[i] + at,
-                                       p[i] ? (double *)p[i] + at : NULL,
-                                       g[i] ? (const double *)g[i] + at : NULL, m, z, f,
-                                       reduce ? &acc : NULL);
+          int ok = 1;
+          for (int64_t s0 = 0, s1; s0 < m; s0 = s1) {
+            s1 = sub_end(s0, m, start[i] + (uint64_t)off, SUB64);
+            int q = 0, own = 0;
+            for (int o = o0; o < o1; o++) {
+              if (!is_noise(ops[o])) continue;
+              const int j = opdraw[o];
+              if (zb[i * MAXDRAWS + j]) {
+                z[q++] = (const double *)zb[i * MAXDRAWS + j] + zat + s0;
+              } else {
+                double *buf = zbuf[own++];
+                normal_f64(buf, s1 - s0, keys[r], draw,
+                           start[j * count + i] + (uint64_t)(off + s0));
+                z[q++] = buf;
+              }
+            }
+            ok &= segment_tile_f64(ops, o0, o1, coef, K, r, (double *)theta[i] + at + s0,
+                                   p[i] ? (double *)p[i] + at + s0 : NULL,
+                                   g[i] ? (const double *)g[i] + at + s0 : NULL, s1 - s0, z,
+                                   f);
+          }
+          if (reduce) acc = sumsq_f64((const double *)p[i] + at, m);
+          tileok[t] = ok;
         } else {
-          float zbuf[MAXZ][TILE];
+          float zbuf[MAXZ][SUB32];
           const float *z[MAXZ];
           float f[MAXSEG];
-          int q = 0, own = 0;
-          for (int o = o0; o < o1; o++) {
-            if (!is_noise(ops[o])) continue;
-            const int j = opdraw[o];
-            if (zb[i * MAXDRAWS + j]) {
-              z[q++] = (const float *)zb[i * MAXDRAWS + j] + zat;
-            } else {
-              float *buf = zbuf[own++];
-              normal_f32(buf, m, keys[r], draw, start[j * count + i] + (uint64_t)off);
-              z[q++] = buf;
-            }
-          }
           for (int c = 0; c < nc; c++) f[c] = (float)cf[(i * K + r) * MAXSEG + c];
-          tileok[t] = segment_tile_f32(ops, o0, o1, coef, K, r, (float *)theta[i] + at,
-                                       p[i] ? (float *)p[i] + at : NULL,
-                                       g[i] ? (const float *)g[i] + at : NULL, m, z, f,
-                                       reduce ? &acc : NULL);
+          int ok = 1;
+          for (int64_t s0 = 0, s1; s0 < m; s0 = s1) {
+            s1 = sub_end(s0, m, start[i] + (uint64_t)off, SUB32);
+            int q = 0, own = 0;
+            for (int o = o0; o < o1; o++) {
+              if (!is_noise(ops[o])) continue;
+              const int j = opdraw[o];
+              if (zb[i * MAXDRAWS + j]) {
+                z[q++] = (const float *)zb[i * MAXDRAWS + j] + zat + s0;
+              } else {
+                float *buf = zbuf[own++];
+                normal_f32(buf, s1 - s0, keys[r], draw,
+                           start[j * count + i] + (uint64_t)(off + s0));
+                z[q++] = buf;
+              }
+            }
+            ok &= segment_tile_f32(ops, o0, o1, coef, K, r, (float *)theta[i] + at + s0,
+                                   p[i] ? (float *)p[i] + at + s0 : NULL,
+                                   g[i] ? (const float *)g[i] + at + s0 : NULL, s1 - s0, z, f);
+          }
+          if (reduce) acc = sumsq_f32((const float *)p[i] + at, m);
+          tileok[t] = ok;
         }
         partial[t] = acc;
       }

@@ -9,7 +9,7 @@ Functions of the optimizer shell :class:`~.optimizer.PartitionedLangevin` (``opt
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -73,23 +73,28 @@ def noise_layout(opt) -> tuple[list[list[list[int]]], int]:
 
 def group_work(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
                states: list[dict], ops: list[tuple], hp: dict) -> _Work:
-    """The group's share of the step: its tensors checked and gathered (cached while the
-    step reuses the same tensors and storages), its ops packed for the kernel."""
+    """The group's share of the step: its tensors checked and gathered, its ops packed for
+    the kernel. Everything but the gradients is cached while the step reuses the same
+    parameters, storages and state tensors; the gradients (new tensors each step in the usual
+    ``zero_grad()`` / ``backward()`` loop) are checked every step and only their addresses
+    are written into the cached kernel arguments."""
     grads = [p.grad for p in params]
-    key = (gi, scheme.name, *((id(p), p.data_ptr(), p.shape, id(g), g.data_ptr(), g.shape,
-                               id(st.get("momentum")), id(st.get("xi")))
-                              for p, g, st in zip(params, grads, states, strict=True)))
+    key = (gi, scheme.name, *((id(p), p.data_ptr(), p.shape, id(st.get("momentum")),
+                               id(st.get("xi"))) for p, st in zip(params, states, strict=True)))
     hit = opt._work_cache.get(gi)
-    if hit is not None and hit[0] == key:
-        view, offsets, sig, use_fused, prepared, screen = hit[1]
+    if hit is not None and hit[0] == key and _refresh_grads(opt, hit[1], grads):
+        view, offsets, sig, use_fused, prepared, screen, _ = hit[1]
     else:
         view, offsets = gather(opt, gi, group, scheme, params, grads, states)
         sig = fused.signature(view, opt.members)
-        use_fused = (opt.foreach and opt._noise.rng == "philox"
-                     and fused.supports(view, opt.members, sig))
+        wanted = opt.foreach and opt._noise.rng == "philox"
+        use_fused = wanted and fused.supports(view, opt.members, sig)
+        # kept off the kernel by its gradients alone: try again when they fit
+        retry = (wanted and not use_fused
+                 and fused.supports(replace(view, grads=list(view.params)), opt.members))
         prepared = fused.prepare(view, offsets, opt.members, sig) if use_fused else None
-        screen = fused.screen_args(view.grads, opt.members) if use_fused else None
-        opt._work_cache[gi] = (key, (view, offsets, sig, use_fused, prepared, screen))
+        screen = fused.screen_of(prepared) if use_fused else None
+        opt._work_cache[gi] = (key, (view, offsets, sig, use_fused, prepared, screen, retry))
     packed = None
     if use_fused:
         pkey = ("packed", id(ops))
@@ -103,6 +108,26 @@ def group_work(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
             opt._program_cache[pkey] = (ops, packed)
     return _Work(gi, group, scheme, view, hp, ops, packed, offsets, use_fused, sig, prepared,
                  screen)
+
+
+def _refresh_grads(opt, cached: tuple, grads: list[Tensor]) -> bool:
+    """Put this step's gradients into a cached group's view and kernel arguments. ``False``
+    (rebuild the group) when one differs from its parameter in shape, or, for the kernel,
+    in dtype, device or layout: :func:`gather` then names it."""
+    view, use_fused, prepared, retry = cached[0], cached[3], cached[4], cached[6]
+    fits = True
+    for p, g in zip(view.params, grads, strict=True):
+        if g.shape != p.shape:
+            return False
+        if use_fused or retry:
+            fits = fits and (g.dtype == p.dtype and g.device == p.device
+                             and g.is_contiguous())
+    if use_fused and not fits or retry and fits:
+        return False
+    view.grads[:] = grads
+    if use_fused:
+        fused.set_gradients(prepared, grads)
+    return True
 
 
 def gather(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
@@ -178,16 +203,16 @@ def screen_gradients(opt, work: list[_Work]) -> Tensor | None:
 
 
 def _step_screen(opt, work: list[_Work]) -> tuple | None:
-    """The screen arguments of every group's gradients, cached while the groups' prepared
-    kernel arguments are the same objects (the entry holds them, so their ids stay theirs)."""
+    """The screen arguments of every group's gradients (one pointer array over all groups,
+    cached while the groups' prepared kernel arguments are the same objects; the entry holds
+    them, so their ids stay theirs), with this step's gradient addresses copied in."""
     prepared = tuple(w.prepared for w in work)
     hit = opt._screen_cache
-    if hit is not None and len(hit[0]) == len(prepared) and all(
+    if hit is None or len(hit[0]) != len(prepared) or not all(
             a is b for a, b in zip(hit[0], prepared, strict=True)):
-        return hit[1]
-    screen = fused.screen_args([g for w in work for g in w.view.grads], opt.members)
-    opt._screen_cache = (prepared, screen)
-    return screen
+        hit = opt._screen_cache = (prepared, fused.combined_screen(prepared))
+    fused.refresh_combined_screen(hit[1], prepared)
+    return hit[1]
 
 
 def execute(opt, work: list[_Work]) -> None:

@@ -27,6 +27,7 @@ from .philox import Keys, _array, _library, kernel_available
 from .reference import GroupView
 
 __all__ = ["supports", "problem", "signature", "prepare", "run", "finite_members", "screen_args",
+           "set_gradients", "screen_of", "combined_screen", "refresh_combined_screen",
            "OPCODES", "ProgramError"]
 
 #: op codes of ``tt_program`` (``_philox.c``)
@@ -170,6 +171,49 @@ def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
         name = names[i] if names else f"parameter {i}"
         raise ProgramError(f"the fused kernel rejected {name}: its sizes do not fit")
     return status, [bool(x) for x in rowok]
+
+
+def set_gradients(prepared: tuple, grads: Sequence[Tensor]) -> None:
+    """Write the addresses of this step's gradients into ``prepared``'s arguments (the caller
+    has checked that each is shaped, typed and laid out like its parameter)."""
+    ptrs = prepared[0][3]
+    for i, g in enumerate(grads):
+        ptrs[i] = g.data_ptr()
+
+
+def screen_of(prepared: tuple) -> tuple:
+    """The screen arguments of a prepared group's gradients: they share its gradient pointer
+    array, so :func:`set_gradients` updates both."""
+    packed, f64 = prepared[0], prepared[3]
+    count, gptrs, rows, n = packed[0], packed[3], packed[5], packed[6]
+    gnumel = _array(ctypes.c_int64, (packed[8][3 * i + 2] for i in range(count)))
+    return (count, gptrs, rows, n, gnumel, f64)
+
+
+def combined_screen(prepared: Sequence[tuple]) -> tuple | None:
+    """The screen arguments over the gradients of several prepared groups (``None`` if their
+    dtypes differ: the caller screens in torch); fill in the addresses with
+    :func:`refresh_combined_screen`."""
+    if len({p[3] for p in prepared}) != 1:
+        return None
+    parts = [screen_of(p) for p in prepared]
+    count = sum(s[0] for s in parts)
+    rows = [r for s in parts for r in s[2][: s[0]]]
+    n = [x for s in parts for x in s[3][: s[0]]]
+    numel = [x for s in parts for x in s[4][: s[0]]]
+    return (count, (ctypes.c_void_p * max(count, 1))(), _array(ctypes.c_int64, rows),
+            _array(ctypes.c_int64, n), _array(ctypes.c_int64, numel), parts[0][5])
+
+
+def refresh_combined_screen(screen: tuple | None, prepared: Sequence[tuple]) -> None:
+    if screen is None:
+        return
+    dst, at = ctypes.addressof(screen[1]), 0
+    size = ctypes.sizeof(ctypes.c_void_p)
+    for p in prepared:
+        count = p[0][0]
+        ctypes.memmove(dst + at * size, p[0][3], count * size)
+        at += count
 
 
 _SCREENS: dict[tuple, tuple | None] = {}
