@@ -1,5 +1,6 @@
-"""The fused forward-only evaluation (models.fused.evaluate_members, tt_mlp_eval) against
-``ensemble_loss`` / ``ensemble_accuracy`` of torch's logits, and its contract."""
+"""The fused forward-only evaluation (models.fused.evaluate_line, tt_mlp_line, and
+evaluate_members on top of it) against ``ensemble_loss`` / ``ensemble_accuracy`` of torch's
+logits, and its contract."""
 
 from __future__ import annotations
 
@@ -54,6 +55,43 @@ def test_evaluation_equals_torch_loss_and_accuracy(widths, act, k, dtype, n):
     # boundary (none does for these seeds); float32 only adds torch's rounding of the mean
     torch.testing.assert_close(acc, ensemble_accuracy(logits, y).double(), rtol=0, atol=1e-6)
     assert len(set(acc.tolist())) > 1 or k == 1  # members differ: not a vacuous comparison
+
+
+@needs_kernel
+@pytest.mark.parametrize("widths,act,k,dtype", [
+    ([5, 3], "relu", 3, torch.float64),          # no hidden layer: the logits are lerped
+    ([40, 64, 10], "relu", 2, torch.float32),    # a wide first layer, softmax head
+    ([2, 100, 1], "tanh", 3, torch.float64),     # the fused one-hidden-layer binary path
+    ([2, 100, 1], "relu", 2, torch.float32),
+    ([3, 8, 8, 1], "relu", 2, torch.float64),    # deeper: lerped W^T of later layers
+    ([3, 9, 5, 4], "tanh", 2, torch.float32),
+])
+def test_line_equals_torch_at_every_alpha(widths, act, k, dtype):
+    g = torch.Generator().manual_seed(5)
+    a_net = MLP(widths, activation=act, ensemble=k, seed=1, dtype=dtype)
+    b_net = MLP(widths, activation=act, ensemble=k, seed=11, dtype=dtype)
+    with torch.no_grad():
+        for p in b_net.parameters():
+            p.mul_(4.0)
+    x = torch.randn(75, widths[0], generator=g, dtype=dtype)
+    y = torch.randint(0, max(2, widths[-1]), (75,), generator=g)
+    alphas = torch.tensor([-0.7, 0.0, 0.3, 0.5, 0.9, 1.0, 1.6], dtype=dtype)  # 7: a tail of 3
+    loss, acc = fused.evaluate_line(_params(a_net), _params(b_net), alphas, act, x, y)
+    assert loss.shape == acc.shape == (7, k)
+    for i, alpha in enumerate(alphas.tolist()):
+        net = MLP(widths, activation=act, ensemble=k, dtype=dtype)
+        with torch.no_grad():
+            for p, p0, p1 in zip(net.parameters(), a_net.parameters(), b_net.parameters(),
+                                 strict=True):
+                p.copy_(torch.lerp(p0, p1, alpha))
+            logits = net(x)
+        # the first layer lerped after the product: a few ulp more than summation order
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-11,
+                                                                             atol=1e-12)
+        torch.testing.assert_close(loss[i], ensemble_loss(logits, y).double(), **tol)
+        torch.testing.assert_close(acc[i], ensemble_accuracy(logits, y).double(), rtol=0,
+                                   atol=1e-6)
+    assert loss.std() > 0.05  # the line is not flat: a real comparison
 
 
 @needs_kernel
@@ -142,5 +180,8 @@ def test_supports_evaluation_declines_what_it_cannot_do_exactly():
     assert not fused.supports_evaluation(MLP([2, 5, 2]), x, y)  # class 2 out of range
     assert not fused.supports_evaluation(MLP([2, 5, 3]), x.to("meta"), y)  # not the CPU
     assert not fused.supports_evaluation(torch.nn.Linear(2, 3), x, y)
+    assert not fused.supports_evaluation(MLP([2, 300, 300, 1]), x, y)  # torch's GEMMs win
     if fused._library() is not None:
         assert fused.supports_evaluation(MLP([2, 5, 3]), x, y)
+        # a wide first layer is evaluated at the two ends only: the mli-mnist net qualifies
+        assert fused.supports_evaluation(MLP([784, 64, 64, 10]), torch.rand(10, 784), y)

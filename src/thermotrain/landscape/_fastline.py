@@ -1,14 +1,15 @@
 r"""The loss along a line for small MLPs in one C call per split (private; ``interpolate``).
 
 For an :class:`~thermotrain.models.MLP` (plain or an ensemble of K, no batch norm, ReLU or
-tanh, the default classification loss and accuracy) the path states
-:math:`\theta_k(\alpha) = (1-\alpha)\theta_{0,k} + \alpha\theta_{T,k}` of every α of the
-grid and every member are tiny (A · K · P numbers for P parameters per member): they are
-formed here in torch, one ``torch.lerp`` per tensor, and the A · K "virtual members" are
-evaluated on each split by :func:`thermotrain.models.fused.evaluate_members` — member by
-member, rows in blocks kept in cache, never a (K, N, width) activation array. The results
-equal the torch path's (``vmap``-ed ``functional_call`` + ``ensemble_loss`` /
-``ensemble_accuracy``) to rounding (``tests/landscape/test_interpolate_fused.py``).
+tanh, the default classification loss and accuracy) every point
+:math:`\theta_k(\alpha) = (1-\alpha)\theta_{0,k} + \alpha\theta_{T,k}` of the grid, for every
+member, is evaluated on each split by :func:`thermotrain.models.fused.evaluate_line`: work
+items (member, block of 32 rows) loop over all α with the block's activations in cache —
+never a (K, N, width) array — and the first layer, affine in its parameters, is evaluated
+at the two ends only: :math:`z_1(\alpha) = z_1(\theta_0) + \alpha (z_1(\theta_T) -
+z_1(\theta_0))`. The results equal the torch path's (``vmap``-ed ``functional_call`` +
+``ensemble_loss`` / ``ensemble_accuracy``) to rounding
+(``tests/landscape/test_interpolate_fused.py``).
 
 Whenever the conditions do not hold (another model, a custom loss or metric, batch norm, a
 non-CPU device, a dtype mix, targets the torch path would reject, no C compiler) or the
@@ -28,8 +29,9 @@ from ..models import MLP, fused
 from . import _state
 from ._state import LossFn, Split
 
-#: parameters of the (α, member) pairs formed at once (float32: 16 MB)
-MAX_CHUNK_NUMBERS = 1 << 22
+#: (member, block of rows, α) partial sums the kernel holds at once (chunks of α beyond)
+MAX_PARTIALS = 1 << 22
+ROWS_PER_BLOCK = 32  # EVAL_ROWS in _mlp.c
 
 
 def applies(model: nn.Module, loss: LossFn | None, metrics: Mapping[str, LossFn],
@@ -58,38 +60,28 @@ def evaluate(model: nn.Module, start: Mapping[str, Tensor], end: Mapping[str, Te
     their order), or ``None`` when the torch path must be taken (see the module docstring)."""
     if not applies(model, loss, metrics, splits, (start, end)):
         return None
-    k = _state.members(model)
-    n_layers = len(model.layers)
-    keys = [(f"layers.{i}.weight", f"layers.{i}.bias") for i in range(n_layers)]
-    per_member = sum(start[w].numel() + start[b].numel() for w, b in keys) // (k or 1)
-    a_total = alphas.shape[0]
-    chunk = max(1, MAX_CHUNK_NUMBERS // (per_member * (k or 1)))
-    parts: dict[str, dict[str, list[Tensor]]] = {"loss": {}}
-    for name in metrics:
-        parts[name] = {}
-    for lo in range(0, a_total, chunk):
-        grid = alphas[lo:lo + chunk]
-        weights, biases = [], []
-        for wk, bk in keys:
-            w0, w1, b0, b1 = start[wk], end[wk], start[bk], end[bk]
-            if k is None:  # a plain model: one member
-                w0, w1, b0, b1 = (t.unsqueeze(0) for t in (w0, w1, b0, b1))
-            weights.append(_lerp_all(w0, w1, grid))
-            biases.append(_lerp_all(b0, b1, grid))
-        for split, (x, y) in splits.items():
-            mean_loss, acc = fused.evaluate_members(weights, biases, model.activation, x, y)
+    plain = _state.members(model) is None
+    k = _state.members(model) or 1
+
+    def layers(state: Mapping[str, Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        out: tuple[list[Tensor], list[Tensor]] = ([], [])
+        for i in range(len(model.layers)):
+            for group, name in zip(out, ("weight", "bias"), strict=True):
+                t = state[f"layers.{i}.{name}"]
+                group.append((t.unsqueeze(0) if plain else t).contiguous())
+        return out
+
+    s0, s1 = layers(start), layers(end)
+    parts: dict[str, dict[str, list[Tensor]]] = {name: {} for name in ("loss", *metrics)}
+    for split, (x, y) in splits.items():
+        blocks = -(-x.shape[0] // ROWS_PER_BLOCK)
+        chunk = max(1, MAX_PARTIALS // (k * blocks))
+        for lo in range(0, alphas.shape[0], chunk):
+            mean_loss, acc = fused.evaluate_line(s0, s1, alphas[lo:lo + chunk],
+                                                 model.activation, x, y)
             if not bool(torch.isfinite(mean_loss).all()):
                 return None
-            parts["loss"].setdefault(split, []).append(mean_loss.reshape(grid.shape[0], -1))
+            parts["loss"].setdefault(split, []).append(mean_loss)
             for name in metrics:
-                parts[name].setdefault(split, []).append(acc.reshape(grid.shape[0], -1))
+                parts[name].setdefault(split, []).append(acc)
     return {m: {s: torch.cat(v) for s, v in by_split.items()} for m, by_split in parts.items()}
-
-
-def _lerp_all(a: Tensor, b: Tensor, alphas: Tensor) -> Tensor:
-    """Member tensors ``(K, ...)`` → ``(A · K, ...)``: row ``i · K + k`` is member k at
-    ``alphas[i]``, :math:`(1-\\alpha) a + \\alpha b` (``torch.lerp``, as the torch path's
-    ``_state.lerp`` for α ∈ [0, 1]; the same value to rounding outside)."""
-    w = alphas.to(a.dtype).reshape(-1, *([1] * a.dim()))
-    out = torch.lerp(a.unsqueeze(0), b.unsqueeze(0), w)
-    return out.reshape(-1, *a.shape[1:]).contiguous()

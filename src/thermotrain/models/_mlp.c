@@ -1,5 +1,6 @@
-/* Fused loss and gradient of an ensemble of small MLPs (fused.py); after it, tt_mlp_eval, the
- * forward-only loss and accuracy over all rows (fused.evaluate_members, landscape.interpolate).
+/* Fused loss and gradient of an ensemble of small MLPs (fused.py); after it, tt_mlp_line, the
+ * forward-only loss and accuracy along lines through weight space (fused.evaluate_line,
+ * landscape.interpolate).
  *
  * Member k (its parameters at W[l] + k*out_l*in_l, b[l] + k*out_l) sees the rows idx[k, :]
  * of the data X (N x in_0) and targets Y (N): z_l = a_{l-1} W_l^T + b_l, a_l = phi(z_l)
@@ -268,115 +269,250 @@ int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const
   return failed ? -1 : 0;
 }
 
-/* Forward only (fused.evaluate_members): member k's summed loss over all N rows of X and
- * its count of correct predictions (binary head: z > 0 against label != 0; C >= 2 classes:
- * the first argmax against the class index label). No gradient and no row indices: the rows
- * are taken in blocks of EVAL_ROWS, whose activations (EVAL_ROWS x width, two buffers) stay
- * in L1/L2 — never a (K, N, width) array. Each member alone, as tt_mlp_grad: results do not
- * depend on the thread count or on K. Returns 0, -1 (no memory), -2 (bad depth) or -3 (a
- * class index outside [0, C)). */
+/* rows per block of the forward-only evaluation: its activations stay in L1/L2 */
 #ifndef EVAL_ROWS
 #define EVAL_ROWS 32
 #endif
-int F(tt_mlp_eval)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const *b,
-                   const T *X, const T *Y, const int64_t *label, int64_t N, int act,
-                   double *loss, int64_t *correct) {
-  if (L < 1 || L > MAXL) return -2;
+
+/* The loss along lines through weight space (fused.evaluate_line, landscape.interpolate):
+ * member k at alphas[a] has the parameters theta_k(alpha) = lerp(theta0_k, theta1_k, alpha)
+ * (W0/b0 and W1/b1, torch.lerp's two-sided formula); writes the summed loss over all N rows
+ * and the count of correct predictions of every (a, k) to loss[a*K + k], correct[a*K + k].
+ * The first layer is affine in its parameters, so its pre-activations along the line are
+ * the lerp of the two end points' (z(alpha) = z0 + alpha (z1 - z0)): computed once per block
+ * of rows for all alphas, the first layer costs one multiply-add per unit and alpha instead
+ * of in of them. Work items are (member, block of EVAL_ROWS rows), each looping over every
+ * alpha (LINE_ALPHAS at a time: the block's z0, dz are loaded once for all of them) with
+ * the block's activations in cache; the per-block sums are added in a fixed order
+ * afterwards, so results do not depend on the thread count or on K. */
+#define LINE_ALPHAS 4
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options /* full-width vectors here only: tt_mlp_grad's code is unchanged */
+#pragma GCC target("prefer-vector-width=512")
+#define LINE_POP_OPTIONS
+#endif
+
+static inline T F(lerp1)(T a, T b, T w) {
+  return w < (T)0.5 ? a + w * (b - a) : b - (b - a) * ((T)1 - w);
+}
+
+/* one hidden layer and one logit ([in, H, 1]) at LINE_ALPHAS alphas al[j] (output weights
+   w2[j], biases bias[j]): lg[j * EVAL_ROWS + r] = bias_j + sum_o phi(z0 + al_j dz)_o w2_jo */
+static inline void F(shlp_logits)(int64_t nb, int64_t H, const T *z0, const T *dz,
+                                  const T *al, const T *const *w2, const T *bias, int act,
+                                  T *lg) {
+  const T a0 = al[0], a1 = al[1], a2 = al[2], a3 = al[3];
+  const T *restrict u0 = w2[0], *restrict u1 = w2[1], *restrict u2 = w2[2],
+          *restrict u3 = w2[3];
+  for (int64_t r = 0; r < nb; r++) {
+    const T *restrict zr = z0 + r * H, *restrict dr = dz + r * H;
+    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    if (act == 0) {
+      for (int64_t o = 0; o < H; o++) {
+        const T z = zr[o], d = dr[o];
+        const T v0 = z + a0 * d, v1 = z + a1 * d, v2 = z + a2 * d, v3 = z + a3 * d;
+        s0 += (v0 > 0 ? v0 : 0) * u0[o];
+        s1 += (v1 > 0 ? v1 : 0) * u1[o];
+        s2 += (v2 > 0 ? v2 : 0) * u2[o];
+        s3 += (v3 > 0 ? v3 : 0) * u3[o];
+      }
+    } else {
+      for (int64_t o = 0; o < H; o++) {
+        const T z = zr[o], d = dr[o];
+        s0 += TANH(z + a0 * d) * u0[o];
+        s1 += TANH(z + a1 * d) * u1[o];
+        s2 += TANH(z + a2 * d) * u2[o];
+        s3 += TANH(z + a3 * d) * u3[o];
+      }
+    }
+    lg[r] = s0 + bias[0];
+    lg[EVAL_ROWS + r] = s1 + bias[1];
+    lg[2 * EVAL_ROWS + r] = s2 + bias[2];
+    lg[3 * EVAL_ROWS + r] = s3 + bias[3];
+  }
+}
+
+int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *const *b0,
+                   T *const *W1, T *const *b1, const T *alphas, int64_t A, const T *X,
+                   const T *Y, const int64_t *label, int64_t N, int act, double *loss,
+                   int64_t *correct) {
+  if (L < 1 || L > MAXL || A < 1) return -2;
   const int64_t C = w[L];
   if (C >= 2) {
     int bad = 0;
     for (int64_t r = 0; r < N; r++) bad |= label[r] < 0 || label[r] >= C;
     if (bad) return -3;
   }
-  int64_t maxw = 0, tsize = 0, work = 0;
+  const int64_t H1 = w[1], in0 = w[0], nblk = (N + EVAL_ROWS - 1) / EVAL_ROWS;
+  int64_t maxw = 0, rest = 0, work = 0;
   for (int64_t l = 0; l <= L; l++)
     if (w[l] > maxw) maxw = w[l];
-  for (int64_t l = 1; l <= L; l++) {
-    work += w[l] * w[l - 1];
-    if (w[l] >= 8) tsize += w[l] * w[l - 1];
+  for (int64_t l = 2; l <= L; l++) rest += w[l] * w[l - 1] + w[l];
+  for (int64_t l = 1; l <= L; l++) work += w[l] * w[l - 1];
+  double *ploss = (double *)malloc(sizeof(double) * (size_t)(K * nblk * A));
+  int64_t *phits = (int64_t *)malloc(sizeof(int64_t) * (size_t)(K * nblk * A));
+  if (!ploss || !phits) {
+    free(ploss);
+    free(phits);
+    return -1;
   }
   int failed = 0;
-#pragma omp parallel if (K * N * work >= 65536) reduction(| : failed)
+#pragma omp parallel if (K * N * A * work >= 65536) reduction(| : failed)
   {
-    /* two EVAL_ROWS x maxw activation buffers, then the transposed weights of the layers
-       with >= 8 outputs (rows of W^T along the output, as in the training forward) */
-    T *buf = (T *)malloc(sizeof(T) * (size_t)(2 * EVAL_ROWS * maxw + tsize));
+    /* z0, dz: the block's first-layer pre-activations at theta0 and their change to theta1;
+       two activation buffers; the logits of LINE_ALPHAS alphas; their lerped weights of
+       layers >= 2 (transposed where out >= 8); the first layer's W^T at both ends */
+    const size_t need = (size_t)(2 * EVAL_ROWS * H1 + 2 * EVAL_ROWS * maxw +
+                                 LINE_ALPHAS * (EVAL_ROWS * C + rest) + 2 * in0 * H1);
+    T *buf = (T *)malloc(sizeof(T) * need);
     if (!buf) failed = 1;
+    int64_t last_k = -1;
 #pragma omp for schedule(static)
-    for (int64_t k = 0; k < K; k++) {
+    for (int64_t item = 0; item < K * nblk; item++) {
       if (!buf) continue;
-      T *bufs[2] = {buf, buf + EVAL_ROWS * maxw};
-      const T *tl[MAXL];
-      T *p = bufs[1] + EVAL_ROWS * maxw;
-      for (int64_t l = 1; l <= L; l++) {
-        const int64_t in = w[l - 1], out = w[l];
-        const T *Wk = W[l - 1] + k * out * in;
-        tl[l - 1] = 0;
-        if (out >= 8) {
-          for (int64_t o = 0; o < out; o++)
-            for (int64_t i = 0; i < in; i++) p[i * out + o] = Wk[o * in + i];
-          tl[l - 1] = p;
-          p += out * in;
-        }
+      const int64_t k = item / nblk, blk = item % nblk, r0 = blk * EVAL_ROWS;
+      const int64_t nb = N - r0 < EVAL_ROWS ? N - r0 : EVAL_ROWS;
+      T *z0 = buf, *dz = z0 + EVAL_ROWS * H1, *h[2];
+      h[0] = dz + EVAL_ROWS * H1;
+      h[1] = h[0] + EVAL_ROWS * maxw;
+      T *lg = h[1] + EVAL_ROWS * maxw, *wl = lg + LINE_ALPHAS * EVAL_ROWS * C;
+      T *t0 = wl + LINE_ALPHAS * rest, *t1 = t0 + in0 * H1;
+      if (k != last_k) { /* rows of the first layer's W^T, both ends */
+        const T *W0k = W0[0] + k * H1 * in0, *W1k = W1[0] + k * H1 * in0;
+        for (int64_t o = 0; o < H1; o++)
+          for (int64_t i = 0; i < in0; i++) {
+            t0[i * H1 + o] = W0k[o * in0 + i];
+            t1[i * H1 + o] = W1k[o * in0 + i];
+          }
+        last_k = k;
       }
-      double total = 0;
-      int64_t hits = 0;
-      for (int64_t r0 = 0; r0 < N; r0 += EVAL_ROWS) {
-        const int64_t nb = N - r0 < EVAL_ROWS ? N - r0 : EVAL_ROWS;
-        const T *x = X + r0 * w[0];
-        for (int64_t l = 1; l <= L; l++) {
-          const int64_t in = w[l - 1], out = w[l];
-          const T *Wk = W[l - 1] + k * out * in, *bk = b[l - 1] + k * out;
-          T *z = bufs[l & 1];
-          const int phi = l < L ? act : -1;
-          if (tl[l - 1]) {
-            for (int64_t r = 0; r < nb; r++)
-              F(row_forward)(in, out, x + r * in, tl[l - 1], bk, z + r * out, phi);
-          } else {
-            for (int64_t r = 0; r < nb; r++)
-              for (int64_t o = 0; o < out; o++) {
-                T v = F(dot)(in, x + r * in, Wk + o * in) + bk[o];
-                if (phi == 0) v = v > 0 ? v : 0;
-                if (phi == 1) v = TANH(v);
-                z[r * out + o] = v;
-              }
+      const T *xb = X + r0 * in0;
+      for (int64_t r = 0; r < nb; r++) {
+        F(row_forward)(in0, H1, xb + r * in0, t0, b0[0] + k * H1, z0 + r * H1, -1);
+        F(row_forward)(in0, H1, xb + r * in0, t1, b1[0] + k * H1, dz + r * H1, -1);
+        for (int64_t o = 0; o < H1; o++) dz[r * H1 + o] -= z0[r * H1 + o];
+      }
+      const T *yb = Y + r0;
+      const int64_t *lab = label + r0;
+      for (int64_t a0 = 0; a0 < A; a0 += LINE_ALPHAS) {
+        const int64_t na = A - a0 < LINE_ALPHAS ? A - a0 : LINE_ALPHAS;
+        T al[LINE_ALPHAS];
+        const T *lw[LINE_ALPHAS][MAXL + 1], *lb[LINE_ALPHAS][MAXL + 1];
+        for (int64_t j = 0; j < LINE_ALPHAS; j++) { /* j >= na: repeats of the last */
+          al[j] = alphas[a0 + (j < na ? j : na - 1)];
+          T *q = wl + j * rest;
+          for (int64_t l = 2; l <= L; l++) {
+            const int64_t in = w[l - 1], out = w[l];
+            const T *pa = W0[l - 1] + k * out * in, *pb = W1[l - 1] + k * out * in;
+            if (out >= 8) { /* transposed, as row_forward wants */
+              for (int64_t o = 0; o < out; o++)
+                for (int64_t i = 0; i < in; i++)
+                  q[i * out + o] = F(lerp1)(pa[o * in + i], pb[o * in + i], al[j]);
+            } else {
+              for (int64_t i = 0; i < out * in; i++) q[i] = F(lerp1)(pa[i], pb[i], al[j]);
+            }
+            lw[j][l] = q;
+            q += out * in;
+            const T *ba = b0[l - 1] + k * out, *bb = b1[l - 1] + k * out;
+            for (int64_t o = 0; o < out; o++) q[o] = F(lerp1)(ba[o], bb[o], al[j]);
+            lb[j][l] = q;
+            q += out;
           }
-          x = z;
         }
-        /* x: the block's logits, nb x C */
-        const int64_t *lab = label + r0;
-        if (C == 1) {
-          const T *y = Y + r0;
-          for (int64_t r = 0; r < nb; r++) {
-            const T zz = x[r];
-            const T m = zz > 0 ? zz : 0;
-            total += (double)(m - zz * y[r] + LOG1P(EXP(-FABS(zz))));
-            hits += (zz > 0) == (lab[r] != 0);
+        if (L == 2 && C == 1) { /* one hidden layer, one logit: fused, h never stored */
+          const T *w2[LINE_ALPHAS];
+          T bias[LINE_ALPHAS];
+          for (int64_t j = 0; j < LINE_ALPHAS; j++) {
+            w2[j] = lw[j][2];
+            bias[j] = lb[j][2][0];
           }
+          F(shlp_logits)(nb, H1, z0, dz, al, w2, bias, act, lg);
         } else {
-          for (int64_t r = 0; r < nb; r++) {
-            const T *zr = x + r * C;
-            T m = zr[0];
-            int64_t best = 0;
-            for (int64_t c = 1; c < C; c++)
-              if (zr[c] > m) {
-                m = zr[c];
-                best = c;
+          for (int64_t j = 0; j < na; j++) {
+            T *lgj = lg + j * EVAL_ROWS * C;
+            T *z = L == 1 ? lgj : h[1];
+            const int phi = L == 1 ? -1 : act;
+            for (int64_t i = 0; i < nb * H1; i++) {
+              const T v = z0[i] + al[j] * dz[i];
+              z[i] = phi == 0 ? (v > 0 ? v : 0) : v;
+            }
+            if (phi == 1)
+              for (int64_t i = 0; i < nb * H1; i++) z[i] = TANH(z[i]);
+            const T *x = z;
+            for (int64_t l = 2; l <= L; l++) {
+              const int64_t in = w[l - 1], out = w[l];
+              T *zo = l == L ? lgj : h[l & 1];
+              const int p = l < L ? act : -1;
+              if (out >= 8) {
+                for (int64_t r = 0; r < nb; r++)
+                  F(row_forward)(in, out, x + r * in, lw[j][l], lb[j][l], zo + r * out, p);
+              } else {
+                for (int64_t r = 0; r < nb; r++)
+                  for (int64_t o = 0; o < out; o++) {
+                    T v = F(dot)(in, x + r * in, lw[j][l] + o * in) + lb[j][l][o];
+                    if (p == 0) v = v > 0 ? v : 0;
+                    if (p == 1) v = TANH(v);
+                    zo[r * out + o] = v;
+                  }
               }
-            T s = 0;
-            for (int64_t c = 0; c < C; c++) s += EXP(zr[c] - m);
-            total += (double)(m + LOG(s) - zr[lab[r]]);
-            hits += best == lab[r];
+              x = zo;
+            }
           }
         }
+        for (int64_t j = 0; j < na; j++) { /* loss and hits of the block at alpha a0 + j */
+          const T *zl = lg + j * EVAL_ROWS * C;
+          double total = 0;
+          int64_t hits = 0;
+          if (C == 1) {
+            for (int64_t r = 0; r < nb; r++) {
+              const T zz = zl[r];
+              const T m = zz > 0 ? zz : 0;
+              total += (double)(m - zz * yb[r] + LOG1P(EXP(-FABS(zz))));
+              hits += (zz > 0) == (lab[r] != 0);
+            }
+          } else {
+            for (int64_t r = 0; r < nb; r++) {
+              const T *zr = zl + r * C;
+              T m = zr[0];
+              int64_t best = 0;
+              for (int64_t c = 1; c < C; c++)
+                if (zr[c] > m) {
+                  m = zr[c];
+                  best = c;
+                }
+              T s = 0;
+              for (int64_t c = 0; c < C; c++) s += EXP(zr[c] - m);
+              total += (double)(m + LOG(s) - zr[lab[r]]);
+              hits += best == lab[r];
+            }
+          }
+          ploss[(k * nblk + blk) * A + a0 + j] = total;
+          phits[(k * nblk + blk) * A + a0 + j] = hits;
+        }
       }
-      loss[k] = total;
-      correct[k] = hits;
     }
     free(buf);
   }
+  if (!failed)
+    for (int64_t k = 0; k < K; k++)
+      for (int64_t a = 0; a < A; a++) {
+        double total = 0;
+        int64_t hits = 0;
+        for (int64_t blk = 0; blk < nblk; blk++) {
+          total += ploss[(k * nblk + blk) * A + a];
+          hits += phits[(k * nblk + blk) * A + a];
+        }
+        loss[a * K + k] = total;
+        correct[a * K + k] = hits;
+      }
+  free(ploss);
+  free(phits);
   return failed ? -1 : 0;
 }
+#ifdef LINE_POP_OPTIONS
+#pragma GCC pop_options
+#undef LINE_POP_OPTIONS
+#endif
 
 #undef F
 #undef CAT

@@ -30,7 +30,7 @@ from .losses import ensemble_loss
 from .mlp import MLP
 
 __all__ = ["supports", "loss_and_grad", "gradient_fn", "autograd_loss_and_grad",
-           "supports_evaluation", "evaluate_members"]
+           "supports_evaluation", "evaluate_line", "evaluate_members"]
 
 _SOURCE = Path(__file__).with_name("_mlp.c")
 _LIB: ctypes.CDLL | None | bool = False
@@ -46,9 +46,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64, ctypes.c_int,
                        ptr]
         fn.restype = ctypes.c_int
-    for name in ("tt_mlp_eval_f32", "tt_mlp_eval_f64"):
+    for name in ("tt_mlp_line_f32", "tt_mlp_line_f64"):
         fn = getattr(lib, name)
-        fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64, ctypes.c_int, ptr, ptr]
+        fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, i64,
+                       ctypes.c_int, ptr, ptr]
         fn.restype = ctypes.c_int
 
 
@@ -199,47 +200,67 @@ def gradient_fn(model: torch.nn.Module, x: Tensor, y: Tensor) -> Callable[[Tenso
     return autograd
 
 
-# --- forward only: loss and accuracy of many members (landscape.interpolate) ----------------
+# --- forward only: loss and accuracy along lines through weight space -----------------------
+
+#: the first layer is computed once per block of rows for all α (the line kernel's trick),
+#: so it may be larger than the rest; the layers after it keep :data:`MAX_WEIGHTS`
+MAX_FIRST_LAYER = 1 << 20
 
 
 def supports_evaluation(model: torch.nn.Module, x: Tensor, y: Tensor) -> bool:
-    """Whether :func:`evaluate_members` can evaluate networks of ``model``'s architecture on
-    ``(x, y)`` exactly as ``ensemble_loss`` / ``ensemble_accuracy`` of its logits would: the
-    conditions of :func:`supports`, plus ``x`` in the parameters' dtype (a mixed-dtype forward
-    is an error in torch, so it stays one) and, for a softmax head, integer class indices in
-    range (anything else keeps torch's own error)."""
-    if not supports(model, x, y) or x.dtype != model.layers[0].weight.dtype:
+    """Whether :func:`evaluate_line` evaluates networks of ``model``'s architecture on
+    ``(x, y)`` exactly as ``ensemble_loss`` / ``ensemble_accuracy`` of torch's logits would:
+    a CPU float32/float64 :class:`MLP` without batch norm, ReLU or tanh, at most 16 layers,
+    a first layer of at most :data:`MAX_FIRST_LAYER` and later layers of at most
+    :data:`MAX_WEIGHTS` weights per member; ``x`` ``(N, d_in)`` on the CPU in the parameters'
+    dtype (a mixed-dtype forward is torch's error, and stays one); ``y`` ``(N,)``, integer
+    class indices in range for a softmax head (anything else keeps torch's own error); the
+    compiled kernel."""
+    if not isinstance(model, MLP) or model.activation not in _ACT or model.batchnorm:
         return False
-    classes = model.widths[-1]
-    if classes >= 2:
-        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+    params = list(model.parameters())
+    dtype = params[0].dtype
+    widths = model.widths
+    sizes = [a * b for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    if (dtype not in (torch.float32, torch.float64) or len(sizes) > 16
+            or sizes[0] > MAX_FIRST_LAYER or sum(sizes[1:]) > MAX_WEIGHTS):
+        return False
+    if not all(p.device.type == "cpu" and p.dtype == dtype for p in params):
+        return False
+    if (x.dim() != 2 or x.shape[1] != widths[0] or x.device.type != "cpu" or x.dtype != dtype
+            or y.dim() != 1 or y.shape[0] != x.shape[0] or y.device.type != "cpu"
+            or y.dtype.is_complex):
+        return False
+    if widths[-1] >= 2:
+        if y.dtype.is_floating_point or y.dtype == torch.bool:
             return False
-        return bool(((y >= 0) & (y < classes)).all())
-    return not y.dtype.is_complex
+        if not bool(((y >= 0) & (y < widths[-1])).all()):
+            return False
+    return _library() is not None
 
 
-def _check_members(weights: list[Tensor], biases: list[Tensor], x: Tensor
-                   ) -> tuple[int, list[int], torch.dtype]:
+def _check_layers(what: str, weights: list[Tensor], biases: list[Tensor], x: Tensor
+                  ) -> tuple[int, list[int], torch.dtype]:
     if not weights or len(weights) != len(biases) or len(weights) > 16:
-        raise ValueError(f"weights and biases must be two lists of 1 to 16 layers of the same "
-                         f"length, got {len(weights)} and {len(biases)}")
+        raise ValueError(f"{what}: weights and biases must be two lists of 1 to 16 layers of "
+                         f"the same length, got {len(weights)} and {len(biases)}")
     m, dtype = weights[0].shape[0], weights[0].dtype
     if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"weights must be float32 or float64, got {dtype}")
-    widths = [weights[0].shape[-1]] if weights[0].dim() == 3 else []
+        raise TypeError(f"{what}: weights must be float32 or float64, got {dtype}")
+    widths: list[int] = []
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        if w.dim() != 3 or b.shape != (m, w.shape[1]) or w.shape[0] != m:
-            raise ValueError(f"layer {i}: weight must be (M, out, in) and bias (M, out) with "
-                             f"M = {m}, got {tuple(w.shape)} and {tuple(b.shape)}")
-        if w.shape[2] != widths[-1]:
-            raise ValueError(f"layer {i}: weight takes {w.shape[2]} inputs, the previous layer "
-                             f"gives {widths[-1]}")
+        if w.dim() != 3 or w.shape[0] != m or b.shape != (m, w.shape[1]):
+            raise ValueError(f"{what} layer {i}: weight must be (M, out, in) and bias (M, out) "
+                             f"with M = {m}, got {tuple(w.shape)} and {tuple(b.shape)}")
+        if widths and w.shape[2] != widths[-1]:
+            raise ValueError(f"{what} layer {i}: weight takes {w.shape[2]} inputs, the previous "
+                             f"layer gives {widths[-1]}")
         for t in (w, b):
             if t.dtype != dtype or t.device.type != "cpu" or not t.is_contiguous():
-                raise ValueError(f"layer {i}: weights and biases must be contiguous CPU "
+                raise ValueError(f"{what} layer {i}: weights and biases must be contiguous CPU "
                                  f"{dtype} tensors, got {t.dtype} on {t.device}, contiguous "
                                  f"{t.is_contiguous()}")
-        widths.append(w.shape[1])
+        widths += [w.shape[2], w.shape[1]] if not widths else [w.shape[1]]
     if x.dim() != 2 or x.shape[1] != widths[0] or x.dtype != dtype or x.device.type != "cpu":
         raise ValueError(f"x must be a CPU {dtype} tensor (N, {widths[0]}), got {x.dtype} "
                          f"{tuple(x.shape)} on {x.device}")
@@ -247,27 +268,32 @@ def _check_members(weights: list[Tensor], biases: list[Tensor], x: Tensor
 
 
 @torch.no_grad()
-def evaluate_members(weights: list[Tensor], biases: list[Tensor], activation: str, x: Tensor,
-                     y: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Mean loss and accuracy over all of ``(x, y)`` of M MLPs given by their parameters.
+def evaluate_line(start: tuple[list[Tensor], list[Tensor]],
+                  end: tuple[list[Tensor], list[Tensor]], alphas: Tensor, activation: str,
+                  x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Mean loss and accuracy over all of ``(x, y)`` of M MLPs at every point of the lines
+    :math:`\theta_m(\alpha) = (1-\alpha)\,\theta_{0,m} + \alpha\,\theta_{1,m}`.
 
-    Member m is the network :math:`z = W_L \phi(\cdots \phi(W_1 x + b_1) \cdots) + b_L`
-    (:class:`MLP`'s forward, ``weights[l][m]``, ``biases[l][m]``) and the result is what
-    ``ensemble_loss(logits, y)`` and ``ensemble_accuracy(logits, y)`` give for its logits
-    (binary cross-entropy and ``z > 0`` for one output, softmax cross-entropy and the argmax
-    for C ≥ 2; docs/science.md §6), computed in one C call (``tt_mlp_eval`` in ``_mlp.c``)
-    member by member, rows in blocks that stay in cache, loss sums in double. For the
-    landscape tools: the M members are the (α, member) pairs of an interpolation path.
+    Member m at α is :class:`MLP`'s forward
+    :math:`z = W_L \phi(\cdots \phi(W_1 x + b_1) \cdots) + b_L` with the interpolated
+    parameters (``torch.lerp``'s formula), and the result is what ``ensemble_loss(z, y)`` and
+    ``ensemble_accuracy(z, y)`` give (binary cross-entropy and ``z > 0`` for one output,
+    softmax cross-entropy and the argmax for C ≥ 2; docs/science.md §6), in one C call
+    (``tt_mlp_line`` in ``_mlp.c``): rows in blocks that stay in cache, loss sums in double.
+    The first layer is affine in its parameters, so its pre-activations along the line are
+    :math:`z_1(\alpha) = z_1(\theta_0) + \alpha\,(z_1(\theta_1) - z_1(\theta_0))`, computed
+    once per block for all α (docs/landscape.md, Speed). Equal to the torch path to rounding.
 
     Args:
-        weights: per layer ``(M, out, in)``; biases: per layer ``(M, out)`` (contiguous CPU
-            float32/float64, one dtype).
+        start, end: ``(weights, biases)`` at :math:`\theta_0` and :math:`\theta_1`: per layer
+            ``(M, out, in)`` and ``(M, out)``, contiguous CPU float32/float64 (one dtype).
+        alphas: ``(A,)`` the α values (any real numbers).
         activation: ``"relu"`` or ``"tanh"``.
         x: ``(N, in)`` in the weights' dtype; y: ``(N,)`` (0/1 or soft targets for one
             output, class indices for C ≥ 2).
 
     Returns:
-        ``(loss, accuracy)``, float64 ``(M,)`` each.
+        ``(loss, accuracy)``, float64 ``(A, M)`` each.
 
     Raises:
         ValueError/TypeError on shapes, dtypes, devices or class indices outside ``[0, C)``;
@@ -275,14 +301,18 @@ def evaluate_members(weights: list[Tensor], biases: list[Tensor], activation: st
     """
     if activation not in _ACT:
         raise ValueError(f"activation must be one of {tuple(_ACT)}, got {activation!r}")
-    m, widths, dtype = _check_members(weights, biases, x)
+    m, widths, dtype = _check_layers("start", *start, x)
+    if _check_layers("end", *end, x)[:2] != (m, widths) or end[0][0].dtype != dtype:
+        raise ValueError("start and end must have the same layers (shapes and dtype)")
+    if not isinstance(alphas, Tensor) or alphas.dim() != 1 or alphas.numel() < 1:
+        raise ValueError(f"alphas must be a 1-D tensor of at least one value, got {alphas!r}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
     lib = _library()
     if lib is None:
         raise RuntimeError("the fused MLP kernel is not available (no C compiler, or "
                            "THERMOTRAIN_NO_KERNEL set); use the torch path")
-    n = x.shape[0]
+    n, a = x.shape[0], alphas.numel()
     if widths[-1] == 1:
         truth = y > 0.5 if y.dtype.is_floating_point else y != 0  # models.losses._correct
         label = truth.to(torch.int64).contiguous()
@@ -292,20 +322,33 @@ def evaluate_members(weights: list[Tensor], biases: list[Tensor], activation: st
             raise TypeError(f"multi-class targets must be integer class indices, got dtype "
                             f"{y.dtype}")
         label = y.to(torch.int64).contiguous()
-        target = label  # unused by the softmax head
+        target = label  # not read by the softmax head
     x = x.contiguous()
-    loss = torch.empty(m, dtype=torch.float64)
-    correct = torch.empty(m, dtype=torch.int64)
-    nl = len(weights)
-    fn = lib.tt_mlp_eval_f32 if dtype == torch.float32 else lib.tt_mlp_eval_f64
-    status = fn(m, nl, (ctypes.c_int64 * (nl + 1))(*widths),
-                (ctypes.c_void_p * nl)(*[w.data_ptr() for w in weights]),
-                (ctypes.c_void_p * nl)(*[b.data_ptr() for b in biases]),
-                x.data_ptr(), target.data_ptr(), label.data_ptr(), n, _ACT[activation],
-                loss.data_ptr(), correct.data_ptr())
+    al = alphas.detach().to("cpu", dtype).contiguous()
+    loss = torch.empty(a * m, dtype=torch.float64)
+    correct = torch.empty(a * m, dtype=torch.int64)
+    nl = len(widths) - 1
+
+    def ptrs(ts: list[Tensor]) -> ctypes.Array:
+        return (ctypes.c_void_p * nl)(*[t.data_ptr() for t in ts])
+
+    fn = lib.tt_mlp_line_f32 if dtype == torch.float32 else lib.tt_mlp_line_f64
+    status = fn(m, nl, (ctypes.c_int64 * (nl + 1))(*widths), ptrs(start[0]), ptrs(start[1]),
+                ptrs(end[0]), ptrs(end[1]), al.data_ptr(), a, x.data_ptr(), target.data_ptr(),
+                label.data_ptr(), n, _ACT[activation], loss.data_ptr(), correct.data_ptr())
     if status == -3:
         raise ValueError(f"targets must be class indices in [0, {widths[-1]}), got values in "
                          f"[{int(label.min())}, {int(label.max())}]")
     if status != 0:
         raise MemoryError("the fused MLP evaluation could not allocate its work space")
-    return loss / n, correct.to(torch.float64) / n
+    return (loss / n).reshape(a, m), (correct.to(torch.float64) / n).reshape(a, m)
+
+
+def evaluate_members(weights: list[Tensor], biases: list[Tensor], activation: str, x: Tensor,
+                     y: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean loss and accuracy ``(M,)`` (float64) of M MLPs given by their parameters
+    (per layer ``(M, out, in)`` and ``(M, out)``): :func:`evaluate_line` at α = 0 (where
+    the first layer's pre-activations are exactly those of ``weights``)."""
+    zero = torch.zeros(1, dtype=weights[0].dtype if weights else torch.float64)
+    loss, acc = evaluate_line((weights, biases), (weights, biases), zero, activation, x, y)
+    return loss[0], acc[0]
