@@ -207,10 +207,12 @@ def test_kinetic_hook_equals_finalize_on_a_copy_and_leaves_the_state(one_thread,
 
 
 def test_minibatch_configurational_temperature_uses_the_step_batch(one_thread):
-    """data="batch": ‖∇L_B‖² is the loop's gradient of the step's batch (equal to autograd on
+    """data="batch", driven as the loop drives it (before_gradient, the loop's gradient,
+    after_gradient): ‖∇L_B‖² is the loop's gradient of the step's batch (equal to autograd on
     x[idx] to float64 rounding), and the three Laplacians agree on a smooth (tanh) float64
     net for the same probes: fd to O(ε²) (rtol 1e-3, as above), forward to O(ε) = 1e-3 times
-    third-derivative ratios ≲ 10 (rtol 3e-2); θ and .grad unchanged."""
+    third-derivative ratios ≲ 10 (rtol 3e-2); θ is unchanged and .grad is the loop's
+    gradient. measure() alone (no before_gradient) gives the same values."""
     from thermotrain.models import MLP, ensemble_loss, fused
     from thermotrain.training import Batch
 
@@ -218,27 +220,37 @@ def test_minibatch_configurational_temperature_uses_the_step_batch(one_thread):
     x, y = torch.randn(200, 2, dtype=torch.float64), torch.randint(0, 2, (200,))
     model = MLP([2, 8, 1], ensemble=3, activation="tanh", seed=0).double()
     opt = tt.BAOAB(model.parameters(), lr=0.1, ensemble_dim=0, seed=0)
-    state = _State(model, opt, x, y, 3)
     idx = torch.randint(0, 200, (3, 25))
-    hooks = {lap: thermo.ConfigurationalTemperature(laplacian=lap, seed=5)
-             for lap in ("hvp", "fd", "forward")}
-    for hook in hooks.values():
+    theta = [p.detach().clone() for p in model.parameters()]
+    res, alone = {}, {}
+    for lap in ("hvp", "fd", "forward"):
+        state = _State(model, opt, x, y, 3)
+        hook = thermo.ConfigurationalTemperature(laplacian=lap, seed=5)
         hook.on_start(state)
         assert hook.before_gradient(state, Batch(idx)).index is idx
-    fused.gradient_fn(model, x, y)(idx)  # the loop's gradient of this batch
-    before = [(p.detach().clone(), p.grad.clone()) for p in model.parameters()]
-    res = {lap: hook.measure(state) for lap, hook in hooks.items()}
+        fused.gradient_fn(model, x, y)(idx)  # the loop's gradient of this batch
+        loop_grad = [p.grad.clone() for p in model.parameters()]
+        hook.after_gradient(state, torch.zeros(3))
+        res[lap] = [state.logged[f"configurational_temperature/{q}/group0"]
+                    for q in ("grad_norm2", "laplacian")]
+        for p, t, g in zip(model.parameters(), theta, loop_grad, strict=True):
+            assert torch.equal(p.detach(), t) and torch.equal(p.grad, g)
+        again = thermo.ConfigurationalTemperature(laplacian=lap, seed=5)
+        again.on_start(state)
+        again._batch = Batch(idx)
+        alone[lap] = again.measure(state)
+        for p, t, g in zip(model.parameters(), theta, loop_grad, strict=True):
+            assert torch.equal(p.detach(), t) and torch.equal(p.grad, g)
     params = list(model.parameters())
     ref = torch.autograd.grad(ensemble_loss(model(x[idx]), y[idx]).sum(), params)
-    edim = 0
-    g2_ref = [sum(r.square().movedim(edim, 0).reshape(3, -1).sum(1) for r in ref)]
-    assert len(res["hvp"]) == 1
-    for lap in hooks:
-        torch.testing.assert_close(res[lap][0][0], g2_ref[0], rtol=1e-10, atol=0)
-    torch.testing.assert_close(res["fd"][0][1], res["hvp"][0][1], rtol=1e-3, atol=1e-8)
-    torch.testing.assert_close(res["forward"][0][1], res["hvp"][0][1], rtol=3e-2, atol=1e-6)
-    for p, (t, g) in zip(model.parameters(), before, strict=True):
-        assert torch.equal(p.detach(), t) and torch.equal(p.grad, g)
+    g2_ref = sum(r.square().reshape(3, -1).sum(1) for r in ref)
+    assert len(alone["hvp"]) == 1
+    for lap in res:
+        torch.testing.assert_close(res[lap][0], g2_ref, rtol=1e-10, atol=0)
+        torch.testing.assert_close(alone[lap][0][0], res[lap][0], rtol=0, atol=0)
+        torch.testing.assert_close(alone[lap][0][1], res[lap][1], rtol=1e-12, atol=0)
+    torch.testing.assert_close(res["fd"][1], res["hvp"][1], rtol=1e-3, atol=1e-8)
+    torch.testing.assert_close(res["forward"][1], res["hvp"][1], rtol=3e-2, atol=1e-6)
     with pytest.raises(ValueError, match="laplacian='forward' needs data='batch'"):
         thermo.ConfigurationalTemperature(laplacian="forward", data="full")
     with pytest.raises(ValueError, match="data must be 'batch' or 'full'"):

@@ -1,6 +1,5 @@
 r"""The kinetic temperature of a thermotrain sampler's boundary momenta, without
-``finalize()`` (SPEC §2, §11; ``docs/thermo.md``), and the per-member reductions the
-temperature monitors (:mod:`.monitors`) share."""
+``finalize()`` (SPEC §2, §11; ``docs/thermo.md``)."""
 
 from __future__ import annotations
 
@@ -20,29 +19,12 @@ def _check_every(every: object) -> int:
     return every
 
 
-def _member_sum(t: Tensor, edim: int | None) -> Tensor:
-    """Sum over every axis but the ensemble axis: ``(K,)`` (or ``(1,)`` without one)."""
-    if edim is None:
-        return t.sum().reshape(1)
-    return t.movedim(edim, 0).reshape(t.shape[edim], -1).sum(1)
-
-
 def _along(k: Tensor, dim: int, edim: int | None) -> Tensor:
     """``(K,)`` values shaped to broadcast along the ensemble axis of a ``dim``-d tensor."""
     shape = [1] * dim
     if edim is not None:
         shape[edim] = -1
     return k.reshape(shape)
-
-
-def _members_sum(ts: list[Tensor], edim: int | None) -> Tensor:
-    """:func:`_member_sum` of several tensors added up, in one reduction (``(K,)``)."""
-    if edim is None:
-        return torch.stack([t.sum() for t in ts]).sum().reshape(1)
-    k = ts[0].shape[edim]
-    if edim == 0:
-        return torch.cat([t.reshape(k, -1) for t in ts], 1).sum(1)
-    return torch.cat([t.movedim(edim, 0).reshape(k, -1) for t in ts], 1).sum(1)
 
 
 def _members_norm2(ts: list[Tensor], edim: int | None) -> Tensor:

@@ -34,8 +34,6 @@ from ..training.hooks import Hook
 from .kinetic import (
     KineticTemperature,
     _check_every,
-    _members_norm2,
-    _members_sum,
     kinetic_temperatures,
 )
 
@@ -123,21 +121,28 @@ class ConfigurationalTemperature(Hook):
         self.probes, self.subset, self.start, self.name = probes, subset, int(start), name
         self.laplacian, self.epsilon = laplacian, float(epsilon)
         self.generator = torch.Generator().manual_seed(int(seed))
-        self.sums: dict[int, list[Tensor]] = {}
+        self._sums: list[Tensor] | None = None  # Σ‖∇L‖², ΣΔL since start, (K, G) each
         self._index: Tensor | None = None
         self._grad_fn: Callable[[Tensor], Tensor] | None = None
         self._fixed: Tensor | None = None  # (K, n) indices of the full set or the subset
-        self._batch: Any = None
+        self._batch: Any = None  # the recorded step's Batch (and its x when seen)
+        self._batch_x: Tensor | None = None
+        self._pending: tuple | None = None  # before_gradient's differences
+        self._generator_state: Tensor | None = None
+        self._layout_key: tuple | None = None
+        self._lap_scale = 1.0  # the finite differences' 1/(2ε·probes), applied to the sums
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "index": self._index,
-                "sums": {g: [t.clone() for t in v] for g, v in self.sums.items()}}
+                "sums": {} if self._sums is None else
+                {g: [t[:, g].clone() for t in self._sums] for g in range(self._sums[0].shape[1])}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self._index = state["index"]
-        self.sums = {int(g): list(v) for g, v in state["sums"].items()}
+        sums = sorted((int(g), v) for g, v in state["sums"].items())
+        self._sums = [torch.stack([v[i] for _, v in sums], 1) for i in (0, 1)] if sums else None
 
     # ------------------------------------------------------------------ events
     def on_start(self, state: Any) -> None:
@@ -155,10 +160,71 @@ class ConfigurationalTemperature(Hook):
                 idx = (torch.arange(n) if self._index is None else self._index)
                 self._fixed = idx.to(state.x_train.device).expand(state.members, -1)
 
-    def before_gradient(self, state: Any, batch: Any) -> Any:
-        if self.data == "batch" and state.step % self.every == 0:
-            self._batch = batch
-        return batch
+    def _groups(self, state: Any) -> list[tuple[list[Tensor], int | None]]:
+        out = []
+        default = 0 if state.members > 1 else None
+        for g in state.optimizer.param_groups:
+            params = [p for p in g["params"] if p.requires_grad]
+            out.append((params, g.get("ensemble_dim", default)))
+        return out
+
+    def _layout(self, state: Any, groups: list[tuple[list[Tensor], int | None]]) -> None:
+        """(Re)build, when the parameters change, the layout of a record: every coordinate
+        as one ``(K, P)`` matrix (member k's coordinates in row k, groups in consecutive
+        columns; :meth:`_flat`), the Rademacher probe buffer in it and its per-parameter
+        views, the ``(P, G)`` group indicator (per group sums are one matmul) and the
+        buffer θ is saved in."""
+        params = [p for ps, _ in groups for p in ps]
+        edims = [e for ps, e in groups for _ in ps]
+        key = (tuple((id(p), p.shape) for p in params), tuple(edims))
+        if key == self._layout_key:
+            return
+        k = state.members
+        for p, e in zip(params, edims, strict=True):
+            if (e is None and k != 1) or (e is not None and p.shape[e] != k):
+                raise ValueError(f"{self.name}: a parameter of shape {tuple(p.shape)} with "
+                                 f"ensemble_dim={e} does not hold the run's {k} members")
+        sizes = [p.numel() // k for p in params]
+        like = params[0]
+        n = k * sum(sizes)
+        # the probe's storage, padded to whole bytes of random bits (see _draw)
+        self._probe_bytes = torch.empty((n + 7) // 8, 8, dtype=like.dtype, device=like.device)
+        buf = self._probe_bytes.view(-1)[:n].view(k, -1)
+        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
+        self._signs = (1 - 2 * bits).to(like)  # row b: the ±1 of byte b's 8 bits
+        ind = torch.zeros(sum(sizes), len(groups), dtype=buf.dtype, device=buf.device)
+        views, col = [], 0
+        for p, e, m in zip(params, edims, sizes, strict=True):
+            piece = buf[:, col:col + m]
+            col += m
+            if e is None:
+                views.append(piece.view(p.shape))
+            else:
+                rest = [s for i, s in enumerate(p.shape) if i != e]
+                views.append(piece.view(k, *rest).movedim(0, e))
+        col = 0
+        for g, (ps, _) in enumerate(groups):
+            m = sum(p.numel() // k for p in ps)
+            ind[col:col + m, g] = 1
+            col += m
+        self._params, self._edims, self._probe, self._probe_views = params, edims, buf, views
+        self._indicator = ind
+        self._theta = [torch.empty_like(p) for p in params]
+        self._layout_key = key
+
+    def _flat(self, ts: list[Tensor]) -> Tensor:
+        """Tensors shaped like the parameters as one ``(K, P)`` copy (:meth:`_layout`)."""
+        k = self._probe.shape[0]
+        return torch.cat([(t if e in (0, None) else t.movedim(e, 0)).reshape(k, -1)
+                          for t, e in zip(ts, self._edims, strict=True)], 1)
+
+    def _draw(self) -> None:
+        """A fresh Rademacher vector in the probe buffer (its views see it): uniform random
+        bytes, each looked up as the ±1 signs of its 8 bits (i.i.d. fair signs; one small
+        ``randint`` and one gather instead of a ``randint`` per coordinate)."""
+        out = self._probe_bytes
+        idx = torch.randint(0, 256, (out.shape[0],), generator=self.generator)
+        torch.index_select(self._signs, 0, idx.to(out.device), out=out)
 
     def _data(self, state: Any) -> tuple[Tensor, Tensor]:
         x, y = state.x_train, state.y_train
@@ -184,126 +250,161 @@ class ConfigurationalTemperature(Hook):
             out = out.unsqueeze(0)
         return ensemble_loss(out, y)
 
-    def _groups(self, state: Any) -> list[tuple[list[Tensor], int | None]]:
-        out = []
-        default = 0 if state.members > 1 else None
-        for g in state.optimizer.param_groups:
-            params = [p for p in g["params"] if p.requires_grad]
-            out.append((params, g.get("ensemble_dim", default)))
-        return out
-
-    def _probe(self, params: list[Tensor]) -> list[Tensor]:
-        """One Rademacher vector over all of ``params`` (one draw, split into views)."""
-        sizes = [p.numel() for p in params]
-        v = torch.randint(0, 2, (sum(sizes),), generator=self.generator,
-                          dtype=params[0].dtype).to(params[0].device)
-        v = v.mul_(2).sub_(1)
-        return [c.view_as(p) for c, p in zip(v.split(sizes), params, strict=True)]
-
-    def _gradient(self, state: Any, params: list[Tensor], copy: bool = True) -> list[Tensor]:
-        """∇ of the summed member losses at the current θ (plain, no graph kept); with
-        ``copy=False`` possibly the ``.grad`` tensors themselves (valid until the next call)."""
+    def _gradient(self, state: Any) -> Tensor:
+        """∇ of the summed member losses at the current θ as a ``(K, P)`` copy (the fused
+        path overwrites ``.grad``)."""
+        params = self._params
         if self._grad_fn is not None and not (self.data == "batch" and self._batch.rewritten):
-            # overwrites .grad (restored by the caller)
             self._grad_fn(self._batch.index if self.data == "batch" else self._fixed)
-            grads = [p.grad for p in params]
-            return torch._foreach_mul(grads, 1.0) if copy else grads
+            return self._flat([p.grad for p in params])
         with torch.enable_grad():
-            return list(torch.autograd.grad(self._loss(state).sum(), params))
+            return self._flat(list(torch.autograd.grad(self._loss(state).sum(), params)))
 
-    def _hvp(self, state: Any, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    @torch.no_grad()
+    def _differences(self, state: Any, groups: list) -> tuple:
+        r"""The finite-difference part of a record at θ (restored bit for bit), as ``(K, P)``
+        matrices: central (``"fd"``): :math:`\sum_{\rm probes} v\odot[\nabla L(\theta+
+        \epsilon v) - \nabla L(\theta-\epsilon v)]` and, unless the energy is the step's
+        batch, the sum of the two gradients; forward: :math:`\sum v\odot\nabla
+        L_B(\theta+\epsilon v)` and :math:`\sum v`, finished against the loop's gradient by
+        :meth:`_finish`. The fused path leaves its last gradient in ``.grad``."""
+        self._layout(state, groups)
+        params, theta, views, v = self._params, self._theta, self._probe_views, self._probe
+        eps, central = self.epsilon, self.laplacian == "fd"
+        lap = gsum = vsum = None
+        torch._foreach_copy_(theta, params)
+        try:
+            for _ in range(self.probes):
+                self._draw()
+                torch._foreach_add_(params, views, alpha=eps)
+                plus = self._gradient(state)
+                if central:
+                    torch._foreach_add_(params, views, alpha=-2.0 * eps)
+                    minus = self._gradient(state)
+                torch._foreach_copy_(params, theta)
+                if central:
+                    d = (plus - minus).mul_(v)
+                    if self.data != "batch":
+                        gsum = plus.add_(minus) if gsum is None else gsum.add_(plus).add_(minus)
+                else:
+                    d = plus.mul_(v)
+                    vsum = v.clone() if vsum is None else vsum.add_(v)
+                lap = d if lap is None else lap.add_(d)
+        except BaseException:
+            torch._foreach_copy_(params, theta)
+            raise
+        self._lap_scale = 1.0 / ((2 * eps if central else eps) * self.probes)
+        g2 = None if gsum is None else (gsum.square_() @ self._indicator).div_(
+            (2.0 * self.probes) ** 2)
+        return g2, lap, vsum
+
+    @torch.no_grad()
+    def _finish(self, pending: tuple) -> tuple[Tensor, Tensor]:
+        """``(‖∇_g L‖², Δ_g L)``, each ``(K, G)``, from :meth:`_differences`' results and,
+        for the step's batch, the loop's gradient in ``.grad``."""
+        g2, lap, vsum = pending
+        if g2 is None:  # the energy is the step's batch: ∇L_B is the loop's gradient
+            g0 = self._flat([p.grad for p in self._params])
+            g2 = g0.square() @ self._indicator
+            if vsum is not None:  # forward: Σ vᵀ[∇L_B(θ + εv) − ∇L_B(θ)]
+                lap = lap.sub_(g0.mul_(vsum))
+        return g2, (lap @ self._indicator).mul_(self._lap_scale)
+
+    def _hvp(self, state: Any, groups: list) -> tuple[Tensor, Tensor]:
+        self._layout(state, groups)
+        params = self._params
         with torch.enable_grad():
             total = self._loss(state).sum()  # members independent: ∇ slice k = member k's
             grads = torch.autograd.grad(total, params, create_graph=True)
-            lap = [torch.zeros_like(p) for p in params]
+            lap = None
             for i in range(self.probes):
-                v = self._probe(params)
-                hv = torch.autograd.grad(grads, params, grad_outputs=v,
+                self._draw()
+                hv = torch.autograd.grad(grads, params, grad_outputs=self._probe_views,
                                          retain_graph=i + 1 < self.probes)
-                lap = [a + vi * h for a, vi, h in zip(lap, v, hv, strict=True)]
-        return [g.detach() for g in grads], [a.detach() / self.probes for a in lap]
+                d = self._flat([h.detach() for h in hv]).mul_(self._probe)
+                lap = d if lap is None else lap.add_(d)
+        if self.data == "batch":
+            grads = [p.grad for p in params]  # the loop's ∇L_B (exact, no extra cost)
+        g = self._flat([t.detach() for t in grads])
+        return (g.square_() @ self._indicator,
+                (lap @ self._indicator).div_(self.probes))
 
-    @torch.no_grad()
-    def _fd(self, state: Any, params: list[Tensor]) -> tuple[list[Tensor] | None, list[Tensor]]:
-        theta = torch._foreach_mul(params, 1.0)  # copies
-        have = all(p.grad is not None for p in params)
-        saved = (torch._foreach_mul([p.grad for p in params], 1.0) if have
-                 else [None if p.grad is None else p.grad.clone() for p in params])
-        eps, central = self.epsilon, self.laplacian == "fd"
-        need_grads = not (self.data == "batch" and self.loss is None)
-        grads = [torch.zeros_like(p) for p in params] if need_grads else None
-        lap: list[Tensor] | None = None
+    def _restore_grads(self, params: list[Tensor], saved: list[Tensor | None]) -> None:
+        if all(p.grad is not None and g is not None and p.grad.shape == g.shape
+               for p, g in zip(params, saved, strict=True)):
+            # in place: the fused kernel's prepared call stays valid
+            torch._foreach_copy_([p.grad for p in params], saved)
+        else:
+            for p, g in zip(params, saved, strict=True):
+                p.grad = g
+
+    def _measure(self, state: Any) -> tuple[Tensor, Tensor]:
+        groups = self._groups(state)
+        if self.data == "batch" and self._batch is None:
+            raise RuntimeError(f"{self.name}: data='batch' measures the step's minibatch; "
+                               "call measure() from after_gradient of a recorded step")
+        if self.laplacian == "hvp":
+            return self._hvp(state, groups)
+        params = [p for ps, _ in groups for p in ps]
+        saved = None
+        if self._grad_fn is not None:  # the fused kernel writes .grad: keep the loop's
+            saved = [None if p.grad is None else p.grad.clone() for p in params]
         try:
-            for _ in range(self.probes):
-                v = self._probe(params)
-                torch._foreach_copy_(params, torch._foreach_add(theta, v, alpha=eps))
-                plus = self._gradient(state, params, copy=central)
-                if central:
-                    torch._foreach_copy_(params, torch._foreach_add(theta, v, alpha=-eps))
-                    minus = self._gradient(state, params, copy=False)
-                    if grads is not None:
-                        torch._foreach_add_(grads, torch._foreach_add(plus, minus), alpha=0.5)
-                else:  # the loop's gradient at θ
-                    minus = saved
-                diff = torch._foreach_sub(plus, minus)
-                torch._foreach_mul_(diff, v)
-                if lap is None:
-                    lap = diff
-                else:
-                    torch._foreach_add_(lap, diff)
+            pending = self._differences(state, groups)
         finally:
-            torch._foreach_copy_(params, theta)
-            if have and all(p.grad is not None and p.grad.shape == g.shape
-                            for p, g in zip(params, saved, strict=True)):
-                # in place: the fused kernel's prepared call stays valid
-                torch._foreach_copy_([p.grad for p in params], saved)
-            else:
-                for p, g in zip(params, saved, strict=True):
-                    p.grad = g
-        if grads is not None and self.probes > 1:
-            torch._foreach_div_(grads, float(self.probes))
-        self._lap_scale = 1.0 / ((2 * eps if central else eps) * self.probes)
-        return grads, lap
+            if saved is not None:
+                self._restore_grads(params, saved)
+        return self._finish(pending)
 
     def measure(self, state: Any) -> list[tuple[Tensor, Tensor]]:
         """Per group, ``(‖∇_g L‖², Hutchinson Δ_g L)`` per member at the current θ, each
         ``(K,)`` (θ and ``.grad`` are left as they were). With ``data="batch"`` ‖∇L_B‖² is
-        the loop's gradient in ``.grad`` (call it in ``after_gradient``)."""
-        groups = self._groups(state)
-        params = [p for ps, _ in groups for p in ps]
-        if self.data == "batch" and self._batch is None:
-            raise RuntimeError(f"{self.name}: data='batch' measures the step's minibatch; "
-                               "call measure() from after_gradient of a recorded step")
-        self._lap_scale = 1.0  # the finite differences' 1/(2ε·probes), applied to the sums
-        grads, lap = (self._hvp if self.laplacian == "hvp" else self._fd)(state, params)
-        if self.data == "batch" and self.loss is None:
-            grads = [p.grad for p in params]  # the loop's ∇L_B (exact, no extra cost)
-        out, j = [], 0
-        for ps, edim in groups:
-            n = len(ps)
-            dl = _members_sum(lap[j:j + n], edim)
-            if self._lap_scale != 1.0:
-                dl = dl.mul_(self._lap_scale)
-            out.append((_members_norm2(grads[j:j + n], edim), dl))
-            j += n
-        return out
+        the loop's gradient in ``.grad`` (call it in ``after_gradient``). The hook itself
+        does the finite differences in ``before_gradient`` (θ_n is the point of the
+        step's gradient too, and the loop's gradient then overwrites ``.grad``: nothing to
+        save) and finishes them here in ``after_gradient``."""
+        g2, lap = self._measure(state)
+        return [(g2[:, g], lap[:, g]) for g in range(g2.shape[1])]
+
+    def before_gradient(self, state: Any, batch: Any) -> Any:
+        if state.step % self.every == 0:
+            self._batch, self._batch_x = batch, batch.x
+            if self.laplacian != "hvp":
+                # a fallback measure (batch rewritten later) redraws the same probes
+                self._generator_state = self.generator.get_state()
+                self._pending = (self._differences(state, self._groups(state)),
+                                 self._layout_key)
+        return batch
 
     def after_gradient(self, state: Any, losses: Tensor) -> None:
         if state.step % self.every:
             return
-        for g, (g2, dl) in enumerate(self.measure(state)):
-            state.log(f"{self.name}/grad_norm2/group{g}", g2)
-            state.log(f"{self.name}/laplacian/group{g}", dl)
-            if state.step >= self.start:
-                s = self.sums.get(g)
-                if s is None:
-                    s = self.sums[g] = [g2.clone(), dl.clone()]
-                else:
-                    s[0] += g2
-                    s[1] += dl
-                state.log(f"{self.name}/group{g}", s[0] / s[1])
+        pending, self._pending = self._pending, None
+        if pending is not None and self._batch.x is self._batch_x \
+                and pending[1] == self._layout_key:
+            g2, lap = self._finish(pending[0])
+        else:  # no before_gradient, or a later hook rewrote the batch: measure now
+            if pending is not None:
+                self.generator.set_state(self._generator_state)
+            g2, lap = self._measure(state)
+        ratio = None
+        if state.step >= self.start:
+            if self._sums is None:
+                self._sums = [g2.clone(), lap.clone()]
+            else:
+                self._sums[0] += g2
+                self._sums[1] += lap
+            ratio = self._sums[0] / self._sums[1]
+        for g in range(g2.shape[1]):
+            state.log(f"{self.name}/grad_norm2/group{g}", g2[:, g])
+            state.log(f"{self.name}/laplacian/group{g}", lap[:, g])
+            if ratio is not None:
+                state.log(f"{self.name}/group{g}", ratio[:, g])
         self._batch = None
 
     def temperatures(self) -> list[Tensor]:
         """The running :math:`T_\\mathrm{conf}` per group, ``(K,)`` each."""
-        return [s[0] / s[1] for _, s in sorted(self.sums.items())]
+        if self._sums is None:
+            return []
+        ratio = self._sums[0] / self._sums[1]
+        return [ratio[:, g] for g in range(ratio.shape[1])]

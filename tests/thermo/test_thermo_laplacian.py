@@ -1,0 +1,208 @@
+"""The configurational temperature's Hutchinson Laplacian against the exact trace of the
+Hessian (torch.autograd.functional.hessian on a small net), and the hook's place in a run:
+the trajectory is the unmonitored one bit for bit, and a batch rewritten by a later hook is
+measured on the data the loop used (SPEC §11, docs/thermo.md)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import thermotrain as tt
+from thermotrain import thermo
+from thermotrain.models import MLP, ensemble_loss, fused
+from thermotrain.training import Batch, Hook, train
+
+needs_kernel = pytest.mark.skipif(fused._library() is None, reason="no C compiler here")
+
+
+class _State:
+    def __init__(self, model, opt, x, y, members):
+        self.model, self.optimizer, self.members = model, opt, members
+        self.x_train, self.y_train, self.step, self.logged = x, y, 0, {}
+
+    def log(self, metric, value, split="train"):
+        self.logged[metric] = value.clone()
+
+
+def _exact(model, params, x, y, idx, members):
+    """Per member k and group g: tr of member k's Hessian block over group g's coordinates,
+    and the variance of the single-probe Hutchinson estimate Σ_{i∈g} v_i (Hv)_i for
+    Rademacher v: Σ over pairs i < j of (coefficient of v_i v_j)², i.e. (2H_ij)² with both in
+    g and H_ij² with one in g (v_i v_j of distinct pairs are uncorrelated, variance 1)."""
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in params])
+
+    def total(flat):
+        tensors = [c.view(s) for c, s in zip(flat.split(sizes), shapes, strict=True)]
+        names = [n for n, _ in model.named_parameters()]
+        out = torch.func.functional_call(model, dict(zip(names, tensors, strict=True)),
+                                         (x[idx],))
+        return ensemble_loss(out, y[idx]).sum()
+
+    hess = torch.autograd.functional.hessian(total, flat0)
+    # coordinate labels: member and group of every flat coordinate (params on axis 0 = K)
+    member = torch.cat([torch.arange(members).repeat_interleave(n // members) for n in sizes])
+    group = torch.cat([torch.full((n,), 0 if i < 2 else 1) for i, n in enumerate(sizes)])
+    trace = torch.zeros(members, 2, dtype=hess.dtype)
+    var = torch.zeros(members, 2, dtype=hess.dtype)
+    for k in range(members):
+        for g in range(2):
+            ing = (member == k) & (group == g)
+            block = hess[ing][:, member == k]  # rows in g, columns: member k's coordinates
+            inner = hess[ing][:, ing]
+            trace[k, g] = inner.diagonal().sum()
+            off_inner = inner - torch.diag(inner.diagonal())
+            outer = block[:, ~ing[member == k]]
+            # pairs inside g counted once each: ½Σ_{i≠j}(2H_ij)² = 2Σ_{i≠j}H_ij²
+            var[k, g] = 2 * off_inner.square().sum() + outer.square().sum()
+    return trace, var
+
+
+@needs_kernel
+@pytest.mark.parametrize("laplacian", ["hvp", "fd", "forward"])
+def test_hutchinson_laplacian_matches_the_exact_trace(one_thread, laplacian):
+    """The hook's Laplacian on the step's batch, with 1500 probes, per member (3) and group
+    (2), against the exact trace: the Monte Carlo error is the exact single-probe sd
+    (from the Hessian, _exact) over √1500, tolerance 4 sd per entry (6 entries: family-wise
+    false-alarm rate < 4e-4). The finite differences add O(ε²) = 1e-6-relative bias (the
+    O(ε) term of the forward difference has zero mean over Rademacher v: all odd moments
+    vanish), far below the tolerance, and double precision makes rounding negligible."""
+    probes = 1500
+    torch.manual_seed(1)
+    x, y = torch.randn(120, 2, dtype=torch.float64), torch.randint(0, 2, (120,))
+    model = MLP([2, 6, 1], ensemble=3, activation="tanh", seed=2).double()
+    layers = list(model.parameters())
+    opt = tt.PartitionedLangevin([{"params": layers[:2]}, {"params": layers[2:]}], lr=0.1,
+                                 ensemble_dim=0, seed=0)
+    state = _State(model, opt, x, y, 3)
+    idx = torch.randint(0, 120, (3, 20))
+    hook = thermo.ConfigurationalTemperature(laplacian=laplacian, probes=probes, seed=3)
+    hook.on_start(state)
+    hook.before_gradient(state, Batch(idx))
+    fused.gradient_fn(model, x, y)(idx)
+    hook.after_gradient(state, torch.zeros(3))
+    est = torch.stack([state.logged[f"configurational_temperature/laplacian/group{g}"]
+                       for g in range(2)], 1)
+    trace, var = _exact(model, layers, x, y, idx, 3)
+    sd = (var / probes).sqrt()
+    assert bool((sd > 0).all()) and bool((sd < 0.5 * trace.abs()).all())  # a real test
+    z = (est - trace) / sd
+    assert float(z.abs().max()) < 4.0, (est, trace, sd)
+    g2 = torch.stack([state.logged[f"configurational_temperature/grad_norm2/group{g}"]
+                      for g in range(2)], 1)
+    ref = torch.autograd.grad(ensemble_loss(model(x[idx]), y[idx]).sum(), layers)
+    g2_ref = torch.stack([sum(r.square().reshape(3, -1).sum(1) for r in ref[:2]),
+                          sum(r.square().reshape(3, -1).sum(1) for r in ref[2:])], 1)
+    torch.testing.assert_close(g2, g2_ref, rtol=1e-10, atol=0)
+
+
+@needs_kernel
+def test_probes_are_fair_independent_signs(one_thread):
+    """The probe buffer (random bytes looked up as 8 signs each) holds ±1 only; over 400
+    draws of 3 × 33 coordinates the mean of v is 0 and of v_i v_j (adjacent coordinates,
+    which share a byte) 0, each within 4/√n (n = 39600)."""
+    x, y = torch.randn(50, 2, dtype=torch.float64), torch.randint(0, 2, (50,))
+    model = MLP([2, 8, 1], ensemble=3, activation="tanh", seed=0).double()
+    opt = tt.BAOAB(model.parameters(), lr=0.1, ensemble_dim=0, seed=0)
+    hook = thermo.ConfigurationalTemperature(laplacian="fd", seed=1)
+    state = _State(model, opt, x, y, 3)
+    hook._layout(state, hook._groups(state))
+    draws = []
+    for _ in range(400):
+        hook._draw()
+        draws.append(hook._probe.clone())
+    v = torch.stack(draws).reshape(-1)
+    assert bool((v.abs() == 1).all())
+    n = v.numel()
+    assert abs(float(v.mean())) < 4 / math.sqrt(n)
+    assert abs(float((v[:-1] * v[1:]).mean())) < 4 / math.sqrt(n - 1)
+
+
+class _Rewrite(Hook):
+    """A data swap after the monitor: the loop's gradient is taken on shifted inputs."""
+
+    name = "rewrite"
+
+    def before_gradient(self, state, batch):
+        batch.materialize(state.x_train, state.y_train)
+        batch.x = batch.x + 0.5
+        return batch
+
+
+class _GradNorm(Hook):
+    """Records ‖∇L_B‖² per member of the loop's own gradient (one group)."""
+
+    name = "gradnorm"
+
+    def __init__(self):
+        self.values = {}
+
+    def after_gradient(self, state, losses):
+        self.values[state.step] = sum(p.grad.square().reshape(state.members, -1).sum(1)
+                                      for p in state.model.parameters())
+
+
+def _run(hooks, steps=30, activation="relu", dtype=torch.float32):
+    from thermotrain.data import Minibatcher, spirals
+
+    x, y = spirals(80, turns=1, seed=3)
+    x = x.to(dtype)
+    model = MLP([2, 8, 1], ensemble=3, activation=activation, seed=[0, 1, 2]).to(dtype)
+    opt = tt.BAOAB(model.parameters(), lr=0.05, temperature=1e-3, ensemble_dim=0,
+                   seed=[10, 11, 12])
+    batcher = Minibatcher(80, 10, seeds=[20, 21, 22])
+    state = train(model, opt, batcher, steps=steps, x_train=x, y_train=y, hooks=hooks,
+                  handle_signals=False)
+    return model, state
+
+
+@needs_kernel
+def test_monitored_run_is_bit_identical_to_an_unmonitored_one(one_thread):
+    """The finite differences perturb θ before the loop's gradient and restore it bit for
+    bit; the loop's gradient then overwrites .grad: positions after 30 steps are those of a
+    run without hooks, exactly, and each monitor logged 3 × 3 rows per record."""
+    conf = thermo.ConfigurationalTemperature
+    hooks = [thermo.KineticTemperature(every=5), conf(every=5, laplacian="forward"),
+             conf(every=3, laplacian="fd", name="conf_fd"),
+             conf(every=7, laplacian="fd", data="full", name="conf_full")]
+    model_a, state = _run(hooks)
+    model_b, _ = _run([])
+    for a, b in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        assert torch.equal(a, b)
+    rows = [r for r in state.rows if r[5].startswith("configurational_temperature")]
+    assert len(rows) == 6 * 3 * 3  # steps 0, 5, ..., 25; three metrics; three members
+    assert {r[3] for r in rows} == {0, 5, 10, 15, 20, 25}
+    assert all(math.isfinite(r[6]) for r in state.rows)
+
+
+@needs_kernel
+def test_a_batch_rewritten_by_a_later_hook_is_measured_on_the_rewritten_data(one_thread):
+    """The monitor differences in before_gradient; when a later hook then rewrites the batch
+    the loop's gradient is of other data, so the record is measured again in after_gradient
+    on the rewritten batch, with the same probes: ‖∇L_B‖² equals the loop's own gradient
+    norm, and the central-difference Laplacian equals a double-backward monitor's placed
+    after the rewrite (same seed, same probes) to O(ε²) (rtol 1e-3, as in
+    test_finite_difference_laplacian_matches_hvp_and_restores_the_state); without the
+    re-measure it would difference gradients of two data sets (off by ~1e2×)."""
+    probe = _GradNorm()
+    conf = thermo.ConfigurationalTemperature
+    hooks = [conf(every=4, laplacian="fd", seed=9), _Rewrite(),
+             conf(every=4, laplacian="hvp", seed=9, name="after_rewrite"), probe]
+    # smooth and float64: the HVP is exact, the central difference O(ε²)
+    _, state = _run(hooks, steps=12, activation="tanh", dtype=torch.float64)
+
+    def logged(step, metric):
+        return torch.tensor([r[6] for r in state.rows if r[3] == step and r[5] == metric],
+                            dtype=torch.float64)
+
+    for step in (0, 4, 8):
+        g2 = logged(step, "configurational_temperature/grad_norm2/group0")
+        torch.testing.assert_close(g2, probe.values[step], rtol=1e-10, atol=0)
+        lap = logged(step, "configurational_temperature/laplacian/group0")
+        ref = logged(step, "after_rewrite/laplacian/group0")
+        assert len(lap) == 3
+        torch.testing.assert_close(lap, ref, rtol=1e-3, atol=1e-8)
