@@ -63,6 +63,7 @@ def test_evaluation_equals_torch_loss_and_accuracy(widths, act, k, dtype, n):
     ([40, 64, 10], "relu", 2, torch.float32),    # a wide first layer, softmax head
     ([2, 100, 1], "tanh", 3, torch.float64),     # the fused one-hidden-layer binary path
     ([2, 100, 1], "relu", 2, torch.float32),
+    ([30, 20, 1], "relu", 2, torch.float64),     # the same with a wide input
     ([3, 8, 8, 1], "relu", 2, torch.float64),    # deeper: lerped W^T of later layers
     ([3, 9, 5, 4], "tanh", 2, torch.float32),
 ])
@@ -75,7 +76,8 @@ def test_line_equals_torch_at_every_alpha(widths, act, k, dtype):
             p.mul_(4.0)
     x = torch.randn(75, widths[0], generator=g, dtype=dtype)
     y = torch.randint(0, max(2, widths[-1]), (75,), generator=g)
-    alphas = torch.tensor([-0.7, 0.0, 0.3, 0.5, 0.9, 1.0, 1.6], dtype=dtype)  # 7: a tail of 3
+    # 7 α: a tail of 3 after one pass of 4; 75 rows: two blocks of 32 and one of 11
+    alphas = torch.tensor([-0.7, 0.0, 0.3, 0.5, 0.9, 1.0, 1.6], dtype=dtype)
     loss, acc = fused.evaluate_line(_params(a_net), _params(b_net), alphas, act, x, y)
     assert loss.shape == acc.shape == (7, k)
     for i, alpha in enumerate(alphas.tolist()):

@@ -297,38 +297,50 @@ static inline T F(lerp1)(T a, T b, T w) {
 }
 
 /* one hidden layer and one logit ([in, H, 1]) at LINE_ALPHAS alphas al[j] (output weights
-   w2[j], biases bias[j]): lg[j * EVAL_ROWS + r] = bias_j + sum_o phi(z0 + al_j dz)_o w2_jo */
-static inline void F(shlp_logits)(int64_t nb, int64_t H, const T *z0, const T *dz,
+   w2[j], biases bias[j]): lg[j * EVAL_ROWS + r] = bias_j + sum_o phi(z0 + al_j dz)_{r,o} w2_jo.
+   z0, dz are transposed (H x EVAL_ROWS, padding rows zero): the vectors run along the rows,
+   so nothing is reduced across lanes and each (z0, dz) pair is loaded once for 4 alphas */
+static inline void F(shlp_logits)(int64_t H, const T *restrict zt, const T *restrict dt,
                                   const T *al, const T *const *w2, const T *bias, int act,
-                                  T *lg) {
+                                  T *restrict lg) {
   const T a0 = al[0], a1 = al[1], a2 = al[2], a3 = al[3];
-  const T *restrict u0 = w2[0], *restrict u1 = w2[1], *restrict u2 = w2[2],
-          *restrict u3 = w2[3];
-  for (int64_t r = 0; r < nb; r++) {
-    const T *restrict zr = z0 + r * H, *restrict dr = dz + r * H;
-    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    if (act == 0) {
-      for (int64_t o = 0; o < H; o++) {
-        const T z = zr[o], d = dr[o];
-        const T v0 = z + a0 * d, v1 = z + a1 * d, v2 = z + a2 * d, v3 = z + a3 * d;
-        s0 += (v0 > 0 ? v0 : 0) * u0[o];
-        s1 += (v1 > 0 ? v1 : 0) * u1[o];
-        s2 += (v2 > 0 ? v2 : 0) * u2[o];
-        s3 += (v3 > 0 ? v3 : 0) * u3[o];
-      }
-    } else {
-      for (int64_t o = 0; o < H; o++) {
-        const T z = zr[o], d = dr[o];
-        s0 += TANH(z + a0 * d) * u0[o];
-        s1 += TANH(z + a1 * d) * u1[o];
-        s2 += TANH(z + a2 * d) * u2[o];
-        s3 += TANH(z + a3 * d) * u3[o];
+  T s0[EVAL_ROWS], s1[EVAL_ROWS], s2[EVAL_ROWS], s3[EVAL_ROWS];
+  for (int64_t r = 0; r < EVAL_ROWS; r++) {
+    s0[r] = bias[0];
+    s1[r] = bias[1];
+    s2[r] = bias[2];
+    s3[r] = bias[3];
+  }
+  if (act == 0) {
+    for (int64_t o = 0; o < H; o++) {
+      const T *zo = zt + o * EVAL_ROWS, *d = dt + o * EVAL_ROWS;
+      const T u0 = w2[0][o], u1 = w2[1][o], u2 = w2[2][o], u3 = w2[3][o];
+      for (int64_t r = 0; r < EVAL_ROWS; r++) {
+        const T v0 = zo[r] + a0 * d[r], v1 = zo[r] + a1 * d[r], v2 = zo[r] + a2 * d[r],
+                v3 = zo[r] + a3 * d[r];
+        s0[r] += (v0 > 0 ? v0 : 0) * u0;
+        s1[r] += (v1 > 0 ? v1 : 0) * u1;
+        s2[r] += (v2 > 0 ? v2 : 0) * u2;
+        s3[r] += (v3 > 0 ? v3 : 0) * u3;
       }
     }
-    lg[r] = s0 + bias[0];
-    lg[EVAL_ROWS + r] = s1 + bias[1];
-    lg[2 * EVAL_ROWS + r] = s2 + bias[2];
-    lg[3 * EVAL_ROWS + r] = s3 + bias[3];
+  } else {
+    for (int64_t o = 0; o < H; o++) {
+      const T *zo = zt + o * EVAL_ROWS, *d = dt + o * EVAL_ROWS;
+      const T u0 = w2[0][o], u1 = w2[1][o], u2 = w2[2][o], u3 = w2[3][o];
+      for (int64_t r = 0; r < EVAL_ROWS; r++) {
+        s0[r] += TANH(zo[r] + a0 * d[r]) * u0;
+        s1[r] += TANH(zo[r] + a1 * d[r]) * u1;
+        s2[r] += TANH(zo[r] + a2 * d[r]) * u2;
+        s3[r] += TANH(zo[r] + a3 * d[r]) * u3;
+      }
+    }
+  }
+  for (int64_t r = 0; r < EVAL_ROWS; r++) {
+    lg[r] = s0[r];
+    lg[EVAL_ROWS + r] = s1[r];
+    lg[2 * EVAL_ROWS + r] = s2[r];
+    lg[3 * EVAL_ROWS + r] = s3[r];
   }
 }
 
@@ -362,8 +374,10 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
     /* z0, dz: the block's first-layer pre-activations at theta0 and their change to theta1;
        two activation buffers; the logits of LINE_ALPHAS alphas; their lerped weights of
        layers >= 2 (transposed where out >= 8); the first layer's W^T at both ends */
-    const size_t need = (size_t)(2 * EVAL_ROWS * H1 + 2 * EVAL_ROWS * maxw +
-                                 LINE_ALPHAS * (EVAL_ROWS * C + rest) + 2 * in0 * H1);
+    const int shlp = L == 2 && C == 1; /* one hidden layer, one logit: shlp_logits */
+    const size_t need = (size_t)((2 + 2 * shlp) * EVAL_ROWS * H1 + 2 * EVAL_ROWS * maxw +
+                                 LINE_ALPHAS * (EVAL_ROWS * C + rest) + 2 * in0 * H1 +
+                                 shlp * in0 * EVAL_ROWS);
     T *buf = (T *)malloc(sizeof(T) * need);
     if (!buf) failed = 1;
     int64_t last_k = -1;
@@ -376,8 +390,9 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
       h[0] = dz + EVAL_ROWS * H1;
       h[1] = h[0] + EVAL_ROWS * maxw;
       T *lg = h[1] + EVAL_ROWS * maxw, *wl = lg + LINE_ALPHAS * EVAL_ROWS * C;
-      T *t0 = wl + LINE_ALPHAS * rest, *t1 = t0 + in0 * H1;
-      if (k != last_k) { /* rows of the first layer's W^T, both ends */
+      T *t0 = wl + LINE_ALPHAS * rest, *t1 = t0 + in0 * H1, *zt = t1 + in0 * H1;
+      T *dt = zt + EVAL_ROWS * H1, *xt = dt + EVAL_ROWS * H1;
+      if (!shlp && k != last_k) { /* rows of the first layer's W^T, both ends */
         const T *W0k = W0[0] + k * H1 * in0, *W1k = W1[0] + k * H1 * in0;
         for (int64_t o = 0; o < H1; o++)
           for (int64_t i = 0; i < in0; i++) {
@@ -387,10 +402,35 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
         last_k = k;
       }
       const T *xb = X + r0 * in0;
-      for (int64_t r = 0; r < nb; r++) {
-        F(row_forward)(in0, H1, xb + r * in0, t0, b0[0] + k * H1, z0 + r * H1, -1);
-        F(row_forward)(in0, H1, xb + r * in0, t1, b1[0] + k * H1, dz + r * H1, -1);
-        for (int64_t o = 0; o < H1; o++) dz[r * H1 + o] -= z0[r * H1 + o];
+      if (shlp) { /* transposed (H1 x EVAL_ROWS): vectors along the rows, padding rows 0 */
+        for (int64_t i = 0; i < in0; i++)
+          for (int64_t r = 0; r < EVAL_ROWS; r++) xt[i * EVAL_ROWS + r] = r < nb ? xb[r * in0 + i] : 0;
+        const T *W0k = W0[0] + k * H1 * in0, *W1k = W1[0] + k * H1 * in0;
+        const T *b0k = b0[0] + k * H1, *b1k = b1[0] + k * H1;
+        for (int64_t o = 0; o < H1; o++) {
+          T u[EVAL_ROWS], v[EVAL_ROWS];
+          for (int64_t r = 0; r < EVAL_ROWS; r++) {
+            u[r] = b0k[o];
+            v[r] = b1k[o];
+          }
+          for (int64_t i = 0; i < in0; i++) {
+            const T p = W0k[o * in0 + i], q = W1k[o * in0 + i], *xi = xt + i * EVAL_ROWS;
+            for (int64_t r = 0; r < EVAL_ROWS; r++) {
+              u[r] += p * xi[r];
+              v[r] += q * xi[r];
+            }
+          }
+          for (int64_t r = 0; r < EVAL_ROWS; r++) {
+            zt[o * EVAL_ROWS + r] = u[r];
+            dt[o * EVAL_ROWS + r] = v[r] - u[r];
+          }
+        }
+      } else {
+        for (int64_t r = 0; r < nb; r++) {
+          F(row_forward)(in0, H1, xb + r * in0, t0, b0[0] + k * H1, z0 + r * H1, -1);
+          F(row_forward)(in0, H1, xb + r * in0, t1, b1[0] + k * H1, dz + r * H1, -1);
+          for (int64_t o = 0; o < H1; o++) dz[r * H1 + o] -= z0[r * H1 + o];
+        }
       }
       const T *yb = Y + r0;
       const int64_t *lab = label + r0;
@@ -419,14 +459,14 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
             q += out;
           }
         }
-        if (L == 2 && C == 1) { /* one hidden layer, one logit: fused, h never stored */
+        if (shlp) { /* fused: the hidden activations are never stored */
           const T *w2[LINE_ALPHAS];
           T bias[LINE_ALPHAS];
           for (int64_t j = 0; j < LINE_ALPHAS; j++) {
             w2[j] = lw[j][2];
             bias[j] = lb[j][2][0];
           }
-          F(shlp_logits)(nb, H1, z0, dz, al, w2, bias, act, lg);
+          F(shlp_logits)(H1, zt, dt, al, w2, bias, act, lg);
         } else {
           for (int64_t j = 0; j < na; j++) {
             T *lgj = lg + j * EVAL_ROWS * C;
