@@ -167,10 +167,16 @@ def gather(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
 
 
 def step_program(opt, scheme: Scheme, closing: dict | None, hp: dict) -> list[tuple]:
-    key = (scheme.name, None if closing is None else
-           tuple((k, _frozen_key(v)) for k, v in closing.items()),
-           tuple((k, _frozen_key(v)) for k, v in hp.items()))
-    hit = opt._program_cache.get(key)
+    # the dicts' keys come in the scheme's fixed order: their values alone key the program
+    try:
+        key = (scheme.name, None if closing is None else tuple(closing.values()),
+               tuple(hp.values()))
+        hit = opt._program_cache.get(key)
+    except TypeError:  # per-member lists
+        key = (scheme.name, None if closing is None else
+               tuple(_frozen_key(v) for v in closing.values()),
+               tuple(_frozen_key(v) for v in hp.values()))
+        hit = opt._program_cache.get(key)
     if hit is None:
         if len(opt._program_cache) > 256:
             opt._program_cache.clear()
@@ -231,9 +237,9 @@ def execute(opt, work: list[_Work]) -> None:
             bad = ~ok & ~opt.frozen_members
             if bad.any():
                 gradient_failure(opt, work, bad)
-    frozen = opt.frozen_members if bool(opt.frozen_members.any()) else None
+    frozen = _frozen(opt)
     rng = opt._noise.rng
-    noisy = any(op[3] >= 0 for w in work for op in w.ops)
+    noisy = any(_noisy(w.ops) for w in work)
     draw = opt._noise.peek() if rng == "philox" and noisy else None
     buf = None
     if rng == "torch" and noisy:
@@ -248,7 +254,7 @@ def execute(opt, work: list[_Work]) -> None:
             screen = None  # screened once, before the first write
             if status == 2:  # nothing written
                 gradient_failure(opt, work, ~torch.tensor(rows))
-                frozen = opt.frozen_members if bool(opt.frozen_members.any()) else None
+                frozen = _frozen(opt)
                 status, rows = fused.run(w.view, w.ops, w.packed, w.offsets, keys, draw,
                                          opt.members, frozen, None, prepared=w.prepared)
             if status == 0:
@@ -280,6 +286,30 @@ def execute(opt, work: list[_Work]) -> None:
                 warnings.warn(msg, RuntimeWarning, stacklevel=3)
             if policy == "mask":
                 opt.frozen_members |= bad
+
+
+def _frozen(opt) -> Tensor | None:
+    """``opt.frozen_members`` if a member is frozen, else ``None`` (the answer cached while
+    the tensor is the same object at the same version)."""
+    f = opt.frozen_members
+    key = (id(f), f._version)
+    hit = opt._frozen_cache
+    if hit is None or hit[0] != key or hit[1] is not f:
+        hit = opt._frozen_cache = (key, f, bool(f.any()))
+    return f if hit[2] else None
+
+
+_NOISY: dict[int, tuple] = {}
+
+
+def _noisy(ops: list[tuple]) -> bool:
+    """Whether a program draws noise (cached per op list; the entry keeps the list alive)."""
+    hit = _NOISY.get(id(ops))
+    if hit is None or hit[0] is not ops:
+        if len(_NOISY) > 256:
+            _NOISY.clear()
+        hit = _NOISY[id(ops)] = (ops, any(op[3] >= 0 for op in ops))
+    return hit[1]
 
 
 def gradient_failure(opt, work: list[_Work], bad: Tensor) -> None:

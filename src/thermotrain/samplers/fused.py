@@ -137,6 +137,35 @@ def prepare(view: GroupView, offsets: Sequence[Sequence[int]], members: int,
             int(view.params[0].dtype == torch.float64), list(view.names))
 
 
+#: the kernel's per-member flags (written by each call, read right after it)
+_ROWOK: dict[int, ctypes.Array] = {}
+_SLOTS: dict[tuple[int, int], tuple] = {}
+
+
+def _address(a) -> int:
+    return 0 if a is None else a if isinstance(a, int) else ctypes.addressof(a)
+
+
+def _slots(prepared: tuple, packed_ops: tuple) -> ctypes.Array:
+    """``tt_program_v``'s argument slots for a prepared group and a packed program, the
+    per-call ones (keys, draw, skip, screen) left for the caller; cached, the entry keeping
+    both alive, so the addresses stay valid."""
+    key = (id(prepared), id(packed_ops))
+    hit = _SLOTS.get(key)
+    if hit is not None and hit[0] is prepared and hit[1] is packed_ops:
+        return hit[2]
+    if len(_SLOTS) > 256:
+        _SLOTS.clear()
+    packed, ndraws, starts, f64, _ = prepared
+    nops, codes, draws, coef = packed_ops
+    values = [packed[0], *(_address(a) for a in packed[1:9]), nops, _address(codes),
+              _address(draws), _address(coef), ndraws, _address(starts), 0, 0, 0, 0, 0, 0,
+              0, 0, f64]
+    slots = (ctypes.c_int64 * 24)(*values)
+    _SLOTS[key] = (prepared, packed_ops, slots)
+    return slots
+
+
 def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
         offsets: Sequence[Sequence[int]], keys: Keys, draw: int, members: int,
         skip: Tensor | None, screen: tuple | None, cache: dict | None = None,
@@ -150,16 +179,24 @@ def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
         raise RuntimeError("the fused kernels need the compiled Philox kernel")
     if prepared is None:
         prepared = prepare(view, offsets, members, sig)
-    packed, ndraws, starts, f64, names = prepared
-    rowok = (ctypes.c_int32 * members)()
+    names = prepared[4]
+    rowok = _ROWOK.get(members)
+    if rowok is None:
+        rowok = _ROWOK[members] = (ctypes.c_int32 * members)()
+    slots = _slots(prepared, packed_ops)
     skip_arr = None
     if skip is not None:
         skip_arr = (ctypes.c_int32 * members)(*(int(s) for s in skip.tolist()))
-    nops, codes, draws, coef = packed_ops
-    status = lib.tt_program(*packed, nops, codes, draws, coef, ndraws, starts,
-                            keys.address(0), int(draw or 0), skip_arr,
-                            *(screen[:5] if screen is not None else (0, None, None, None, None)),
-                            rowok, f64)
+    draw = int(draw or 0)
+    slots[15] = keys.address(0) or 0
+    slots[16] = draw if draw < 1 << 63 else draw - (1 << 64)  # the uint64 bits
+    slots[17] = ctypes.addressof(skip_arr) if skip_arr is not None else 0
+    if screen is None:
+        slots[18] = slots[19] = slots[20] = slots[21] = slots[22] = 0
+    else:
+        slots[18] = screen[0]
+        slots[19], slots[20], slots[21], slots[22] = (ctypes.addressof(a) for a in screen[1:5])
+    status = lib.tt_program_v(slots, rowok)
     if status == 1:
         return 1, None
     if status == -1:

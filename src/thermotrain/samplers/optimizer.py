@@ -24,6 +24,8 @@ from .persistence import check_loadable
 from .reference import sum_squares
 from .splittings import Scheme, closing_program, get_scheme
 
+_INF = float("inf")
+
 __all__ = ["PartitionedLangevin", "Hyperparameter"]
 
 NAN_POLICIES = ("raise", "warn", "ignore", "mask")
@@ -122,6 +124,7 @@ class PartitionedLangevin(torch.optim.Optimizer):
         self._kernel_cache: dict[tuple, tuple] = {}
         self._work_cache: dict[int, tuple] = {}
         self._screen_cache: tuple | None = None
+        self._frozen_cache: tuple | None = None
         self._names = {id(p): f"param {j} of group {i} (shape {tuple(p.shape)})"
                        for i, g in enumerate(self.param_groups) for j, p in enumerate(g["params"])}
         #: members frozen by ``nan_policy="mask"`` (bool, shape (K,))
@@ -262,8 +265,8 @@ class PartitionedLangevin(torch.optim.Optimizer):
         if not st.get("pending"):
             return None
         out = {}
-        for key in ("lr", *scheme.hyperparameters):
-            v = st[f"closing_{key}"]
+        for key, name in zip(scheme.step_keys, scheme.closing_keys, strict=True):
+            v = st[name]
             out[key] = v.tolist() if isinstance(v, Tensor) else v
         return out
 
@@ -353,22 +356,22 @@ class PartitionedLangevin(torch.optim.Optimizer):
         work, all_states = [], []
         for gi, group in enumerate(self.param_groups):
             scheme = get_scheme(group["scheme"])
-            where = f"{type(self).__name__} param group {gi}"
             params, states = [], []
+            state = self.state
             for p in group["params"]:
-                if p.grad is None:
+                g = p.grad
+                if g is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{where}: sparse gradients are not supported")
-                states.append(self._state(p, group, scheme))
+                if g.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} param group {gi}: sparse "
+                                       "gradients are not supported")
+                st = state.get(p)
+                states.append(st if st else self._state(p, group, scheme))
                 params.append(p)
             if not params:
                 continue
             st = states[0]
-            members = self._members_of(group)
-            hp = {"lr": resolve("lr", group["lr"], st["step"], where, members)}
-            for key in scheme.hyperparameters:
-                hp[key] = resolve(key, group[key], st["step"], where, members)
+            hp = self._resolve_hp(group, gi, scheme, st["step"])
             ops = engine.step_program(self, scheme, self._closing_hp(st, scheme), hp)
             work.append(engine.group_work(self, gi, group, scheme, params, states, ops, hp))
             all_states.append(states)
@@ -376,22 +379,43 @@ class PartitionedLangevin(torch.optim.Optimizer):
             return loss
         engine.execute(self, work)
         for w, states in zip(work, all_states, strict=True):
-            s = w.scheme.splitting
-            update: dict[str, Any] = {}
-            if s.mode == "forward" and s.closing:
-                update["pending"] = True
-                for key, v in w.hp.items():
-                    update[f"closing_{key}"] = v
-            elif s.mode == "backward":
-                t, h = float(s.trailing_drift), w.hp["lr"]
-                update["boundary_drift"] = [t * x for x in h] if isinstance(h, list) else t * h
-            for key, v in update.items():
-                if isinstance(v, list):
-                    update[key] = torch.tensor(v, dtype=torch.float64)
+            update = self._after_step(w)
             for st in states:
                 st["step"] += 1
                 st.update(update)
         return loss
+
+    def _resolve_hp(self, group: dict, gi: int, scheme: Scheme, step: int) -> dict:
+        """The group's hyperparameters at ``step``: floats, or lists of K floats (checked;
+        plain non-negative finite floats, the common case, pass straight through)."""
+        hp = {}
+        where = None
+        for key in scheme.step_keys:
+            v = group[key]
+            if type(v) is float and v >= 0 and v != _INF:  # NaN fails v >= 0
+                hp[key] = v
+                continue
+            if where is None:
+                where = f"{type(self).__name__} param group {gi}"
+            hp[key] = resolve(key, v, step, where, self._members_of(group))
+        return hp
+
+    @staticmethod
+    def _after_step(w) -> dict[str, Any]:
+        """The state entries a step leaves for the next one: the closing sub-steps' values
+        (forward splittings) or the trailing drift to the boundary positions (backward)."""
+        s = w.scheme.splitting
+        update: dict[str, Any] = {}
+        if s.mode == "forward" and s.closing:
+            update["pending"] = True
+            for key, name in zip(w.scheme.step_keys, w.scheme.closing_keys, strict=True):
+                v = w.hp[key]
+                update[name] = torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else v
+        elif s.mode == "backward":
+            t, h = float(s.trailing_drift), w.hp["lr"]
+            update["boundary_drift"] = (torch.tensor([t * x for x in h], dtype=torch.float64)
+                                        if isinstance(h, list) else t * h)
+        return update
 
     # ------------------------------------------------------------------ the one dispatch point
     # ------------------------------------------------------------------ persistence

@@ -32,11 +32,12 @@ integer ops. The two give the same Philox words bit for bit; the normals agree t
 units in the last place (different ``log``/``sin`` implementations), so a run is
 bit-reproducible on one machine but not across the two implementations.
 
-**Devices.** The kernel is CPU only. On other devices (CUDA, MPS) the stream is made by
-:func:`philox_normal_reference` in torch integer ops on that device — the same definition,
-so the same Philox words; there is no Triton kernel yet. Nothing here has been run on a GPU
-(none was available): the reference is tested on the CPU against the kernel and the
-known-answer vectors.
+**Devices.** The C kernel is CPU only. On CUDA, where Triton is importable (it ships with
+CUDA builds of torch), a Triton kernel (:mod:`._triton`) computes the same definition: the
+same Philox words, normals to the last bits of ``log``/``sin``. On other devices (MPS, CUDA
+without Triton) :func:`philox_normal_reference` runs in torch integer ops on that device.
+Nothing here has been run on a GPU (none was available): the Triton kernel is tested on the
+CPU under Triton's interpreter, against the reference and the known-answer vectors.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import torch
 from torch import Tensor
 
 from .. import _native
+from . import _triton
 
 __all__ = [
     "philox4x32",
@@ -149,6 +151,8 @@ def _declare(lib: ctypes.CDLL) -> None:
                                ptr, cint, ptr, ptr, u64, ptr, i64, ptr, ptr, ptr, ptr, ptr,
                                cint]
     lib.tt_program.restype = cint
+    lib.tt_program_v.argtypes = [ptr, ptr]
+    lib.tt_program_v.restype = cint
     lib.tt_finite_rows.argtypes = [i64, ptr, ptr, ptr, ptr, ptr, i64, ptr, cint]
     lib.tt_finite_rows.restype = cint
     lib.tt_philox4x32_raw.argtypes = [ptr, i64, u64, u64, u64]
@@ -176,9 +180,17 @@ class Keys:
             if not 0 <= s < 2**64:
                 raise ValueError(f"philox keys must be in [0, 2**64), got {s}")
         self.array = (ctypes.c_uint64 * max(1, len(self.seeds)))(*self.seeds)
+        self._words: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.seeds)
+
+    def words(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The seeds' low and high 32-bit words as int64 tensors on ``device`` (cached)."""
+        hit = self._words.get(device)
+        if hit is None:
+            hit = self._words[device] = _triton._key_tensors(self.seeds, device)
+        return hit
 
     def address(self, first_row: int) -> int:
         return ctypes.addressof(self.array) + first_row * ctypes.sizeof(ctypes.c_uint64)
@@ -203,8 +215,12 @@ def _fill(keys: Keys, first_row: int, x: Tensor, start: int, draw: int) -> None:
         return
     lib = _library()
     if lib is None or not _kernel_job(x):
-        x.copy_(philox_normal_reference(keys.seeds[first_row : first_row + x.shape[0]], draw,
-                                        x.shape[1], x.dtype, x.device, start))
+        seeds = keys.seeds[first_row : first_row + x.shape[0]]
+        if _triton.available(x.device):  # CUDA: the same stream from a Triton kernel
+            lo, hi = keys.words(x.device)
+            _triton.fill(x, seeds, draw, start, (lo[first_row:], hi[first_row:]))
+            return
+        x.copy_(philox_normal_reference(seeds, draw, x.shape[1], x.dtype, x.device, start))
         return
     # the storage the kernel may touch: from x's first entry to the end of its storage
     avail = x.untyped_storage().nbytes() // x.element_size() - x.storage_offset()

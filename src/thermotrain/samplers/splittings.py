@@ -51,6 +51,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from typing import Any
 
 from torch import Tensor
@@ -165,6 +166,16 @@ class Scheme:
     @property
     def splitting(self) -> Splitting:
         return _compiled(self.word)
+
+    @cached_property
+    def step_keys(self) -> tuple[str, ...]:
+        """The hyperparameters a step reads: ``lr`` and :attr:`hyperparameters`."""
+        return ("lr", *self.hyperparameters)
+
+    @cached_property
+    def closing_keys(self) -> tuple[str, ...]:
+        """Their names in a parameter's state, as kept for the closing sub-steps."""
+        return tuple(f"closing_{k}" for k in self.step_keys)
 
     @property
     def draws(self) -> int:
