@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/step_vs_baseline.py
 	$(PY) benchmarks/ensemble_throughput.py
 	$(PY) benchmarks/fig15_sweep.py
 	$(PY) benchmarks/landscape_speed.py
