@@ -344,6 +344,41 @@ static inline void F(shlp_logits)(int64_t H, const T *restrict zt, const T *rest
   }
 }
 
+/* zt = b + W xt, transposed: xt (in x EVAL_ROWS), W (out x in, row-major), zt (out x
+   EVAL_ROWS); vectors along the rows, OUT_BLOCK outputs at a time share each load of xt */
+#define OUT_BLOCK 4
+static inline void F(affine_t)(int64_t in, int64_t out, const T *restrict xt,
+                               const T *restrict W, const T *restrict b, T *restrict zt) {
+  int64_t o = 0;
+  for (; o + OUT_BLOCK <= out; o += OUT_BLOCK) {
+    T acc[OUT_BLOCK][EVAL_ROWS];
+    for (int64_t j = 0; j < OUT_BLOCK; j++)
+      for (int64_t r = 0; r < EVAL_ROWS; r++) acc[j][r] = b[o + j];
+    for (int64_t i = 0; i < in; i++) {
+      const T *xi = xt + i * EVAL_ROWS;
+      const T p0 = W[o * in + i], p1 = W[(o + 1) * in + i], p2 = W[(o + 2) * in + i],
+              p3 = W[(o + 3) * in + i];
+      for (int64_t r = 0; r < EVAL_ROWS; r++) {
+        acc[0][r] += p0 * xi[r];
+        acc[1][r] += p1 * xi[r];
+        acc[2][r] += p2 * xi[r];
+        acc[3][r] += p3 * xi[r];
+      }
+    }
+    for (int64_t j = 0; j < OUT_BLOCK; j++)
+      for (int64_t r = 0; r < EVAL_ROWS; r++) zt[(o + j) * EVAL_ROWS + r] = acc[j][r];
+  }
+  for (; o < out; o++) {
+    T acc[EVAL_ROWS];
+    for (int64_t r = 0; r < EVAL_ROWS; r++) acc[r] = b[o];
+    for (int64_t i = 0; i < in; i++) {
+      const T p = W[o * in + i], *xi = xt + i * EVAL_ROWS;
+      for (int64_t r = 0; r < EVAL_ROWS; r++) acc[r] += p * xi[r];
+    }
+    for (int64_t r = 0; r < EVAL_ROWS; r++) zt[o * EVAL_ROWS + r] = acc[r];
+  }
+}
+
 int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *const *b0,
                    T *const *W1, T *const *b1, const T *alphas, int64_t A, const T *X,
                    const T *Y, const int64_t *label, int64_t N, int act, double *loss,
@@ -356,6 +391,7 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
     if (bad) return -3;
   }
   const int64_t H1 = w[1], in0 = w[0], nblk = (N + EVAL_ROWS - 1) / EVAL_ROWS;
+  const int shlp = L == 2 && C == 1; /* one hidden layer, one logit: shlp_logits */
   int64_t maxw = 0, rest = 0, work = 0;
   for (int64_t l = 0; l <= L; l++)
     if (w[l] > maxw) maxw = w[l];
@@ -371,67 +407,30 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
   int failed = 0;
 #pragma omp parallel if (K * N * A * work >= 65536) reduction(| : failed)
   {
-    /* z0, dz: the block's first-layer pre-activations at theta0 and their change to theta1;
-       two activation buffers; the logits of LINE_ALPHAS alphas; their lerped weights of
-       layers >= 2 (transposed where out >= 8); the first layer's W^T at both ends */
-    const int shlp = L == 2 && C == 1; /* one hidden layer, one logit: shlp_logits */
-    const size_t need = (size_t)((2 + 2 * shlp) * EVAL_ROWS * H1 + 2 * EVAL_ROWS * maxw +
-                                 LINE_ALPHAS * (EVAL_ROWS * C + rest) + 2 * in0 * H1 +
-                                 shlp * in0 * EVAL_ROWS);
+    /* every array is transposed (features x EVAL_ROWS): the block's inputs; its first-layer
+       pre-activations at theta0 and their change to theta1; two activation buffers; the
+       logits of LINE_ALPHAS alphas; their lerped weights of layers >= 2 (row-major) */
+    const size_t need = (size_t)(EVAL_ROWS * (in0 + 2 * H1 + 2 * maxw + LINE_ALPHAS * C) +
+                                 LINE_ALPHAS * rest);
     T *buf = (T *)malloc(sizeof(T) * need);
     if (!buf) failed = 1;
-    int64_t last_k = -1;
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < K * nblk; item++) {
       if (!buf) continue;
       const int64_t k = item / nblk, blk = item % nblk, r0 = blk * EVAL_ROWS;
       const int64_t nb = N - r0 < EVAL_ROWS ? N - r0 : EVAL_ROWS;
-      T *z0 = buf, *dz = z0 + EVAL_ROWS * H1, *h[2];
-      h[0] = dz + EVAL_ROWS * H1;
+      T *xt = buf, *zt = xt + EVAL_ROWS * in0, *dt = zt + EVAL_ROWS * H1, *h[2];
+      h[0] = dt + EVAL_ROWS * H1;
       h[1] = h[0] + EVAL_ROWS * maxw;
       T *lg = h[1] + EVAL_ROWS * maxw, *wl = lg + LINE_ALPHAS * EVAL_ROWS * C;
-      T *t0 = wl + LINE_ALPHAS * rest, *t1 = t0 + in0 * H1, *zt = t1 + in0 * H1;
-      T *dt = zt + EVAL_ROWS * H1, *xt = dt + EVAL_ROWS * H1;
-      if (!shlp && k != last_k) { /* rows of the first layer's W^T, both ends */
-        const T *W0k = W0[0] + k * H1 * in0, *W1k = W1[0] + k * H1 * in0;
-        for (int64_t o = 0; o < H1; o++)
-          for (int64_t i = 0; i < in0; i++) {
-            t0[i * H1 + o] = W0k[o * in0 + i];
-            t1[i * H1 + o] = W1k[o * in0 + i];
-          }
-        last_k = k;
-      }
+      /* the block's rows, transposed, padding rows 0 (their logits are never read) */
       const T *xb = X + r0 * in0;
-      if (shlp) { /* transposed (H1 x EVAL_ROWS): vectors along the rows, padding rows 0 */
-        for (int64_t i = 0; i < in0; i++)
-          for (int64_t r = 0; r < EVAL_ROWS; r++) xt[i * EVAL_ROWS + r] = r < nb ? xb[r * in0 + i] : 0;
-        const T *W0k = W0[0] + k * H1 * in0, *W1k = W1[0] + k * H1 * in0;
-        const T *b0k = b0[0] + k * H1, *b1k = b1[0] + k * H1;
-        for (int64_t o = 0; o < H1; o++) {
-          T u[EVAL_ROWS], v[EVAL_ROWS];
-          for (int64_t r = 0; r < EVAL_ROWS; r++) {
-            u[r] = b0k[o];
-            v[r] = b1k[o];
-          }
-          for (int64_t i = 0; i < in0; i++) {
-            const T p = W0k[o * in0 + i], q = W1k[o * in0 + i], *xi = xt + i * EVAL_ROWS;
-            for (int64_t r = 0; r < EVAL_ROWS; r++) {
-              u[r] += p * xi[r];
-              v[r] += q * xi[r];
-            }
-          }
-          for (int64_t r = 0; r < EVAL_ROWS; r++) {
-            zt[o * EVAL_ROWS + r] = u[r];
-            dt[o * EVAL_ROWS + r] = v[r] - u[r];
-          }
-        }
-      } else {
-        for (int64_t r = 0; r < nb; r++) {
-          F(row_forward)(in0, H1, xb + r * in0, t0, b0[0] + k * H1, z0 + r * H1, -1);
-          F(row_forward)(in0, H1, xb + r * in0, t1, b1[0] + k * H1, dz + r * H1, -1);
-          for (int64_t o = 0; o < H1; o++) dz[r * H1 + o] -= z0[r * H1 + o];
-        }
-      }
+      for (int64_t r = 0; r < EVAL_ROWS; r++)
+        for (int64_t i = 0; i < in0; i++) xt[i * EVAL_ROWS + r] = r < nb ? xb[r * in0 + i] : 0;
+      /* first layer at both ends: zt = z(theta0), dt = z(theta1) - z(theta0) */
+      F(affine_t)(in0, H1, xt, W0[0] + k * H1 * in0, b0[0] + k * H1, zt);
+      F(affine_t)(in0, H1, xt, W1[0] + k * H1 * in0, b1[0] + k * H1, dt);
+      for (int64_t i = 0; i < H1 * EVAL_ROWS; i++) dt[i] -= zt[i];
       const T *yb = Y + r0;
       const int64_t *lab = label + r0;
       for (int64_t a0 = 0; a0 < A; a0 += LINE_ALPHAS) {
@@ -442,17 +441,11 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
           al[j] = alphas[a0 + (j < na ? j : na - 1)];
           T *q = wl + j * rest;
           for (int64_t l = 2; l <= L; l++) {
-            const int64_t in = w[l - 1], out = w[l];
-            const T *pa = W0[l - 1] + k * out * in, *pb = W1[l - 1] + k * out * in;
-            if (out >= 8) { /* transposed, as row_forward wants */
-              for (int64_t o = 0; o < out; o++)
-                for (int64_t i = 0; i < in; i++)
-                  q[i * out + o] = F(lerp1)(pa[o * in + i], pb[o * in + i], al[j]);
-            } else {
-              for (int64_t i = 0; i < out * in; i++) q[i] = F(lerp1)(pa[i], pb[i], al[j]);
-            }
+            const int64_t n = w[l] * w[l - 1], out = w[l];
+            const T *pa = W0[l - 1] + k * n, *pb = W1[l - 1] + k * n;
+            for (int64_t i = 0; i < n; i++) q[i] = F(lerp1)(pa[i], pb[i], al[j]);
             lw[j][l] = q;
-            q += out * in;
+            q += n;
             const T *ba = b0[l - 1] + k * out, *bb = b1[l - 1] + k * out;
             for (int64_t o = 0; o < out; o++) q[o] = F(lerp1)(ba[o], bb[o], al[j]);
             lb[j][l] = q;
@@ -472,35 +465,27 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
             T *lgj = lg + j * EVAL_ROWS * C;
             T *z = L == 1 ? lgj : h[1];
             const int phi = L == 1 ? -1 : act;
-            for (int64_t i = 0; i < nb * H1; i++) {
-              const T v = z0[i] + al[j] * dz[i];
+            for (int64_t i = 0; i < H1 * EVAL_ROWS; i++) {
+              const T v = zt[i] + al[j] * dt[i];
               z[i] = phi == 0 ? (v > 0 ? v : 0) : v;
             }
             if (phi == 1)
-              for (int64_t i = 0; i < nb * H1; i++) z[i] = TANH(z[i]);
+              for (int64_t i = 0; i < H1 * EVAL_ROWS; i++) z[i] = TANH(z[i]);
             const T *x = z;
             for (int64_t l = 2; l <= L; l++) {
-              const int64_t in = w[l - 1], out = w[l];
+              const int64_t out = w[l];
               T *zo = l == L ? lgj : h[l & 1];
-              const int p = l < L ? act : -1;
-              if (out >= 8) {
-                for (int64_t r = 0; r < nb; r++)
-                  F(row_forward)(in, out, x + r * in, lw[j][l], lb[j][l], zo + r * out, p);
-              } else {
-                for (int64_t r = 0; r < nb; r++)
-                  for (int64_t o = 0; o < out; o++) {
-                    T v = F(dot)(in, x + r * in, lw[j][l] + o * in) + lb[j][l][o];
-                    if (p == 0) v = v > 0 ? v : 0;
-                    if (p == 1) v = TANH(v);
-                    zo[r * out + o] = v;
-                  }
-              }
+              F(affine_t)(w[l - 1], out, x, lw[j][l], lb[j][l], zo);
+              if (l < L && act == 0)
+                for (int64_t i = 0; i < out * EVAL_ROWS; i++) zo[i] = zo[i] > 0 ? zo[i] : 0;
+              if (l < L && act == 1)
+                for (int64_t i = 0; i < out * EVAL_ROWS; i++) zo[i] = TANH(zo[i]);
               x = zo;
             }
           }
         }
         for (int64_t j = 0; j < na; j++) { /* loss and hits of the block at alpha a0 + j */
-          const T *zl = lg + j * EVAL_ROWS * C;
+          const T *zl = lg + j * EVAL_ROWS * C; /* C x EVAL_ROWS */
           double total = 0;
           int64_t hits = 0;
           if (C == 1) {
@@ -512,17 +497,16 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
             }
           } else {
             for (int64_t r = 0; r < nb; r++) {
-              const T *zr = zl + r * C;
-              T m = zr[0];
+              T m = zl[r];
               int64_t best = 0;
               for (int64_t c = 1; c < C; c++)
-                if (zr[c] > m) {
-                  m = zr[c];
+                if (zl[c * EVAL_ROWS + r] > m) {
+                  m = zl[c * EVAL_ROWS + r];
                   best = c;
                 }
               T s = 0;
-              for (int64_t c = 0; c < C; c++) s += EXP(zr[c] - m);
-              total += (double)(m + LOG(s) - zr[lab[r]]);
+              for (int64_t c = 0; c < C; c++) s += EXP(zl[c * EVAL_ROWS + r] - m);
+              total += (double)(m + LOG(s) - zl[lab[r] * EVAL_ROWS + r]);
               hits += best == lab[r];
             }
           }
