@@ -414,7 +414,9 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
                                  LINE_ALPHAS * rest);
     T *buf = (T *)malloc(sizeof(T) * need);
     if (!buf) failed = 1;
-#pragma omp for schedule(static)
+    /* dynamic: on a shared machine a thread whose core is busy takes fewer items (each
+       item's sums are its own, so the results stay independent of the schedule) */
+#pragma omp for schedule(dynamic, 2)
     for (int64_t item = 0; item < K * nblk; item++) {
       if (!buf) continue;
       const int64_t k = item / nblk, blk = item % nblk, r0 = blk * EVAL_ROWS;
