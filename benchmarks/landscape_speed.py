@@ -4,12 +4,17 @@
    SHLP, 4-turn spiral, 500 train / 1000 test points, 50 alphas): the ensemble in one call,
    against a loop over the members calling ``interpolate`` on each plain member
    (target >= 10x). Both take the fused C path (``landscape._fastline``: one
-   ``tt_mlp_eval`` call per split for all (alpha, member) pairs) by default; the rows
+   ``tt_mlp_line`` call per split for all (alpha, member) pairs) by default; the rows
    "torch path" force the vmap-ed functional call that ran before it (``alpha_batch``
    applies there only): the ensemble with the default and with ``alpha_batch=10``, the loop
    with the default (the plain members batch 10 alphas) and with ``alpha_batch=1`` (one
    functional call per alpha: the loop as before alpha batching). Timings interleaved, best
-   of ``--repeats``; GFLOP/s counts 2 * sum(in * out) flops per row per (alpha, member).
+   of ``--repeats``; nominal GFLOP/s counts 2 * sum(in * out) flops per row per (alpha,
+   member) (a direct evaluation), "executes" what the fused path does (the first layer at
+   the two ends only, then per alpha one multiply-add per first-layer unit and the later
+   layers). The loop's fixed cost: the same 20 calls on one point and 2 alphas.
+   Then the mli-mnist net (784-64-64-10, 5 members, 7000 points, 25 alphas): fused vs the
+   torch path.
 2. ``landscape.hessian_eigenvalues`` (top 3) against PyHessian's power iteration with
    deflation (``pyhessian.hessian(...).eigenvalues``, maxIter 100, tol 1e-3) on the same CPU
    model and data: one member alone, and 20 members (PyHessian: a loop; ours: the ensemble).
@@ -18,7 +23,8 @@
    file is pure Python, run here on this process's torch) and pass its site-packages with
    ``--pyhessian /tmp/pyh/lib/python3.11/site-packages``; without it that part is skipped.
 
-Usage: ``python benchmarks/landscape_speed.py [--members 20] [--repeats 3] [--pyhessian DIR]``
+Usage: ``python benchmarks/landscape_speed.py [--members 20] [--repeats 3] [--threads N]
+[--no-hessian] [--pyhessian DIR]``
 """
 
 from __future__ import annotations
@@ -52,7 +58,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--alphas", type=int, default=50)
     ap.add_argument("--pyhessian", default=None, help="site-packages holding pyhessian")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    ap.add_argument("--no-hessian", action="store_true", help="interpolate only")
     args = ap.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     k = args.members
     xtr, ytr = spirals(500, turns=4, seed=1000)
     xte, yte = spirals(1000, turns=4, seed=1001)
@@ -84,6 +94,11 @@ def main() -> None:
             return [landscape.interpolate(m, s, e, data, alphas=args.alphas, alpha_batch=ab)
                     for m, s, e in zip(members, m_start, m_end, strict=True)]
 
+    def overhead():  # the loop's fixed cost per call: 2 alphas on 1 point
+        one = {"train": (xtr[:1], ytr[:1])}
+        return [landscape.interpolate(m, s, e, one, alphas=2)
+                for m, s, e in zip(members, m_start, m_end, strict=True)]
+
     runs = {"ensemble (fused)": batched,
             "loop over members (fused)": looped,
             "ensemble, torch path, default": lambda: batched(fast=False),
@@ -113,8 +128,19 @@ def main() -> None:
     print(f"interpolate, {k} members x {args.alphas} alphas, {rows} points "
           f"({flops / 1e9:.2f} GFLOP), torch threads {torch.get_num_threads()}, "
           f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
-    for name, t in times.items():
-        print(f"  {name:38s} {t * 1e3:9.1f} ms  {flops / t / 1e9:6.1f} GFLOP/s")
+    for name, t in times.items():  # nominal: the fused path skips most first-layer work
+        print(f"  {name:38s} {t * 1e3:9.1f} ms  {flops / t / 1e9:6.1f} GFLOP/s (nominal)")
+    # what the fused path executes: both ends' first layer once per row and member, then per
+    # alpha one multiply-add per first-layer unit and the later layers
+    w = ens.widths
+    done = rows * k * (4 * w[0] * w[1] + args.alphas * (
+        2 * w[1] + 2 * sum(a * b for a, b in zip(w[1:-1], w[2:], strict=True))))
+    t_over = best_of(overhead, args.repeats)
+    for name in ("ensemble (fused)", "loop over members (fused)"):
+        print(f"  {name:38s} executes {done / 1e9:.2f} GFLOP: "
+              f"{done / times[name] / 1e9:6.1f} GFLOP/s")
+    print(f"  loop's fixed cost: {k} calls on 1 point {t_over * 1e3:.1f} ms "
+          f"({t_over / k * 1e3:.2f} ms per call)")
     ens_t = times["ensemble (fused)"]
     print(f"  (a) loop (fused, its default) / ensemble       "
           f"{times['loop over members (fused)'] / ens_t:6.1f} x   (target >= 10x)")
@@ -124,6 +150,9 @@ def main() -> None:
           f"{times['loop, torch path, default'] / ens_t:6.1f} x")
     print(f"      ensemble torch path / ensemble fused        "
           f"{times['ensemble, torch path, default'] / ens_t:6.1f} x")
+    mnist_net(args.repeats)
+    if args.no_hessian:
+        return
 
     # --- Hessian eigenvalues vs PyHessian -----------------------------------------------------
     x, y = xtr, ytr.float().unsqueeze(1)
@@ -162,6 +191,40 @@ def main() -> None:
     print(f"  PyHessian, loop over {k}         {t_py_all * 1e3:9.1f} ms"
           f"   ratio / ours(power, ensemble) {t_py_all / ours_ens_power:6.2f} x, "
           f"/ ours(Lanczos) {t_py_all / ours_ens_lanczos:6.2f} x")
+
+
+def mnist_net(repeats: int) -> None:
+    """The mli-mnist study's line: 784-64-64-10 ReLU, 5 members, 5 000 train + 2 000 test rows
+    (uniform [0, 1] inputs, random labels: the cost does not depend on the values), 25 α;
+    fused against the torch path (default alpha_batch), interleaved."""
+    g = torch.Generator().manual_seed(2)
+    ens = MLP([784, 64, 64, 10], ensemble=5, seed=0)
+    start = copy.deepcopy(ens.state_dict())
+    end = {n: v + 0.05 * torch.randn(v.shape, generator=g) for n, v in start.items()}
+    data = {s: (torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g))
+            for s, n in (("train", 5000), ("test", 2000))}
+
+    def run(fast: bool):
+        saved = _fastline.evaluate
+        if not fast:
+            _fastline.evaluate = lambda *a, **kw: None
+        try:
+            return landscape.interpolate(ens, start, end, data, alphas=25)
+        finally:
+            _fastline.evaluate = saved
+
+    a, b = run(True), run(False)
+    for split in data:
+        assert torch.allclose(a.loss[split], b.loss[split], rtol=1e-5, atol=1e-6)
+    times = {True: float("inf"), False: float("inf")}
+    for _ in range(repeats):
+        for fast in times:
+            t0 = time.perf_counter()
+            run(fast)
+            times[fast] = min(times[fast], time.perf_counter() - t0)
+    print("interpolate, mli-mnist net 784-64-64-10, 5 members x 25 alphas, 7000 points")
+    print(f"  fused {times[True] * 1e3:8.1f} ms   torch path {times[False] * 1e3:8.1f} ms   "
+          f"ratio {times[False] / times[True]:5.1f} x")
 
 
 if __name__ == "__main__":
