@@ -13,6 +13,9 @@ member k's end for all K members at once. Several α are evaluated together (a c
 ``alpha_batch`` α, default as many as fit ``batch_size`` rows): the path states of the chunk
 are stacked on a new leading axis and one ``torch.func.vmap``-ed functional call evaluates
 them all — for small nets one call per α is Python-overhead bound (``docs/landscape.md``).
+Small CPU MLPs without batch norm, with the default loss and accuracy, skip all of this: one
+C call per split evaluates every (α, member) pair with the first layer computed at the two
+ends only (:mod:`thermotrain.landscape._fastline`; the same numbers to rounding).
 
 Batch norm (SPEC §8), ``batchnorm=``:
 
@@ -203,7 +206,8 @@ def interpolate(
             ignored for models without batch norm.
         metrics: ``"auto"`` (accuracy when ``loss`` is the default classification loss),
             ``None``, or ``{name: fn(logits, y)}`` returning batch means.
-        batch_size: rows per evaluation chunk (memory only; the results are full-split means).
+        batch_size: rows per evaluation chunk (memory only; the results are full-split means;
+            the fused path keeps blocks of 32 rows in cache whatever its value).
         bn_batch_size: batch size of the "recompute" pass (the MLI code's 512).
         bn_split: the split whose inputs re-estimate the statistics.
         bn_momentum: EMA momentum of the "recompute" pass (the MLI code's 0.1), or ``None``
@@ -217,7 +221,7 @@ def interpolate(
             ensemble on 1000 rows stays there: it is compute-bound, and the vmap-ed call
             measured slower, ``benchmarks/landscape_speed.py``). With ``batchnorm="recompute"`` the
             re-estimation pass still runs once per α (it updates buffers in place); only the
-            evaluation is batched.
+            evaluation is batched. Ignored by the fused path (all α in one call per split).
 
     Returns:
         :class:`InterpolationResult` (``(A, K)`` arrays per split).
