@@ -10,6 +10,10 @@ the same seed: the loss along :math:`(1-\alpha)\theta_A + \alpha\theta_B`,
 α ∈ [−0.5, 1.5] (paper 000 Fig. 3: no barrier between AdLaLa and Adam), with the barrier
 :math:`\max_{\alpha\in[0,1]} L(\alpha) - \max(L(0), L(1))`, and the plane through the three
 solutions.
+
+Run folder: ``config.json``, ``stages/method-<name>.pt`` (one per finished method: the
+solution and its measurements), ``stages/between.json``, ``lines.csv``, ``planes.csv``,
+``summary.json``, ``report.md``, ``figures/``; ``--resume`` reuses the finished stages.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ...models import MLP
 from ..config import ConfigError
 from . import RunContext, prepare_folder, write_json
 from . import _landscape_common as common
+from ._stages import Stages
 
 METHOD = {"name": str, "optimizer": ("adlala", "adam", "sgd"), "lr": common.NUMBER,
           "momentum": common.NUMBER, "friction": common.NUMBER, "temperature": list,
@@ -78,59 +83,59 @@ def barrier(losses: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
     return losses[inside].amax(0) - torch.maximum(losses[i0], losses[i1])
 
 
-def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    check(spec)
-    prepare_folder(spec, ctx)
-    t0 = time.perf_counter()
+def _method(spec: dict[str, Any], m: dict[str, Any], model: MLP, start: dict[str, Any],
+            data: dict[str, tuple], seeds: list[int], ctx: RunContext) -> dict[str, Any]:
+    """One method's stage: train from ``start``, then flatness, MLI and the random plane.
+    Returns the solution's state (``end``), its results and its curves (tables as lists)."""
     tr, an = spec["training"], spec.get("analysis", {})
-    xtr, ytr, xte, yte = _data(spec)
-    data = {"train": (xtr, ytr), "test": (xte, yte)}
-    seeds = [int(tr.get("seed", 0)) + k for k in range(tr["seeds"])]
-    widths = [2, *spec.get("model", {}).get("hidden", [100]), 1]
-    model = MLP(widths, ensemble=len(seeds), seed=seeds)
-    start = common.clone_state(model)
-    ends, methods, frames = {}, {}, []
-    plane_frames = []
-    for m in spec["methods"]:
-        model.load_state_dict(start)
-        extra = {k: v for k, v in m.items() if k not in ("name", "optimizer", "lr")}
-        opt = common.make_optimizer(m["optimizer"], model, float(m["lr"]), seeds, extra)
-        common.train_ensemble(model, opt, xtr, ytr, steps=tr["steps"],
-                              batch_size=tr["batch_size"], seeds=seeds,
-                              study=spec["name"], method=m["name"])
-        end = ends[m["name"]] = common.clone_state(model)
-        train_loss, train_acc = common.evaluate(model, xtr, ytr)
-        test_loss, test_acc = common.evaluate(model, xte, yte)
-        eig = landscape.hessian_eigenvalues(model, None, (xtr, ytr), k=an.get("eigenvalues", 3),
-                                            iterations=an.get("lanczos_steps", 100), seed=1)
-        trace = landscape.hessian_trace(model, None, (xtr, ytr),
-                                        samples=an.get("trace_samples", 100), seed=2)
-        mli = landscape.interpolate(model, start, end, data, alphas=an.get("mli_alphas", 50))
-        frames.append(mli.to_frame(seeds=seeds, study=spec["name"], method=m["name"],
-                                   line="mli"))
-        dmin = mli.delta_min("train")
-        dist = landscape.distance(start, end, model=model)
-        grid, span = an.get("plane_grid", 25), float(an.get("plane_span", 1.0))
-        pl = landscape.plane(model, end, None, {"train": (xtr, ytr)}, grid=grid,
-                             span=(-span, span), seed=3)
-        plane_frames.append(pl.to_frame(method=m["name"], plane="random"))
-        methods[m["name"]] = {
-            "optimizer": m["optimizer"], "lr": m["lr"],
-            "train_loss": train_loss.tolist(), "train_accuracy": train_acc.tolist(),
-            "test_loss": test_loss.tolist(), "test_accuracy": test_acc.tolist(),
-            "top_eigenvalues": eig.tolist(), "trace": trace.tolist(),
-            "delta_min": dmin.tolist(), "distance": dist.tolist(),
-            "non_monotone": int((dmin > 1e-3).sum()),
-            "mean_test_accuracy": float(test_acc.mean()),
-            "mean_top_eigenvalue": float(eig[:, 0].mean()), "mean_trace": float(trace.mean()),
-            "mean_delta_min": float(dmin.mean()), "mean_distance": float(dist.mean()),
-        }
-        ctx.say(f"{m['name']}: test acc {float(test_acc.mean()):.3f}, λ_max "
-                f"{float(eig[:, 0].mean()):.3g}, trace {float(trace.mean()):.3g}")
+    (xtr, ytr), (xte, yte) = data["train"], data["test"]
+    model.load_state_dict(start)
+    extra = {k: v for k, v in m.items() if k not in ("name", "optimizer", "lr")}
+    opt = common.make_optimizer(m["optimizer"], model, float(m["lr"]), seeds, extra)
+    common.train_ensemble(model, opt, xtr, ytr, steps=tr["steps"],
+                          batch_size=tr["batch_size"], seeds=seeds,
+                          study=spec["name"], method=m["name"])
+    end = common.clone_state(model)
+    train_loss, train_acc = common.evaluate(model, xtr, ytr)
+    test_loss, test_acc = common.evaluate(model, xte, yte)
+    eig = landscape.hessian_eigenvalues(model, None, (xtr, ytr), k=an.get("eigenvalues", 3),
+                                        iterations=an.get("lanczos_steps", 100), seed=1)
+    trace = landscape.hessian_trace(model, None, (xtr, ytr),
+                                    samples=an.get("trace_samples", 100), seed=2)
+    mli = landscape.interpolate(model, start, end, data, alphas=an.get("mli_alphas", 50))
+    dmin = mli.delta_min("train")
+    dist = landscape.distance(start, end, model=model)
+    grid, span = an.get("plane_grid", 25), float(an.get("plane_span", 1.0))
+    pl = landscape.plane(model, end, None, {"train": (xtr, ytr)}, grid=grid,
+                         span=(-span, span), seed=3)
+    result = {
+        "optimizer": m["optimizer"], "lr": m["lr"],
+        "train_loss": train_loss.tolist(), "train_accuracy": train_acc.tolist(),
+        "test_loss": test_loss.tolist(), "test_accuracy": test_acc.tolist(),
+        "top_eigenvalues": eig.tolist(), "trace": trace.tolist(),
+        "delta_min": dmin.tolist(), "distance": dist.tolist(),
+        "non_monotone": int((dmin > 1e-3).sum()),
+        "mean_test_accuracy": float(test_acc.mean()),
+        "mean_top_eigenvalue": float(eig[:, 0].mean()), "mean_trace": float(trace.mean()),
+        "mean_delta_min": float(dmin.mean()), "mean_distance": float(dist.mean()),
+    }
+    ctx.say(f"{m['name']}: test acc {float(test_acc.mean()):.3f}, λ_max "
+            f"{float(eig[:, 0].mean()):.3g}, trace {float(trace.mean()):.3g}")
+    frame = mli.to_frame(seeds=seeds, study=spec["name"], method=m["name"], line="mli")
+    plane = pl.to_frame(method=m["name"], plane="random")
+    return {"end": end, "result": result, "mli": frame.to_dict("list"),
+            "plane": plane.to_dict("list")}
+
+
+def _between(spec: dict[str, Any], model: MLP, ends: dict[str, Any], data: dict[str, tuple],
+             seeds: list[int]) -> dict[str, Any]:
+    """The last stage: lines between the solutions of the same seed (barriers) and the plane
+    through the first three solutions."""
+    an = spec.get("analysis", {})
     alphas = torch.linspace(-0.5, 1.5, an.get("line_alphas", 41), dtype=torch.float64)
     alphas[(alphas - 0).abs().argmin()] = 0.0
     alphas[(alphas - 1).abs().argmin()] = 1.0
-    pairs = {}
+    pairs, frames, planes = {}, [], []
     for a, b in itertools.combinations(ends, 2):
         res = landscape.interpolate(model, ends[a], ends[b], data, alphas=alphas)
         frames.append(res.to_frame(seeds=seeds, study=spec["name"], method=f"{a}->{b}",
@@ -143,13 +148,43 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         center, dirs = landscape.plane_through(model, *(ends[n] for n in names))
         grid = an.get("plane_grid", 25)
         axis = torch.linspace(-0.25, 1.25, grid, dtype=torch.float64)
-        pl = landscape.plane(model, center, dirs, {"train": (xtr, ytr)}, grid=(axis, axis),
+        pl = landscape.plane(model, center, dirs, {"train": data["train"]}, grid=(axis, axis),
                              normalization="none")
-        plane_frames.append(pl.to_frame(method="+".join(names), plane="three"))
+        planes.append(pl.to_frame(method="+".join(names), plane="three"))
+    return {"pairs": pairs, "lines": [f.to_dict("list") for f in frames],
+            "planes": [p.to_dict("list") for p in planes]}
+
+
+def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """Stages (:mod:`._stages`): one per method (``.pt``: the solution and its results),
+    then ``between`` (the lines and the plane between the solutions); ``--resume`` reuses
+    the finished ones."""
+    check(spec)
+    prepare_folder(spec, ctx)
+    t0 = time.perf_counter()
+    tr = spec["training"]
+    xtr, ytr, xte, yte = _data(spec)
+    data = {"train": (xtr, ytr), "test": (xte, yte)}
+    seeds = [int(tr.get("seed", 0)) + k for k in range(tr["seeds"])]
+    widths = [2, *spec.get("model", {}).get("hidden", [100]), 1]
+    model = MLP(widths, ensemble=len(seeds), seed=seeds)
+    start = common.clone_state(model)
+    stages = Stages(ctx.out, ctx.resume, say=ctx.say)
+    ends, methods, frames, plane_frames = {}, {}, [], []
+    for m in spec["methods"]:
+        done = stages.run(f"method-{m['name']}",
+                          lambda m=m: _method(spec, m, model, start, data, seeds, ctx),
+                          tensors=True)
+        ends[m["name"]], methods[m["name"]] = done["end"], done["result"]
+        frames.append(pd.DataFrame(done["mli"]))
+        plane_frames.append(pd.DataFrame(done["plane"]))
+    between = stages.run("between", lambda: _between(spec, model, ends, data, seeds))
+    frames += [pd.DataFrame(f) for f in between["lines"]]
+    plane_frames += [pd.DataFrame(p) for p in between["planes"]]
     common.write_frame(ctx.out / "lines.csv", pd.concat(frames, ignore_index=True))
     common.write_frame(ctx.out / "planes.csv", pd.concat(plane_frames, ignore_index=True))
     out = {"name": spec["name"], "experiment": "landscape-spiral", "seeds": seeds,
-           "methods": methods, "pairs": pairs, "paper": spec.get("paper", {}),
+           "methods": methods, "pairs": between["pairs"], "paper": spec.get("paper", {}),
            "seconds": round(time.perf_counter() - t0, 1)}
     write_json(ctx.out / "summary.json", out)
     return out

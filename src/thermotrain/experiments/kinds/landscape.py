@@ -14,9 +14,10 @@ non-monotone ones, mean distance and Gauss length. Studies: ``mli-mnist``,
 initialization by large learning rates and a distance reward). The ``landscape-spiral``
 experiment lives in :mod:`._landscape_spiral` and is registered here.
 
-Run folder: ``config.json``, ``cells/<cell>.json`` (one per finished cell, reused by
-``--resume``), ``runs.csv`` (one row per run and metric, long format), ``lines.csv`` (the
-interpolation curves, long format), ``summary.json``, ``report.md``, ``figures/``.
+Run folder: ``config.json``, ``stages/<cell>.json`` (one per finished cell: train + measure,
+reused by ``--resume``, :mod:`._stages`), ``runs.csv`` (one row per run and metric, long
+format), ``lines.csv`` (the interpolation curves, long format), ``summary.json``,
+``report.md``, ``figures/``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..config import ConfigError
 from . import Experiment, RunContext, prepare_folder, register, write_json
 from . import _landscape_common as common
 from . import _landscape_spiral as spiral
+from ._stages import Stages
 
 SCHEMA = {
     **common.COMMON,
@@ -177,29 +179,26 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     check(spec)
     prepare_folder(spec, ctx)
     d, tr = spec["data"], spec["training"]
-    data = common.image_data(d["dataset"], d["n_train"], d["n_test"], ctx.data_dir)
+    data: list[tuple] = []  # loaded by the first cell that is not done yet
+
+    def measure(cell: dict[str, Any]) -> dict[str, Any]:
+        if not data:
+            data.append(common.image_data(d["dataset"], d["n_train"], d["n_test"],
+                                          ctx.data_dir))
+        summary, r, ln = _run_cell(spec, cell, data[0], seeds)
+        ctx.say(f"{cell['label']}: {summary['trained']}/{summary['runs']} trained, "
+                f"{summary['non_monotone']} non-monotone ({summary['seconds']:.0f} s)")
+        return {"summary": summary, "rows": r.to_dict("list"), "lines": ln.to_dict("list")}
+
     seeds = [int(tr.get("seed", 0)) + k for k in range(tr["seeds"])]
-    cell_dir = ctx.out / "cells"
-    cell_dir.mkdir(exist_ok=True)
+    stages = Stages(ctx.out, ctx.resume, say=ctx.say)
     results, rows, lines = [], [], []
     t0 = time.perf_counter()
     for cell in cells(spec):
-        path = cell_dir / f"{cell['label']}.json"
-        if ctx.resume and path.exists():
-            saved = common.read_json(path)
-            results.append(saved["summary"])
-            rows.append(pd.DataFrame(saved["rows"]))
-            lines.append(pd.DataFrame(saved["lines"]))
-            ctx.say(f"{cell['label']}: done before (resumed)")
-            continue
-        summary, r, ln = _run_cell(spec, cell, data, seeds)
-        write_json(path, {"summary": summary, "rows": r.to_dict("list"),
-                          "lines": ln.to_dict("list")})
-        results.append(summary)
-        rows.append(r)
-        lines.append(ln)
-        ctx.say(f"{cell['label']}: {summary['trained']}/{summary['runs']} trained, "
-                f"{summary['non_monotone']} non-monotone ({summary['seconds']:.0f} s)")
+        saved = stages.run(cell["label"], lambda c=cell: measure(c))
+        results.append(saved["summary"])
+        rows.append(pd.DataFrame(saved["rows"]))
+        lines.append(pd.DataFrame(saved["lines"]))
     common.write_frame(ctx.out / "runs.csv", pd.concat(rows, ignore_index=True))
     common.write_frame(ctx.out / "lines.csv", pd.concat(lines, ignore_index=True))
     out = {"name": spec["name"], "experiment": "mli", "dataset": d["dataset"],

@@ -18,6 +18,7 @@ from ....training import write_rows
 from ...config import ConfigError
 from ...run_folder import ReportError
 from .. import RunContext, _common, prepare_folder, write_json
+from .._stages import Stages
 
 COMMON = {**_common.COMMON, "threads": int}
 Number = (int, float)
@@ -118,32 +119,33 @@ def evaluator(splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 
 # ---------------------------------------------------------------------- run folder
 class Cells:
-    """Per-cell results in ``out/cells/NAME.json`` (written atomically): a resumed study
-    skips the cells already done."""
+    """Per-cell results in ``out/cells/NAME.json``: the shared stage store
+    (:class:`.._stages.Stages`, atomic writes, corrupt or foreign files recomputed with a
+    warning) under the swap studies' folder name; a resumed study skips the cells already
+    done."""
 
     def __init__(self, out: Path, resume: bool):
-        self.dir = out / "cells"
+        self.stages = Stages(out, resume, folder="cells", legacy=True)
+        self.dir = self.stages.dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.resume = resume
 
     def get(self, name: str) -> dict[str, Any] | None:
-        path = self.dir / f"{name}.json"
-        if self.resume and path.exists():
-            return json.loads(path.read_text())
-        return None
+        done, result = self.stages.get(name)
+        return result if done else None
 
     def put(self, name: str, result: dict[str, Any]) -> dict[str, Any]:
-        write_json(self.dir / f"{name}.json", result)
+        self.stages.put(name, result)
         return result
 
     def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        done = self.get(name)
-        if done is not None:
-            return done
-        start = time.perf_counter()
-        result = fn()
-        result["seconds"] = time.perf_counter() - start
-        return self.put(name, result)
+        def timed() -> dict[str, Any]:
+            start = time.perf_counter()
+            result = fn()
+            result["seconds"] = time.perf_counter() - start
+            return result
+
+        return self.stages.run(name, timed, as_stored=False)
 
 
 def rows_of(state: Any) -> list[list[Any]]:
