@@ -1,6 +1,9 @@
 """Study ``bayes-linreg``: ULA, SGLD and SGWORLD on docs/science.md §4's Bayesian linear regression,
 thousands of chains as one ensemble; the covariance error against the exact posterior
-(issue 9; ``docs/thermo.md``)."""
+(issue 9; ``docs/thermo.md``).
+
+Each (step size, sampler) pair is one stage (``stages/h-<h>-<method>.json``, :mod:`._stages`):
+``--resume`` reuses the finished ones and samples the rest with the same seeds."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from ... import samplers, thermo
 from ...data import bayesian_linear_regression
 from ...thermo.batching import EnsembleBatches
 from . import Experiment, RunContext, prepare_folder, register, write_json
+from ._stages import Stages
 from ._thermo_common import (
     COMMON,
     COUNT,
@@ -103,33 +107,47 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     exact = problem.covariance.numpy()
     lam = np.linalg.eigvalsh(problem.precision.numpy())
     timer, rows, diagnostics = Timer(), [], {}
+    stages = Stages(ctx.out, ctx.resume, say=ctx.say)
+
+    def measure(method: str, h: float, burn: int, thin: int, ula: np.ndarray,
+                exact_ula: float) -> dict[str, Any]:
+        phase = f"{method} h={h:g}"
+        with timer.phase(phase):
+            draws = sample(problem, method, h, s["chains"], p["batch_size"], burn,
+                           thin, s["records"], s["seed"])
+        err = covariance_error(draws, exact)
+        row = {"h": h, "method": method, "error": err, "exact_ula_error": exact_ula,
+               "steps": burn + thin * s["records"], "burn_in": burn, "thin": thin,
+               "n_over_b_h_lambda_max": p["n"] / p["batch_size"] * h * lam.max()}
+        if method == "ULA":  # pure Monte Carlo noise: ULA's draws vs ULA's exact Σ_h
+            row["noise_level"] = covariance_error(draws, ula)
+        table_ = thermo.mcmc_summary(draws, kind="diagnostics")
+        row["ess_bulk_min"] = float(table_["ess_bulk"].min())
+        row["r_hat_max"] = float(table_["r_hat"].max())
+        ctx.say(f"h={h:g} {method}: error {err:.4f}")
+        return {"row": row, "seconds": timer.seconds[phase]}
+
     with one_thread():
-        for h in [float(v) for v in s["steps"]]:
+        hs = [float(v) for v in s["steps"]]
+        for h in hs:
             if h >= problem.max_stable_step():
                 from ..config import ConfigError
 
                 raise ConfigError(f"{spec['_file']}: sampling.steps has h = {h} >= "
                                   f"2/λ_max(H) = {problem.max_stable_step():.4g} (ULA unstable)")
+        for h in hs:
             relax = 1.0 / (h * lam.min())
             burn = math.ceil(s["burn_in_relaxations"] * relax)
             thin = max(1, math.ceil(s["record_relaxations"] * relax))
             ula = problem.ula_covariance(h).numpy()
             exact_ula = float(np.linalg.norm(ula - exact) / np.linalg.norm(exact))
             for method in s["methods"]:
-                with timer.phase(f"{method} h={h:g}"):
-                    draws = sample(problem, method, h, s["chains"], p["batch_size"], burn,
-                                   thin, s["records"], s["seed"])
-                err = covariance_error(draws, exact)
-                row = {"h": h, "method": method, "error": err, "exact_ula_error": exact_ula,
-                       "steps": burn + thin * s["records"], "burn_in": burn, "thin": thin,
-                       "n_over_b_h_lambda_max": p["n"] / p["batch_size"] * h * lam.max()}
-                if method == "ULA":  # pure Monte Carlo noise: ULA's draws vs ULA's exact Σ_h
-                    row["noise_level"] = covariance_error(draws, ula)
-                table_ = thermo.mcmc_summary(draws, kind="diagnostics")
-                row["ess_bulk_min"] = float(table_["ess_bulk"].min())
-                row["r_hat_max"] = float(table_["r_hat"].max())
-                rows.append(row)
-                ctx.say(f"h={h:g} {method}: error {err:.4f}")
+                # one stage per (h, sampler): its chains and measurements (docs/runs.md)
+                done = stages.run(f"h={h:g}-{method}",
+                                  lambda m=method, h=h, b=burn, t=thin, u=ula, e=exact_ula:
+                                  measure(m, h, b, t, u, e))
+                timer.seconds[f"{method} h={h:g}"] = done["seconds"]
+                rows.append(done["row"])
     summary = {"experiment": "bayes-linreg", "name": spec["name"], "paper": PAPER,
                "rows": rows, "lambda": lam, "chains": s["chains"], "records": s["records"],
                "diagnostics": diagnostics, "seconds": timer.seconds}

@@ -5,6 +5,10 @@ The model is generic PyTorch (``nn.Linear`` with a reference class, so that no e
 makes D singular); every quantity comes from :mod:`thermotrain.thermo` for any small model:
 per-sample gradients and the Hessian by ``torch.func``, the minimum by Newton, K SGD chains
 through :func:`~thermotrain.thermo.chain_gradients`.
+
+Stages (``stages/<name>.json``, :mod:`._stages`): ``one_step``, ``cheap_check`` and
+``stationary`` (the chains with the fluctuation theorems); ``--resume`` reuses the finished
+ones (the data, the minimum and the theory, seconds, are always recomputed).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ... import thermo
 from ...data import load_mnist
 from ...thermo.batching import EnsembleBatches
 from . import Experiment, RunContext, prepare_folder, register, write_json
+from ._stages import Stages
 from ._thermo_chains import (
     cheap_check,
     entropy_matrix,
@@ -128,23 +133,48 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         ctx.say(f"P = {w_star.numel()} parameters, <sigma> theory "
                 f"{ness.mean_entropy_production:.4e}")
         grad = thermo.chain_gradients(model, F.cross_entropy, x, y, penalty=penalty)
-        with timer.phase("one_step"):
-            o = spec["one_step"]
-            one = one_step_check(g, ness.diffusion, lr, EnsembleBatches(
-                n, b, o["samples"], replacement=True, seed=o["seed"]))
-        with timer.phase("cheap_check"):
-            c = spec["cheap_check"]
-            cheap = cheap_check(ness, grad, lr, EnsembleBatches(
-                n, b, c["samples"], replacement=True, seed=c["seed"]), c["seed"])
-        with timer.phase("stationary"):
-            s = spec["stationary"]
-            w0 = torch.from_numpy(ness.sample(s["chains"], np.random.default_rng(s["seed"])))
-            wr = run_chains(grad, w0, lr, EnsembleBatches(n, b, s["chains"], replacement=True,
-                                                          seed=s["seed"]),
-                            s["steps"], w_star, {"spec": entropy_matrix(ness)})
-        with timer.phase("fluctuation"):
-            ks = [int(k) for k in spec["fluctuation"]["k"]]
-            ft = fluctuation_results(wr["sigma"]["spec"], ks, spec["fluctuation"]["bins"])
+        stages = Stages(ctx.out, ctx.resume, say=ctx.say)
+
+        def timed(phase: str, compute: Any, phases: tuple[str, ...] = ()) -> Any:
+            # a stage, timed as ``phase`` (or by ``compute`` itself as ``phases``); the times
+            # are stored with the result and restored into the timer on --resume
+            def work() -> dict[str, Any]:
+                if phases:
+                    result = compute()
+                else:
+                    with timer.phase(phase):
+                        result = compute()
+                return {"result": result,
+                        "seconds": {k: timer.seconds[k] for k in phases or (phase,)}}
+
+            done = stages.run(phase, work)
+            timer.seconds.update(done["seconds"])
+            return done["result"]
+
+        o, c, s = spec["one_step"], spec["cheap_check"], spec["stationary"]
+        one = timed("one_step", lambda: one_step_check(g, ness.diffusion, lr, EnsembleBatches(
+            n, b, o["samples"], replacement=True, seed=o["seed"])))
+        cheap = timed("cheap_check", lambda: cheap_check(ness, grad, lr, EnsembleBatches(
+            n, b, c["samples"], replacement=True, seed=c["seed"]), c["seed"]))
+
+        def stationary() -> dict[str, Any]:
+            with timer.phase("stationary"):
+                w0 = torch.from_numpy(ness.sample(s["chains"],
+                                                  np.random.default_rng(s["seed"])))
+                wr = run_chains(grad, w0, lr, EnsembleBatches(n, b, s["chains"],
+                                                              replacement=True, seed=s["seed"]),
+                                s["steps"], w_star, {"spec": entropy_matrix(ness)})
+            with timer.phase("fluctuation"):
+                ks = [int(k) for k in spec["fluctuation"]["k"]]
+                ft = fluctuation_results(wr["sigma"]["spec"], ks, spec["fluctuation"]["bins"])
+            return {"ft": ft, "areal_velocity": wr["areal_velocity"],
+                    "variance": wr["variance"]}
+
+        # the chains and their fluctuation theorems: one stage (σ itself is not kept)
+        st = timed("stationary", stationary, ("stationary", "fluctuation"))
+        ft = st["ft"]
+        wr = {"areal_velocity": np.asarray(st["areal_velocity"]),
+              "variance": np.asarray(st["variance"])}
     iu = np.triu_indices(ness.dim, 1)
     a, cc = wr["areal_velocity"], ness.circulation
     summary = {

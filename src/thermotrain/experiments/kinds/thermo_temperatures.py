@@ -2,7 +2,10 @@
 spiral net, full-batch vs minibatch gradients, a few step sizes and temperatures (issue 9,
 docs/science.md §11; ``docs/thermo.md``). Trained with :func:`thermotrain.training.train`; the
 monitors are :class:`~thermotrain.thermo.KineticTemperature` and
-:class:`~thermotrain.thermo.ConfigurationalTemperature` hooks."""
+:class:`~thermotrain.thermo.ConfigurationalTemperature` hooks.
+
+Each cell (method × τ × h × batch size) is one stage (``stages/<cell>.json``: its metric rows
+and temperatures, :mod:`._stages`); ``--resume`` reuses the finished cells."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from ...data import Minibatcher, spirals
 from ...models import MLP
 from ...training import train, write_rows
 from . import Experiment, RunContext, prepare_folder, register, write_json
+from ._stages import Stages
 from ._thermo_common import (
     COMMON,
     COUNT,
@@ -84,12 +88,11 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     x, y = spirals(d["n_train"], turns=d["turns"], seed=d["seed"])
     n, k, steps = d["n_train"], t["members"], t["steps"]
     timer, rows, cells = Timer(), [], []
-    for method, tau, h, b in itertools.product(g["methods"], g["temperatures"], g["lr"],
-                                               g["batch_sizes"]):
-        batch = n if b == 0 else b
-        label = f"{method} tau={tau:g} h={h:g} B={'full' if b == 0 else b}"
+    stages = Stages(ctx.out, ctx.resume, say=ctx.say)
+
+    def measure(method: str, tau: float, h: float, batch: int, label: str) -> dict[str, Any]:
         model = MLP([2, *m["hidden"], 1], ensemble=k, seed=t["seed"])
-        opt = _optimizer(method, model, spec, float(tau), float(h), t["seed"])
+        opt = _optimizer(method, model, spec, tau, h, t["seed"])
         batcher = Minibatcher(n, batch, replacement=False, seed=t["seed"], ensemble=k)
         hooks = [thermo.KineticTemperature(every=t["record_every"]),
                  thermo.ConfigurationalTemperature(every=t["record_every"], probes=t["probes"],
@@ -103,12 +106,24 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             state = train(model, opt, batcher, steps=steps, x_train=x, y_train=y, hooks=hooks,
                           seeds=list(range(t["seed"], t["seed"] + k)), study=spec["name"],
                           method=label, handle_signals=False)
-        rows += state.rows
-        cells.append({"method": method, "temperature": float(tau), "lr": float(h),
-                      "batch_size": batch, "label": label,
-                      "configurational": [v.tolist() for v in hooks[1].temperatures()],
-                      "configurational_hvp": [v.tolist() for v in hooks[2].temperatures()]})
         ctx.say(f"{label}: done in {timer.seconds[label]:.1f} s")
+        cell = {"method": method, "temperature": tau, "lr": h, "batch_size": batch,
+                "label": label,
+                "configurational": [v.tolist() for v in hooks[1].temperatures()],
+                "configurational_hvp": [v.tolist() for v in hooks[2].temperatures()]}
+        return {"cell": cell, "rows": [list(r) for r in state.rows],
+                "seconds": timer.seconds[label]}
+
+    for method, tau, h, b in itertools.product(g["methods"], g["temperatures"], g["lr"],
+                                               g["batch_sizes"]):
+        batch = n if b == 0 else b
+        label = f"{method} tau={tau:g} h={h:g} B={'full' if b == 0 else b}"
+        # one stage per cell: its training with the monitors (docs/runs.md)
+        done = stages.run(label, lambda a=(method, float(tau), float(h), batch, label):
+                          measure(*a))
+        timer.seconds[label] = done["seconds"]
+        rows += [tuple(r) for r in done["rows"]]
+        cells.append(done["cell"])
     write_rows(rows, ctx.out / "metrics.csv")
     frame = pd.DataFrame(rows, columns=["study", "method", "seed", "step", "split", "metric",
                                         "value"])
