@@ -23,7 +23,8 @@ SWEPT = [
     {"name": "AdLaLa", "optimizer": "adlala", "lr": 0.1, "temperature": [1e-4, 1e-8],
      "sweep": {"temperature[0]": [1e-5, 1e-3], "noise": [0.003, 0.03]}},
     {"name": "SGLD", "optimizer": "sgld", "lr": 0.1, "sweep": {"sigma": [0.01, 0.1]}},
-    {"name": "Adam", "optimizer": "adam", "sweep": {"lr": [0.001, 0.01]}},  # not packable
+    {"name": "Adam", "optimizer": "adam", "sweep": {"lr": [0.001, 0.01]}},
+    {"name": "SGD", "optimizer": "sgd", "momentum": 0.9, "sweep": {"lr": [0.01, 0.05]}},
 ]
 
 
@@ -50,7 +51,8 @@ def _final(out: Path, method: str) -> dict:
 def test_sweep_cells_form_packs(tiny_study):
     study = tiny_study(methods=SWEPT)
     units = sweep_packs(study.methods)
-    assert [len(u) for u in units] == [4, 2, 1, 1]  # torch.optim.Adam takes no (K,) lr
+    # samplers.MemberAdam / MemberSGD take (K,) values: their sweeps pack too
+    assert [len(u) for u in units] == [4, 2, 2, 2]
     hp = member_hyperparameters(units[0], repeat=3)
     assert hp["lr"] == 0.1 and hp["temperature"][1] == 1e-8
     cells = [m.hyperparameters["noise"] for m in units[0]]
@@ -70,8 +72,7 @@ def test_packed_sweep_equals_the_cells_run_one_by_one(tiny_study, tmp_path: Path
                                        msg=f"{m.name} {key}")
         pa, pb = packed["methods"][m.name], cells["methods"][m.name]
         assert pa["test_accuracy_mean"] == pytest.approx(pb["test_accuracy_mean"], abs=1e-6)
-        assert pa.get("packed_cells") == (None if m.base == "Adam" else
-                                          4 if m.base == "AdLaLa" else 2)
+        assert pa.get("packed_cells") == (4 if m.base == "AdLaLa" else 2)
         sa = torch.load(tmp_path / "packed" / "methods" / slug(m.name) / "snapshots.pt",
                         weights_only=True)
         sb = torch.load(tmp_path / "cells" / "methods" / slug(m.name) / "snapshots.pt",

@@ -70,8 +70,9 @@ def optimizer_registry() -> dict[str, type]:
     read at each call), :class:`thermotrain.thermo.SGWORLD` and torch's SGD and Adam."""
     registry = {str(name).lower(): cls for name, cls in samplers.PRESETS.items()}
     registry.setdefault("sgworld", thermo.SGWORLD)
-    registry.setdefault("sgd", torch.optim.SGD)
-    registry.setdefault("adam", torch.optim.Adam)
+    # torch's SGD and Adam, taking (K,) per-member values too (packed sweeps)
+    registry.setdefault("sgd", samplers.MemberSGD)
+    registry.setdefault("adam", samplers.MemberAdam)
     return registry
 
 
