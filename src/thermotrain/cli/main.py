@@ -262,7 +262,7 @@ def _run_experiment(args: argparse.Namespace, path: Path) -> int:
     tune_malloc()
     from ..experiments.run_folder import RunFolder
 
-    with RunFolder(out).lock():  # a second process on this folder exits 2 naming this PID
+    with RunFolder(out).lock(), _sigterm_interrupts():  # a second process: exit 2, its PID
         summary = experiment.run(spec, ctx)
     if experiment.table is not None:
         print()
@@ -273,6 +273,30 @@ def _run_experiment(args: argparse.Namespace, path: Path) -> int:
     else:
         print(f"\nrun folder: {out}")
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM stops an experiment-kind run like Ctrl-C: raised at once as
+    :class:`~thermotrain.training.Interrupted` (a KeyboardInterrupt: one line, exit 130, as
+    the method runner's loop does at the end of its step). Every write is atomic and the
+    finished stages are kept, so ``--resume`` continues (docs/runs.md). Main thread only."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from ..training import Interrupted
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
