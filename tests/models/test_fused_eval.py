@@ -147,13 +147,29 @@ def test_results_do_not_depend_on_threads_or_on_the_other_members():
     alone = fused.evaluate_members([w[4:5].clone() for w in weights],
                                    [b[4:5].clone() for b in biases], "relu", x, y)
     assert torch.equal(alone[0][0], out[0][0][4]) and torch.equal(alone[1][0], out[0][1][4])
+    # along a line too: 7 alphas (a pass of 4 and a tail), threads and members
+    other = _params(MLP([2, 50, 1], ensemble=6, seed=30))
+    alphas = torch.linspace(-0.5, 1.5, 7)
+    lines = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            lines.append(fused.evaluate_line((weights, biases), other, alphas, "relu", x, y))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*lines, strict=True))
+    one = fused.evaluate_line(([w[2:3].clone() for w in weights], [b[2:3].clone() for b in biases]),
+                              ([w[2:3].clone() for w in other[0]],
+                               [b[2:3].clone() for b in other[1]]), alphas, "relu", x, y)
+    assert torch.equal(one[0][:, 0], lines[0][0][:, 2])
+    assert torch.equal(one[1][:, 0], lines[0][1][:, 2])
 
 
 @needs_kernel
 def test_bad_arguments_are_clear_errors():
     model = MLP([2, 5, 3], ensemble=2)
     weights, biases = _params(model)
-    x, y = torch.randn(10, 2), torch.randint(0, 3, (10,))
+    x, y = torch.randn(10, 2), torch.arange(10) % 3
     with pytest.raises(ValueError, match=r"class indices in \[0, 3\), got values in \[5, 5\]"):
         fused.evaluate_members(weights, biases, "relu", x, torch.full((10,), 5))
     with pytest.raises(TypeError, match="integer class indices, got dtype torch.float32"):
@@ -162,8 +178,16 @@ def test_bad_arguments_are_clear_errors():
         fused.evaluate_members(weights, biases, "gelu", x, y)
     with pytest.raises(ValueError, match=r"x must be a CPU torch.float32 tensor \(N, 2\)"):
         fused.evaluate_members(weights, biases, "relu", x.double(), y)
-    with pytest.raises(ValueError, match=r"y must have shape \(10,\)"):
+    with pytest.raises(ValueError, match=r"y the shape \(10,\), got \(4,\)"):
         fused.evaluate_members(weights, biases, "relu", x, y[:4])
+    with pytest.raises(ValueError, match="at least one row"):
+        fused.evaluate_members(weights, biases, "relu", x[:0], y[:0])
+    line = ((weights, biases), (weights, biases))
+    with pytest.raises(ValueError, match="at least one finite value"):
+        fused.evaluate_line(*line, torch.tensor([0.5, float("nan")]), "relu", x, y)
+    with pytest.raises(ValueError, match="start and end must have the same layers"):
+        fused.evaluate_line(line[0], _params(MLP([2, 6, 3], ensemble=2)), torch.zeros(1),
+                            "relu", x, y)
     with pytest.raises(ValueError, match="layer 1: weight takes 2 inputs, the previous layer "
                                          "gives 5"):
         fused.evaluate_members([weights[0], weights[0]], [biases[0], biases[0]], "relu", x, y)
@@ -175,7 +199,7 @@ def test_bad_arguments_are_clear_errors():
 
 
 def test_supports_evaluation_declines_what_it_cannot_do_exactly():
-    x, y = torch.randn(10, 2), torch.randint(0, 3, (10,))
+    x, y = torch.randn(10, 2), torch.arange(10) % 3  # classes 0, 1, 2
     assert not fused.supports_evaluation(MLP([2, 5, 3], batchnorm=True), x, y)
     assert not fused.supports_evaluation(MLP([2, 5, 3], dtype=torch.float64), x, y)  # dtype mix
     assert not fused.supports_evaluation(MLP([2, 5, 3]), x, y.float())  # torch raises on these

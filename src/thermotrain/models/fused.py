@@ -298,16 +298,23 @@ def evaluate_line(start: tuple[list[Tensor], list[Tensor]],
     Raises:
         ValueError/TypeError on shapes, dtypes, devices or class indices outside ``[0, C)``;
         RuntimeError if the kernel is unavailable (check :func:`supports_evaluation`).
+
+    .. note:: The kernel is compiled with ``-ffast-math``: parameters and inputs must be
+       finite (NaN/inf are not propagated as torch does; ``landscape.interpolate`` checks
+       and takes the torch path otherwise).
     """
     if activation not in _ACT:
         raise ValueError(f"activation must be one of {tuple(_ACT)}, got {activation!r}")
     m, widths, dtype = _check_layers("start", *start, x)
     if _check_layers("end", *end, x)[:2] != (m, widths) or end[0][0].dtype != dtype:
         raise ValueError("start and end must have the same layers (shapes and dtype)")
-    if not isinstance(alphas, Tensor) or alphas.dim() != 1 or alphas.numel() < 1:
-        raise ValueError(f"alphas must be a 1-D tensor of at least one value, got {alphas!r}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if (not isinstance(alphas, Tensor) or alphas.dim() != 1 or alphas.numel() < 1
+            or not bool(torch.isfinite(alphas).all())):
+        raise ValueError(f"alphas must be a 1-D tensor of at least one finite value, got "
+                         f"{alphas!r}")
+    if x.shape[0] == 0 or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"x must have at least one row and y the shape ({x.shape[0]},), got "
+                         f"{tuple(y.shape)}")
     lib = _library()
     if lib is None:
         raise RuntimeError("the fused MLP kernel is not available (no C compiler, or "
