@@ -36,6 +36,7 @@ from .kinetic import (
     _check_every,
     kinetic_temperatures,
 )
+from .probes import RecordLayout
 
 __all__ = ["KineticTemperature", "ConfigurationalTemperature", "kinetic_temperatures"]
 
@@ -120,29 +121,37 @@ class ConfigurationalTemperature(Hook):
             raise ValueError(f"epsilon must be a number > 0, got {epsilon!r}")
         self.probes, self.subset, self.start, self.name = probes, subset, int(start), name
         self.laplacian, self.epsilon = laplacian, float(epsilon)
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self._sums: list[Tensor] | None = None  # Σ‖∇L‖², ΣΔL since start, (K, G) each
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)  # the subset's
+        self._sums: Tensor | None = None  # (Σ‖∇_g L‖² | Σ Δ_g L) since start, (G, 2K)
+        self._columns: dict[tuple, dict[str, int]] = {}
         self._index: Tensor | None = None
         self._grad_fn: Callable[[Tensor], Tensor] | None = None
         self._fixed: Tensor | None = None  # (K, n) indices of the full set or the subset
         self._batch: Any = None  # the recorded step's Batch (and its x when seen)
         self._batch_x: Tensor | None = None
         self._pending: tuple | None = None  # before_gradient's differences
-        self._generator_state: Tensor | None = None
+        self._lay: RecordLayout | None = None
         self._layout_key: tuple | None = None
-        self._lap_scale = 1.0  # the finite differences' 1/(2ε·probes), applied to the sums
+        self._drawn = 0  # probes drawn before the layout exists (resume)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        k = None if self._sums is None else self._sums.shape[1] // 2
         return {"generator": self.generator.get_state(), "index": self._index,
+                "probes_drawn": self._lay.drawn if self._lay is not None else self._drawn,
                 "sums": {} if self._sums is None else
-                {g: [t[:, g].clone() for t in self._sums] for g in range(self._sums[0].shape[1])}}
+                {g: [self._sums[g, :k].clone(), self._sums[g, k:].clone()]
+                 for g in range(self._sums.shape[0])}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self._index = state["index"]
+        self._drawn = int(state.get("probes_drawn", 0))
+        if self._lay is not None:
+            self._lay.drawn = self._drawn
         sums = sorted((int(g), v) for g, v in state["sums"].items())
-        self._sums = [torch.stack([v[i] for _, v in sums], 1) for i in (0, 1)] if sums else None
+        self._sums = torch.stack([torch.cat(v) for _, v in sums]) if sums else None
 
     # ------------------------------------------------------------------ events
     def on_start(self, state: Any) -> None:
@@ -169,62 +178,19 @@ class ConfigurationalTemperature(Hook):
         return out
 
     def _layout(self, state: Any, groups: list[tuple[list[Tensor], int | None]]) -> None:
-        """(Re)build, when the parameters change, the layout of a record: every coordinate
-        as one ``(K, P)`` matrix (member k's coordinates in row k, groups in consecutive
-        columns; :meth:`_flat`), the Rademacher probe buffer in it and its per-parameter
-        views, the ``(P, G)`` group indicator (per group sums are one matmul) and the
-        buffer θ is saved in."""
-        params = [p for ps, _ in groups for p in ps]
-        edims = [e for ps, e in groups for _ in ps]
-        key = (tuple((id(p), p.shape) for p in params), tuple(edims))
+        """(Re)build the record's :class:`~.probes.RecordLayout` when the parameters change;
+        its probes carry the Laplacian's scale 1/(step·probes) (step 2ε central, ε
+        forward; 1 for the HVP)."""
+        key = RecordLayout.key(groups)
         if key == self._layout_key:
             return
-        k = state.members
-        for p, e in zip(params, edims, strict=True):
-            if (e is None and k != 1) or (e is not None and p.shape[e] != k):
-                raise ValueError(f"{self.name}: a parameter of shape {tuple(p.shape)} with "
-                                 f"ensemble_dim={e} does not hold the run's {k} members")
-        sizes = [p.numel() // k for p in params]
-        like = params[0]
-        n = k * sum(sizes)
-        # the probe's storage, padded to whole bytes of random bits (see _draw)
-        self._probe_bytes = torch.empty((n + 7) // 8, 8, dtype=like.dtype, device=like.device)
-        buf = self._probe_bytes.view(-1)[:n].view(k, -1)
-        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
-        self._signs = (1 - 2 * bits).to(like)  # row b: the ±1 of byte b's 8 bits
-        ind = torch.zeros(sum(sizes), len(groups), dtype=buf.dtype, device=buf.device)
-        views, col = [], 0
-        for p, e, m in zip(params, edims, sizes, strict=True):
-            piece = buf[:, col:col + m]
-            col += m
-            if e is None:
-                views.append(piece.view(p.shape))
-            else:
-                rest = [s for i, s in enumerate(p.shape) if i != e]
-                views.append(piece.view(k, *rest).movedim(0, e))
-        col = 0
-        for g, (ps, _) in enumerate(groups):
-            m = sum(p.numel() // k for p in ps)
-            ind[col:col + m, g] = 1
-            col += m
-        self._params, self._edims, self._probe, self._probe_views = params, edims, buf, views
-        self._indicator = ind
-        self._theta = [torch.empty_like(p) for p in params]
-        self._layout_key = key
-
-    def _flat(self, ts: list[Tensor]) -> Tensor:
-        """Tensors shaped like the parameters as one ``(K, P)`` copy (:meth:`_layout`)."""
-        k = self._probe.shape[0]
-        return torch.cat([(t if e in (0, None) else t.movedim(e, 0)).reshape(k, -1)
-                          for t, e in zip(ts, self._edims, strict=True)], 1)
-
-    def _draw(self) -> None:
-        """A fresh Rademacher vector in the probe buffer (its views see it): uniform random
-        bytes, each looked up as the ±1 signs of its 8 bits (i.i.d. fair signs; one small
-        ``randint`` and one gather instead of a ``randint`` per coordinate)."""
-        out = self._probe_bytes
-        idx = torch.randint(0, 256, (out.shape[0],), generator=self.generator)
-        torch.index_select(self._signs, 0, idx.to(out.device), out=out)
+        step = {"fd": 2 * self.epsilon, "forward": self.epsilon}.get(self.laplacian)
+        scale = 1.0 if step is None else 1.0 / (step * self.probes)
+        drawn = self._lay.drawn if self._lay is not None else self._drawn
+        self._lay = RecordLayout(groups, state.members, seed=self.seed, probes=self.probes,
+                                 scale=scale, name=self.name)
+        self._lay.drawn = drawn
+        self._scale, self._layout_key = scale, key
 
     def _data(self, state: Any) -> tuple[Tensor, Tensor]:
         x, y = state.x_train, state.y_train
@@ -250,84 +216,97 @@ class ConfigurationalTemperature(Hook):
             out = out.unsqueeze(0)
         return ensemble_loss(out, y)
 
-    def _gradient(self, state: Any) -> Tensor:
-        """∇ of the summed member losses at the current θ as a ``(K, P)`` copy (the fused
-        path overwrites ``.grad``)."""
-        params = self._params
+    def _gradient(self, state: Any, out: Tensor | None = None) -> Tensor:
+        """∇ of the summed member losses at the current θ as a ``(K, P)`` copy (into
+        ``out`` if given; the fused path overwrites ``.grad``)."""
+        params = self._lay.params
         if self._grad_fn is not None and not (self.data == "batch" and self._batch.rewritten):
             self._grad_fn(self._batch.index if self.data == "batch" else self._fixed)
-            return self._flat([p.grad for p in params])
+            return self._lay.flat([p.grad for p in params], out)
         with torch.enable_grad():
-            return self._flat(list(torch.autograd.grad(self._loss(state).sum(), params)))
+            grads = torch.autograd.grad(self._loss(state).sum(), params)
+        return self._lay.flat(list(grads), out)
 
     @torch.no_grad()
-    def _differences(self, state: Any, groups: list) -> tuple:
-        r"""The finite-difference part of a record at θ (restored bit for bit), as ``(K, P)``
-        matrices: central (``"fd"``): :math:`\sum_{\rm probes} v\odot[\nabla L(\theta+
-        \epsilon v) - \nabla L(\theta-\epsilon v)]` and, unless the energy is the step's
-        batch, the sum of the two gradients; forward: :math:`\sum v\odot\nabla
-        L_B(\theta+\epsilon v)` and :math:`\sum v`, finished against the loop's gradient by
-        :meth:`_finish`. The fused path leaves its last gradient in ``.grad``."""
+    def _differences(self, state: Any, groups: list) -> Tensor | None:
+        r"""The finite-difference part of a record at θ (restored bit for bit), into the
+        work matrices :math:`W` of the layout (probes u = scale·v): :math:`W_1 = \sum
+        u\odot[\nabla L(\theta + \epsilon v) - \nabla L(\theta - \epsilon v)]` (central,
+        ``"fd"``) and, unless the energy is the step's batch, :math:`W_0` = the sum of the
+        ±ε gradients; or (forward) :math:`W_1 = \sum u\odot\nabla L_B(\theta + \epsilon v)`,
+        returning :math:`\sum u` for :meth:`_finish` to subtract the loop's gradient. The
+        fused path leaves its last gradient in ``.grad``."""
         self._layout(state, groups)
-        params, theta, views, v = self._params, self._theta, self._probe_views, self._probe
-        eps, central = self.epsilon, self.laplacian == "fd"
-        lap = gsum = vsum = None
+        lay = self._lay
+        params, theta = lay.params, lay.theta
+        central, alpha = self.laplacian == "fd", self.epsilon / self._scale
+        grad_sum, lap = lay.work[0], lay.work[1]
+        usum = None
         torch._foreach_copy_(theta, params)
         try:
-            for _ in range(self.probes):
-                self._draw()
-                torch._foreach_add_(params, views, alpha=eps)
-                plus = self._gradient(state)
+            for i in range(self.probes):
+                lay.next()
+                u = lay.probe
+                torch._foreach_add_(params, lay.views, alpha=alpha)
+                plus = self._gradient(state, lap if i == 0 else None)
                 if central:
-                    torch._foreach_add_(params, views, alpha=-2.0 * eps)
+                    torch._foreach_add_(params, lay.views, alpha=-2.0 * alpha)
                     minus = self._gradient(state)
                 torch._foreach_copy_(params, theta)
-                if central:
-                    d = (plus - minus).mul_(v)
-                    if self.data != "batch":
-                        gsum = plus.add_(minus) if gsum is None else gsum.add_(plus).add_(minus)
+                if central and self.data != "batch":
+                    if i == 0:
+                        torch.add(plus, minus, out=grad_sum)
+                    else:
+                        grad_sum.add_(plus).add_(minus)
+                d = plus.sub_(minus) if central else plus
+                if i == 0:
+                    lap.mul_(u)
                 else:
-                    d = plus.mul_(v)
-                    vsum = v.clone() if vsum is None else vsum.add_(v)
-                lap = d if lap is None else lap.add_(d)
+                    lap.addcmul_(d, u)
+                if not central:  # Σ u (the probe itself for one probe)
+                    usum = u if self.probes == 1 else (u.clone() if i == 0 else usum.add_(u))
         except BaseException:
             torch._foreach_copy_(params, theta)
             raise
-        self._lap_scale = 1.0 / ((2 * eps if central else eps) * self.probes)
-        g2 = None if gsum is None else (gsum.square_() @ self._indicator).div_(
-            (2.0 * self.probes) ** 2)
-        return g2, lap, vsum
+        return usum
 
     @torch.no_grad()
-    def _finish(self, pending: tuple) -> tuple[Tensor, Tensor]:
-        """``(‖∇_g L‖², Δ_g L)``, each ``(K, G)``, from :meth:`_differences`' results and,
-        for the step's batch, the loop's gradient in ``.grad``."""
-        g2, lap, vsum = pending
-        if g2 is None:  # the energy is the step's batch: ∇L_B is the loop's gradient
-            g0 = self._flat([p.grad for p in self._params])
-            g2 = g0.square() @ self._indicator
-            if vsum is not None:  # forward: Σ vᵀ[∇L_B(θ + εv) − ∇L_B(θ)]
-                lap = lap.sub_(g0.mul_(vsum))
-        return g2, (lap @ self._indicator).mul_(self._lap_scale)
+    def _finish(self, usum: Tensor | None) -> Tensor:
+        """``[‖∇_g L‖² | Δ_g L]`` per group ``(G, 2K)`` from the work matrices
+        (:meth:`_differences`) and, for the step's batch, the loop's gradient in ``.grad``."""
+        lay = self._lay
+        w = lay.work
+        if self.data == "batch":  # the energy is the step's batch: ∇L_B is the loop's gradient
+            lay.flat([p.grad for p in lay.params], w[0])
+            if usum is not None:  # forward: Σ u ⊙ [∇L_B(θ + εv) − ∇L_B(θ)]
+                w[1].addcmul_(w[0], usum, value=-1.0)
+        elif self.laplacian == "fd":
+            w[0].mul_(0.5 / self.probes)  # the mean of the 2·probes gradients
+        w[0].square_()
+        return torch.mm(lay.indicator, w.view(-1, w.shape[2]).T)
 
-    def _hvp(self, state: Any, groups: list) -> tuple[Tensor, Tensor]:
+    def _hvp(self, state: Any, groups: list) -> Tensor:
         self._layout(state, groups)
-        params = self._params
+        lay = self._lay
+        params, w = lay.params, lay.work
         with torch.enable_grad():
             total = self._loss(state).sum()  # members independent: ∇ slice k = member k's
             grads = torch.autograd.grad(total, params, create_graph=True)
-            lap = None
             for i in range(self.probes):
-                self._draw()
-                hv = torch.autograd.grad(grads, params, grad_outputs=self._probe_views,
+                lay.next()
+                hv = torch.autograd.grad(grads, params, grad_outputs=lay.views,
                                          retain_graph=i + 1 < self.probes)
-                d = self._flat([h.detach() for h in hv]).mul_(self._probe)
-                lap = d if lap is None else lap.add_(d)
+                d = lay.flat([h.detach() for h in hv]).mul_(lay.probe)
+                if i == 0:
+                    w[1].copy_(d)
+                else:
+                    w[1].add_(d)
+        if self.probes > 1:
+            w[1].div_(self.probes)
         if self.data == "batch":
             grads = [p.grad for p in params]  # the loop's ∇L_B (exact, no extra cost)
-        g = self._flat([t.detach() for t in grads])
-        return (g.square_() @ self._indicator,
-                (lap @ self._indicator).div_(self.probes))
+        lay.flat([t.detach() for t in grads], w[0]).square_()
+        return torch.mm(lay.indicator, w.view(-1, w.shape[2]).T)
 
     def _restore_grads(self, params: list[Tensor], saved: list[Tensor | None]) -> None:
         if all(p.grad is not None and g is not None and p.grad.shape == g.shape
@@ -338,7 +317,7 @@ class ConfigurationalTemperature(Hook):
             for p, g in zip(params, saved, strict=True):
                 p.grad = g
 
-    def _measure(self, state: Any) -> tuple[Tensor, Tensor]:
+    def _measure(self, state: Any) -> Tensor:
         groups = self._groups(state)
         if self.data == "batch" and self._batch is None:
             raise RuntimeError(f"{self.name}: data='batch' measures the step's minibatch; "
@@ -350,11 +329,11 @@ class ConfigurationalTemperature(Hook):
         if self._grad_fn is not None:  # the fused kernel writes .grad: keep the loop's
             saved = [None if p.grad is None else p.grad.clone() for p in params]
         try:
-            pending = self._differences(state, groups)
+            usum = self._differences(state, groups)
         finally:
             if saved is not None:
                 self._restore_grads(params, saved)
-        return self._finish(pending)
+        return self._finish(usum)
 
     def measure(self, state: Any) -> list[tuple[Tensor, Tensor]]:
         """Per group, ``(‖∇_g L‖², Hutchinson Δ_g L)`` per member at the current θ, each
@@ -362,19 +341,28 @@ class ConfigurationalTemperature(Hook):
         the loop's gradient in ``.grad`` (call it in ``after_gradient``). The hook itself
         does the finite differences in ``before_gradient`` (θ_n is the point of the
         step's gradient too, and the loop's gradient then overwrites ``.grad``: nothing to
-        save) and finishes them here in ``after_gradient``."""
-        g2, lap = self._measure(state)
-        return [(g2[:, g], lap[:, g]) for g in range(g2.shape[1])]
+        save) and finishes them in ``after_gradient``."""
+        res = self._measure(state)
+        k = res.shape[1] // 2
+        return [(res[g, :k], res[g, k:]) for g in range(res.shape[0])]
 
     def before_gradient(self, state: Any, batch: Any) -> Any:
         if state.step % self.every == 0:
             self._batch, self._batch_x = batch, batch.x
             if self.laplacian != "hvp":
-                # a fallback measure (batch rewritten later) redraws the same probes
-                self._generator_state = self.generator.get_state()
-                self._pending = (self._differences(state, self._groups(state)),
-                                 self._layout_key)
+                usum = self._differences(state, self._groups(state))
+                self._pending = (usum, self._layout_key)
         return batch
+
+    def _metric_columns(self, groups: int, ratio: bool) -> dict[str, int]:
+        """Metric → column of the logged table, whose columns are per group
+        ``‖∇L‖², ΔL`` (and ``T_conf``): the order of the rows."""
+        key = (groups, ratio)
+        if key not in self._columns:
+            parts = ("grad_norm2/", "laplacian/", "")[:3 if ratio else 2]
+            self._columns[key] = {f"{self.name}/{part}group{g}": len(parts) * g + i
+                                  for g in range(groups) for i, part in enumerate(parts)}
+        return self._columns[key]
 
     def after_gradient(self, state: Any, losses: Tensor) -> None:
         if state.step % self.every:
@@ -382,29 +370,32 @@ class ConfigurationalTemperature(Hook):
         pending, self._pending = self._pending, None
         if pending is not None and self._batch.x is self._batch_x \
                 and pending[1] == self._layout_key:
-            g2, lap = self._finish(pending[0])
+            res = self._finish(pending[0])
         else:  # no before_gradient, or a later hook rewrote the batch: measure now
-            if pending is not None:
-                self.generator.set_state(self._generator_state)
-            g2, lap = self._measure(state)
-        ratio = None
-        if state.step >= self.start:
-            if self._sums is None:
-                self._sums = [g2.clone(), lap.clone()]
-            else:
-                self._sums[0] += g2
-                self._sums[1] += lap
-            ratio = self._sums[0] / self._sums[1]
-        for g in range(g2.shape[1]):
-            state.log(f"{self.name}/grad_norm2/group{g}", g2[:, g])
-            state.log(f"{self.name}/laplacian/group{g}", lap[:, g])
-            if ratio is not None:
-                state.log(f"{self.name}/group{g}", ratio[:, g])
+            if pending is not None:  # with the probes of before_gradient
+                self._lay.drawn -= self.probes
+            res = self._measure(state)
+        groups, k = res.shape[0], res.shape[1] // 2
+        record = state.step >= self.start
+        if record:
+            self._sums = res.clone() if self._sums is None else self._sums.add_(res)
+            table = torch.cat((res, self._sums[:, :k] / self._sums[:, k:]), 1)
+        else:
+            table = res
+        table = table.view(-1, k).T  # (K, 2G or 3G): column per metric, in row order
+        columns = self._metric_columns(groups, record)
+        log_table = getattr(state, "log_table", None)
+        if log_table is not None:
+            log_table(columns, table)
+        else:  # a state with log() only
+            for metric, j in columns.items():
+                state.log(metric, table[:, j])
         self._batch = None
 
     def temperatures(self) -> list[Tensor]:
         """The running :math:`T_\\mathrm{conf}` per group, ``(K,)`` each."""
         if self._sums is None:
             return []
-        ratio = self._sums[0] / self._sums[1]
-        return [ratio[:, g] for g in range(ratio.shape[1])]
+        k = self._sums.shape[1] // 2
+        ratio = self._sums[:, :k] / self._sums[:, k:]
+        return list(ratio.unbind(0))

@@ -47,6 +47,7 @@ from ..models import ensemble_loss
 from ..models import fused as fused_mlp
 from .control import Interrupted, atomic_torch_save, deferred_signals, frozen_gc
 from .hooks import Batch, Hook
+from .rows import MetricLog, Row
 
 __all__ = ["LoopState", "train", "Interrupted", "EVENTS", "atomic_torch_save"]
 
@@ -54,10 +55,7 @@ __all__ = ["LoopState", "train", "Interrupted", "EVENTS", "atomic_torch_save"]
 EVENTS = ("on_start", "before_gradient", "after_gradient", "after_step", "on_evaluation",
           "on_checkpoint", "on_end")
 
-Row = tuple  # (study, method, seed, step, split, metric, value)
-
-
-class LoopState:
+class LoopState(MetricLog):
     """What every hook event sees (the contract of :mod:`.hooks`).
 
     Attributes:
@@ -85,7 +83,8 @@ class LoopState:
         self.total_steps = int(total_steps)
         self.eval_steps = frozenset(int(s) for s in eval_steps)
         self.step = 0
-        self.rows: list[Row] = []
+        self._rows: list[Row] = []
+        self._pending: list[tuple] = []  # logged values not yet rows (see rows)
         self.seconds = 0.0
         self.study = study
         if isinstance(method, str):
@@ -113,30 +112,6 @@ class LoopState:
             return ensemble_loss(out, y)
         finally:
             self.model.train(was)
-
-    def log(self, metric: str, value: float | Tensor, split: str = "train") -> None:
-        """Record ``metric`` at the current step: a float (one row, ``seed`` −1: not one
-        member's) or a ``(K,)`` tensor (one row per member)."""
-        if not isinstance(metric, str) or not metric:
-            raise TypeError(f"metric must be a non-empty string, got {metric!r}")
-        if not isinstance(split, str) or not split:
-            raise TypeError(f"split must be a non-empty string, got {split!r}")
-        if isinstance(value, Tensor) and value.dim() > 0:
-            if value.shape != (self.members,):
-                raise ValueError(f"{metric}: a per-member value must have shape "
-                                 f"({self.members},), got {tuple(value.shape)}")
-            for k, v in enumerate(value.tolist()):
-                self.rows.append(self.row(k, metric, float(v), split))
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
-            raise TypeError(f"{metric}: value must be a number or a ({self.members},) tensor, "
-                            f"got {type(value).__name__}")
-        self.rows.append((self.study, self.method, -1, self.step, split, metric, float(value)))
-
-    def row(self, member: int, metric: str, value: float, split: str = "train") -> Row:
-        """The metric row of ``member`` at the current step (not recorded)."""
-        return (self.study, self.member_methods[member], self.seeds[member], self.step, split,
-                metric, value)
 
     def stop(self) -> None:
         """Ask the loop to end after the current step (it checkpoints and returns)."""
