@@ -218,3 +218,36 @@ def test_a_batch_rewritten_by_a_later_hook_is_measured_on_the_rewritten_data(one
         # the O(ε²) error scales with the curvature along the probes, not with their
         # (cancelling) sum: tolerance 1e-3 of the largest value of the record
         torch.testing.assert_close(lap, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
+
+
+@needs_kernel
+def test_monitored_run_resumes_bit_for_bit_mid_bank(one_thread):
+    """A checkpoint at step 15 falls inside a probe bank (records every 3 steps, 16 records
+    per bank): resuming from it gives the rows and positions of the uninterrupted run."""
+    import copy
+
+    from thermotrain.data import Minibatcher, spirals
+
+    x, y = spirals(80, turns=1, seed=3)
+
+    def run(resume=None, saved=None):
+        model = MLP([2, 8, 1], ensemble=3, seed=[0, 1, 2])
+        opt = tt.BAOAB(model.parameters(), lr=0.05, temperature=1e-3, ensemble_dim=0,
+                       seed=[10, 11, 12])
+        batcher = Minibatcher(80, 10, seeds=[20, 21, 22])
+        conf = thermo.ConfigurationalTemperature
+        hooks = [conf(every=3, laplacian="forward", start=6),
+                 conf(every=3, laplacian="fd", probes=2, name="conf_fd")]
+        state = train(model, opt, batcher, steps=30, x_train=x, y_train=y, hooks=hooks,
+                      checkpoint=(lambda c: saved.append(copy.deepcopy(c))) if saved is not None
+                      else None,
+                      checkpoint_every=15, resume_from=resume, handle_signals=False)
+        return model, state
+
+    saved: list = []
+    model_a, state_a = run(saved=saved)
+    mid = next(c for c in saved if c["step"] == 15 and not c["done"])
+    model_b, state_b = run(resume=mid)
+    assert state_b.rows == state_a.rows
+    for a, b in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        assert torch.equal(a, b)
