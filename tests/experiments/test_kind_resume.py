@@ -18,7 +18,12 @@ import pytest
 import torch
 
 from thermotrain.cli.main import main
-from thermotrain.experiments.kinds import _landscape_spiral, thermo_bayes
+from thermotrain.experiments.kinds import (
+    _landscape_spiral,
+    landscape,
+    thermo_bayes,
+    thermo_temperatures,
+)
 from thermotrain.experiments.kinds._stages import Stages, StageWarning, config_digest
 from thermotrain.experiments.kinds.swaps.common import Cells
 from thermotrain.experiments.run_folder import write_json
@@ -28,6 +33,20 @@ SPIRAL = ["run", "landscape-spiral", "--quick", "--no-report", "--no-progress",
           "--set", "training.steps=20", "--set", "analysis.plane_grid=3"]
 BAYES = ["run", "bayes-linreg", "--quick", "--no-report", "--no-progress",
          "--set", "sampling.chains=50"]
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+#: the other kinds: (argv, module, the function of one stage, its stage names in order)
+OTHERS = {
+    "mli": (["run", "mli-mnist", "--quick", "--no-report", "--no-progress", "--data-dir",
+             str(SHARED_DATA), "--set", "training.seeds=1", "--set", "data.n_train=512",
+             "--set", "data.n_test=64", "--set", "model.hidden=[16]", "--set",
+             "mli.gauss_inputs=8", "--set", "mli.gauss_alphas=3", "--set", "mli.alphas=3"],
+            landscape, "_run_cell",
+            ["sgd-lr0.1", "sgd-lr0.1-bn", "adam-lr0.001", "adam-lr0.001-bn"]),
+    "temperatures": (["run", "temperatures", "--quick", "--no-report", "--no-progress",
+                      "--set", "training.steps=40", "--set", "grid.batch_sizes=[0]"],
+                     thermo_temperatures, "train",
+                     ["BAOAB tau=0.001 h=0.1 B=full", "AdLaLa tau=0.001 h=0.1 B=full"]),
+}
 
 
 def _timeless(obj: Any) -> str:
@@ -100,6 +119,26 @@ def test_spiral_resumes_after_its_first_method(spiral_reference, tmp_path, monke
     for table in ("lines.csv", "planes.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(out / table),
                                       pd.read_csv(spiral_reference / table))
+
+
+@pytest.mark.parametrize("kind", list(OTHERS))
+def test_other_kinds_resume_after_their_first_stage(kind, tmp_path, monkeypatch, capsys):
+    argv, module, unit, names = OTHERS[kind]
+    if kind == "mli" and not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip(f"MNIST not found in {SHARED_DATA}")
+    assert main([*argv, "--out", str(tmp_path / "straight")]) == 0
+    first = Counting(getattr(module, unit), fail_at=2)
+    monkeypatch.setattr(module, unit, first)
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 130
+    capsys.readouterr()
+    again = Counting(first.fn)
+    monkeypatch.setattr(module, unit, again)
+    assert main([*argv, "--out", str(tmp_path / "r"), "--resume"]) == 0
+    assert again.calls == len(names) - 1
+    assert f"{names[0]}: done before (resumed)" in capsys.readouterr().out
+    assert _timeless(_summary(tmp_path / "r")) == _timeless(_summary(tmp_path / "straight"))
+    table = "lines.csv" if kind == "mli" else "metrics.csv"
+    assert (tmp_path / "r" / table).read_text() == (tmp_path / "straight" / table).read_text()
 
 
 def test_bayes_resume_recomputes_a_corrupt_stage_with_a_warning(bayes_reference, tmp_path,
