@@ -137,8 +137,6 @@ def prepare(view: GroupView, offsets: Sequence[Sequence[int]], members: int,
             int(view.params[0].dtype == torch.float64), list(view.names))
 
 
-#: the kernel's per-member flags (written by each call, read right after it)
-_ROWOK: dict[int, ctypes.Array] = {}
 _SLOTS: dict[tuple[int, int], tuple] = {}
 
 
@@ -146,14 +144,16 @@ def _address(a) -> int:
     return 0 if a is None else a if isinstance(a, int) else ctypes.addressof(a)
 
 
-def _slots(prepared: tuple, packed_ops: tuple) -> ctypes.Array:
+def _slots(prepared: tuple, packed_ops: tuple, members: int
+           ) -> tuple[ctypes.Array, ctypes.Array]:
     """``tt_program_v``'s argument slots for a prepared group and a packed program, the
-    per-call ones (keys, draw, skip, screen) left for the caller; cached, the entry keeping
-    both alive, so the addresses stay valid."""
+    per-call ones (keys, draw, skip, screen) left for the caller, and the per-member flags
+    the kernel writes; cached (one optimizer's group), the entry keeping both alive, so the
+    addresses stay valid."""
     key = (id(prepared), id(packed_ops))
     hit = _SLOTS.get(key)
     if hit is not None and hit[0] is prepared and hit[1] is packed_ops:
-        return hit[2]
+        return hit[2], hit[3]
     if len(_SLOTS) > 256:
         _SLOTS.clear()
     packed, ndraws, starts, f64, _ = prepared
@@ -162,8 +162,9 @@ def _slots(prepared: tuple, packed_ops: tuple) -> ctypes.Array:
               _address(draws), _address(coef), ndraws, _address(starts), 0, 0, 0, 0, 0, 0,
               0, 0, f64]
     slots = (ctypes.c_int64 * 24)(*values)
-    _SLOTS[key] = (prepared, packed_ops, slots)
-    return slots
+    rowok = (ctypes.c_int32 * members)()
+    _SLOTS[key] = (prepared, packed_ops, slots, rowok)
+    return slots, rowok
 
 
 def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
@@ -180,10 +181,7 @@ def run(view: GroupView, ops: Sequence[tuple], packed_ops: tuple,
     if prepared is None:
         prepared = prepare(view, offsets, members, sig)
     names = prepared[4]
-    rowok = _ROWOK.get(members)
-    if rowok is None:
-        rowok = _ROWOK[members] = (ctypes.c_int32 * members)()
-    slots = _slots(prepared, packed_ops)
+    slots, rowok = _slots(prepared, packed_ops, members)
     skip_arr = None
     if skip is not None:
         skip_arr = (ctypes.c_int32 * members)(*(int(s) for s in skip.tolist()))
