@@ -22,6 +22,7 @@ from thermotrain.experiments.kinds import (
     _landscape_spiral,
     landscape,
     thermo_bayes,
+    thermo_mnist,
     thermo_temperatures,
 )
 from thermotrain.experiments.kinds._stages import Stages, StageWarning, config_digest
@@ -139,6 +140,29 @@ def test_other_kinds_resume_after_their_first_stage(kind, tmp_path, monkeypatch,
     assert _timeless(_summary(tmp_path / "r")) == _timeless(_summary(tmp_path / "straight"))
     table = "lines.csv" if kind == "mli" else "metrics.csv"
     assert (tmp_path / "r" / table).read_text() == (tmp_path / "straight" / table).read_text()
+
+
+def test_ft_mnist_resumes_before_its_chains(tmp_path, monkeypatch, capsys):
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip(f"MNIST not found in {SHARED_DATA}")
+    argv = ["run", "ft-mnist", "--quick", "--no-report", "--no-progress", "--data-dir",
+            str(SHARED_DATA)]
+    assert main([*argv, "--out", str(tmp_path / "straight")]) == 0
+    chains = Counting(thermo_mnist.run_chains, fail_at=1)  # stages one_step, cheap_check done
+    monkeypatch.setattr(thermo_mnist, "run_chains", chains)
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 130
+    capsys.readouterr()
+    checks = {name: Counting(getattr(thermo_mnist, name))
+              for name in ("one_step_check", "cheap_check")}
+    for name, counting in checks.items():
+        monkeypatch.setattr(thermo_mnist, name, counting)
+    chains = Counting(chains.fn)
+    monkeypatch.setattr(thermo_mnist, "run_chains", chains)
+    assert main([*argv, "--out", str(tmp_path / "r"), "--resume"]) == 0
+    assert [c.calls for c in checks.values()] == [0, 0] and chains.calls == 1
+    for name in ("summary.json", "arrays.json"):
+        a, b = (json.loads((tmp_path / d / name).read_text()) for d in ("r", "straight"))
+        assert _timeless(a) == _timeless(b)
 
 
 def test_bayes_resume_recomputes_a_corrupt_stage_with_a_warning(bayes_reference, tmp_path,
