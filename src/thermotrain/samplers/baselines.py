@@ -112,6 +112,29 @@ class _Members:
         m = group.get("members", {})
         return m[key] if key in m else group[key]
 
+    def _setup(self, members: dict[str, Tensor], ensemble_dim: int) -> None:
+        self.ensemble_dim = ensemble_dim
+        for g in self.param_groups:
+            g["members"] = dict(members)
+        self._check_plain_options(members)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 - torch's
+        if not any(g.get("members") for g in self.param_groups):
+            return super().step(closure)  # torch's own step
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is not None:
+                    self._update(g, p)
+        return loss
+
+    def _update(self, group: dict, p: Tensor) -> None:
+        raise NotImplementedError
+
 
 class MemberSGD(_Members, torch.optim.SGD):
     """:class:`torch.optim.SGD` whose ``lr``, ``momentum``, ``dampening`` and
@@ -127,46 +150,30 @@ class MemberSGD(_Members, torch.optim.SGD):
                                              "dampening": dampening,
                                              "weight_decay": weight_decay})
         super().__init__(params, nesterov=nesterov, **plain, **options)
-        self.ensemble_dim = ensemble_dim
-        for g in self.param_groups:
-            g["members"] = dict(members)
-        self._check_plain_options(members)
+        self._setup(members, ensemble_dim)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102 - torch's
-        if not any(g.get("members") for g in self.param_groups):
-            return super().step(closure)
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        dim = self.ensemble_dim
-        for g in self.param_groups:
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                lr, mom, damp, wd = (_broadcast(self._value(g, k), p, dim) for k in
-                                     ("lr", "momentum", "dampening", "weight_decay"))
-                grad = p.grad
-                if isinstance(wd, Tensor) or wd != 0:
-                    grad = grad + wd * p
-                if isinstance(mom, Tensor) or mom != 0:
-                    st = self.state[p]
-                    buf = st.get("momentum_buffer")
-                    if buf is None:
-                        buf = st["momentum_buffer"] = torch.clone(grad).detach()
-                    elif isinstance(damp, Tensor):
-                        buf.mul_(mom).add_((1 - damp) * grad)
-                    else:
-                        buf.mul_(mom).add_(grad, alpha=1 - damp)
-                    step = grad + mom * buf if g["nesterov"] else buf
-                    # a member with momentum 0 steps along its gradient, as torch's SGD does
-                    grad = torch.where(mom == 0, grad, step) if isinstance(mom, Tensor) else step
-                if isinstance(lr, Tensor):
-                    p.sub_(lr * grad)
-                else:
-                    p.add_(grad, alpha=-lr)
-        return loss
+    def _update(self, g: dict, p: Tensor) -> None:
+        lr, mom, damp, wd = (_broadcast(self._value(g, k), p, self.ensemble_dim) for k in
+                             ("lr", "momentum", "dampening", "weight_decay"))
+        grad = p.grad
+        if isinstance(wd, Tensor) or wd != 0:
+            grad = grad + wd * p
+        if isinstance(mom, Tensor) or mom != 0:
+            st = self.state[p]
+            buf = st.get("momentum_buffer")
+            if buf is None:
+                buf = st["momentum_buffer"] = torch.clone(grad).detach()
+            elif isinstance(damp, Tensor):
+                buf.mul_(mom).add_((1 - damp) * grad)
+            else:
+                buf.mul_(mom).add_(grad, alpha=1 - damp)
+            step = grad + mom * buf if g["nesterov"] else buf
+            # a member with momentum 0 steps along its gradient, as torch's SGD does
+            grad = torch.where(mom == 0, grad, step) if isinstance(mom, Tensor) else step
+        if isinstance(lr, Tensor):
+            p.sub_(lr * grad)
+        else:
+            p.add_(grad, alpha=-lr)
 
 
 class MemberAdam(_Members, torch.optim.Adam):
@@ -184,52 +191,34 @@ class MemberAdam(_Members, torch.optim.Adam):
         plain, members = self._take_members({"lr": lr, "betas": tuple(betas), "eps": eps,
                                              "weight_decay": weight_decay})
         super().__init__(params, amsgrad=amsgrad, **plain, **options)
-        self.ensemble_dim = ensemble_dim
-        for g in self.param_groups:
-            g["members"] = dict(members)
-        self._check_plain_options(members)
+        self._setup(members, ensemble_dim)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102 - torch's
-        if not any(g.get("members") for g in self.param_groups):
-            return super().step(closure)
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        dim = self.ensemble_dim
-        for g in self.param_groups:
-            m = g["members"]
-            beta1 = m.get("beta1", g["betas"][0])
-            beta2 = m.get("beta2", g["betas"][1])
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["step"] += 1
-                t = st["step"].item()
-                lr, eps, wd = (_broadcast(self._value(g, k), p, dim)
-                               for k in ("lr", "eps", "weight_decay"))
-                b1, b2 = _broadcast(beta1, p, dim), _broadcast(beta2, p, dim)
-                grad = p.grad
-                if isinstance(wd, Tensor) or wd != 0:
-                    grad = grad + wd * p
-                exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
-                exp_avg.lerp_(grad, 1 - b1)
-                if isinstance(b2, Tensor):
-                    exp_avg_sq.mul_(b2).add_((1 - b2) * grad * grad)
-                else:
-                    exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                bc1 = 1 - b1**t
-                bc2_sqrt = (1 - b2**t) ** 0.5 if isinstance(b2, Tensor) else math.sqrt(1 - b2**t)
-                denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
-                step_size = lr / bc1
-                if isinstance(step_size, Tensor):
-                    p.sub_(step_size * exp_avg / denom)
-                else:
-                    p.addcdiv_(exp_avg, denom, value=-step_size)
-        return loss
+    def _update(self, g: dict, p: Tensor) -> None:
+        m, dim = g["members"], self.ensemble_dim
+        st = self.state[p]
+        if not st:
+            st["step"] = torch.tensor(0.0, dtype=torch.float32)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        st["step"] += 1
+        t = st["step"].item()
+        lr, eps, wd = (_broadcast(self._value(g, k), p, dim) for k in ("lr", "eps", "weight_decay"))
+        b1 = _broadcast(m.get("beta1", g["betas"][0]), p, dim)
+        b2 = _broadcast(m.get("beta2", g["betas"][1]), p, dim)
+        grad = p.grad
+        if isinstance(wd, Tensor) or wd != 0:
+            grad = grad + wd * p
+        exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
+        exp_avg.lerp_(grad, 1 - b1)
+        if isinstance(b2, Tensor):
+            exp_avg_sq.mul_(b2).add_((1 - b2) * grad * grad)
+        else:
+            exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        bc1 = 1 - b1**t
+        bc2_sqrt = (1 - b2**t) ** 0.5 if isinstance(b2, Tensor) else math.sqrt(1 - b2**t)
+        denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
+        step_size = lr / bc1
+        if isinstance(step_size, Tensor):
+            p.sub_(step_size * exp_avg / denom)
+        else:
+            p.addcdiv_(exp_avg, denom, value=-step_size)
