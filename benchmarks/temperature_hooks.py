@@ -96,8 +96,9 @@ def main() -> None:
         for name, (model, opt, batcher, make) in setups.items():
             hooks = make()
             t = time.perf_counter()
-            train(model, opt, batcher, steps=args.steps, x_train=x, y_train=y, hooks=hooks,
-                  handle_signals=False)
+            state = train(model, opt, batcher, steps=args.steps, x_train=x, y_train=y,
+                          hooks=hooks, handle_signals=False)
+            len(state.rows)  # rows are built when read (as a logger or checkpoint would)
             if r:
                 times[name].append((time.perf_counter() - t) / args.steps)
     base = statistics.median(times["baseline"])

@@ -59,6 +59,10 @@ class KineticTemperature(Hook):
     def __init__(self, every: int = 10, name: str = "kinetic_temperature"):
         self.every = _check_every(every)
         self.name = name
+        self._fracs: dict[tuple, tuple] = {}  # (closing kicks, momenta?) per scheme names
+        self._frozen_key: tuple | None = None
+        self._any_frozen = False
+        self._indicators: dict[tuple, Tensor] = {}
 
     def on_start(self, state: Any) -> None:
         opt = state.optimizer
@@ -69,9 +73,85 @@ class KineticTemperature(Hook):
     def after_gradient(self, state: Any, losses: Tensor) -> None:
         if state.step == 0 or state.step % self.every:
             return  # before the first step the momenta do not exist yet
-        for g, temp in enumerate(kinetic_temperatures(state.optimizer)):
-            if temp is not None:
-                state.log(f"{self.name}/group{g}", temp.reshape(-1) if temp.dim() else temp)
+        fast = self._table(state.optimizer)
+        if fast is None:  # noisy closing sub-steps, per-member h, frozen members, no axis 0
+            for g, temp in enumerate(kinetic_temperatures(state.optimizer)):
+                if temp is not None:
+                    state.log(f"{self.name}/group{g}", temp.reshape(-1) if temp.dim() else temp)
+            return
+        groups, table = fast
+        columns = {f"{self.name}/group{g}": j for j, g in enumerate(groups)}
+        log_table = getattr(state, "log_table", None)
+        if log_table is not None:
+            log_table(columns, table)
+        else:
+            for metric, j in columns.items():
+                state.log(metric, table[:, j])
+
+    @torch.no_grad()
+    def _table(self, opt: Any) -> tuple[list[int], Tensor] | None:
+        r""":func:`kinetic_temperatures` of the common case — kick-only closing sub-steps,
+        one h per group, no frozen member, ensemble axis 0 — as one ``(K, G')`` table of
+        the groups with momenta, in a few tensor operations: the kicked momenta
+        :math:`p - k\,g` of all groups as one ``(K, P)`` matrix, squared, times the
+        ``(P, G')`` group indicator divided by the groups' sizes. ``None`` otherwise."""
+        from ..samplers.splittings import get_scheme
+
+        names = tuple(g["scheme"] for g in opt.param_groups)
+        cached = self._fracs.get(names)
+        if cached is None:
+            schemes = [get_scheme(n) for n in names]
+            cached = self._fracs[names] = ([_closing_kick(s) if s.momentum else None
+                                            for s in schemes], [s.momentum for s in schemes])
+        fracs, momentum = cached
+        frozen = getattr(opt, "frozen_members", None)
+        if frozen is not None:
+            key = (id(frozen), frozen._version)
+            if self._frozen_key != key:
+                self._frozen_key, self._any_frozen = key, bool(frozen.any())
+            if self._any_frozen:
+                return None
+        k, tensors, groups, counts = opt.members, [], [], []
+        for gi, (group, frac, mom) in enumerate(zip(opt.param_groups, fracs, momentum,
+                                                    strict=True)):
+            if not mom:
+                continue
+            if frac is None or group["ensemble_dim"] != 0:
+                return None
+            ms, gs, count, h = [], [], 0, None
+            for p in group["params"]:
+                st = opt.state[p]
+                m = st.get("momentum")
+                if m is None:
+                    continue
+                count += m.numel() // k
+                if frac and st.get("pending") and p.grad is not None:
+                    ms.append(m)
+                    gs.append(p.grad)
+                    h = st["closing_lr"]
+                else:
+                    tensors.append(m)
+            if not count:
+                continue
+            if ms:
+                if isinstance(h, Tensor):
+                    return None
+                tensors.extend(torch._foreach_add(ms, gs, alpha=-frac * float(h)))
+            groups.append(gi)
+            counts.append(count)
+        if not groups:
+            return [], torch.empty(k, 0)
+        flat = torch.cat([t.reshape(k, -1) for t in tensors], 1)
+        # columns are grouped (group by group), so only the group sizes matter
+        ind = self._indicators.get(tuple(counts))
+        if ind is None or ind.dtype != flat.dtype or ind.device != flat.device:
+            ind = torch.zeros(len(counts), sum(counts), dtype=flat.dtype, device=flat.device)
+            col = 0
+            for j, c in enumerate(counts):
+                ind[j, col:col + c] = 1.0 / c
+                col += c
+            self._indicators[tuple(counts)] = ind
+        return groups, torch.mm(ind, flat.square_().T).T
 
 
 def _closing_kick(scheme: Any) -> float | None:
