@@ -15,8 +15,11 @@ and configurational temperatures of a sampler run per parameter group and ensemb
   L is the step's own minibatch loss (cheap, biased up by the gradient noise); ``data="full"``
   is the exact-energy choice.
 
-Both hooks act in ``after_gradient`` (the gradient of step n is in ``.grad``, θ is θ_n) every
-``every`` steps, and log with :meth:`LoopState.log` (one row per member):
+Both hooks record every ``every`` steps at θ_n, the point of step n's gradient: the kinetic
+one in ``after_gradient`` (from ``.grad``), the configurational one's finite differences in
+``before_gradient`` (θ perturbed and restored bit for bit; the loop's gradient then
+overwrites ``.grad``, so nothing needs saving) and the rest in ``after_gradient``. They log
+one row per member (:meth:`LoopState.log_table`, else :meth:`LoopState.log`):
 ``{name}/group{g}`` (and, for the configurational one, its parts ``{name}/grad_norm2/group{g}``
 and ``{name}/laplacian/group{g}``; ``{name}/group{g}`` is then the running ratio of the sums
 since ``start``).
@@ -73,9 +76,16 @@ class ConfigurationalTemperature(Hook):
       (:func:`thermotrain.models.fused.gradient_fn`) it is several times cheaper;
     * ``laplacian="forward"`` (``data="batch"`` only): the one-sided difference
       :math:`v^\top[\nabla L_B(\theta + \epsilon v) - \nabla L_B(\theta)]/\epsilon` against the
-      loop's gradient: one extra gradient per probe, error :math:`O(\epsilon)`.
+      loop's gradient: one extra gradient per probe (the cheapest). Per probe it is
+      :math:`v^\top\nabla^2L\,v + \tfrac{\epsilon}{2}\sum_{ijk}\partial^3_{ijk}L\,v_iv_jv_k +
+      O(\epsilon^2)`; the middle term has zero mean over Rademacher v (every odd moment of v
+      vanishes), so the estimator is unbiased to :math:`O(\epsilon^2)`, like the central one,
+      with a little more variance.
 
-    θ is restored bit for bit and the loop's ``.grad`` is put back.
+    The finite differences run in ``before_gradient`` at θ_n (restored bit for bit; the
+    trajectory is that of an unmonitored run); if a later hook then rewrites the batch, the
+    record is measured again in ``after_gradient`` on the rewritten data, with the same
+    probes. Probes are drawn for 16 records at a time (:class:`~.probes.RecordLayout`).
 
     Args:
         loss: ``loss(model) -> (K,)`` per-member loss (differentiable); when given it is the
@@ -89,7 +99,8 @@ class ConfigurationalTemperature(Hook):
         start: accumulate the running ratio from this step on (burn-in).
         laplacian: ``"hvp"``, ``"fd"`` or ``"forward"`` (above); epsilon: the
             finite-difference step ε.
-        seed: seed of the probes' (and the subset's) CPU generator; its state is saved.
+        seed: seed of the probes (each bank of them from a generator seeded by (seed,
+            bank), resumed from the saved probe count) and of the subset's generator.
         name: hook name and metric prefix.
     """
 

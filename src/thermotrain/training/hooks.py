@@ -34,6 +34,8 @@ The loop state a hook sees (:class:`thermotrain.training.LoopState`) has at leas
                        under ``torch.no_grad`` (the energy Metropolis moves compare)
 ``log(metric, value,   record a metric at the current step: ``value`` a float (one row) or
 split="train")``       a ``(K,)`` tensor (one row per member)
+``log_table(columns,   several per-member metrics at once: ``values`` ``(K, M)``, ``columns``
+values, split)``       ``{metric: column}`` (the rows of ``log`` per column, one conversion)
 ``stop()``             ask the loop to end after this step
 ``rows``               the metric rows so far, ``(study, method, seed, step, split, metric,
                        value)`` (the long format of ``metrics.csv``)
