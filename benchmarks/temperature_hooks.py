@@ -17,11 +17,12 @@ recording every ``--every`` steps:
 
 Rounds interleave the arms (each round runs every arm for ``--steps`` steps) so load drifts
 hit all alike; the statistics are the median and the minimum over rounds (the minimum is the
-least disturbed by other processes on a shared machine). Ratios are printed against the
-baseline. Usage::
+least disturbed by other processes on a shared machine), plus the median and quartiles of
+the per-round ratios (arm over the baseline of the same round, the least sensitive to slow
+load drifts). Usage::
 
     python benchmarks/temperature_hooks.py [--rounds 15] [--steps 200] [--every 10]
-        [--members 10] [--hidden 100] [--subset 25] [--threads 1]
+        [--members 10] [--hidden 100] [--subset 25] [--threads 1] [--arms kinetic,...]
 
 Target (issue 9): recording every 10 steps adds ≤ 10 % to a run.
 """
@@ -82,11 +83,20 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--subset", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--arms", default="", help="comma-separated arm names (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     x, y = spirals(args.n, turns=4, seed=0)
     setups = {}
-    for name, make in arms(args.every, args.subset).items():
+    chosen = arms(args.every, args.subset)
+    if args.arms:
+        wanted = ["baseline", *(a for a in args.arms.split(",") if a != "baseline")]
+        unknown = [a for a in wanted if a not in chosen]
+        if unknown:
+            raise SystemExit(f"unknown arm(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(chosen)}")
+        chosen = {a: chosen[a] for a in wanted}
+    for name, make in chosen.items():
         model = MLP([2, args.hidden, 1], ensemble=args.members, seed=0)
         opt = samplers.AdLaLa(model, ensemble_dim=0, seed=0, rng="philox")
         batcher = Minibatcher(args.n, args.batch, seed=0, ensemble=args.members)
@@ -106,11 +116,14 @@ def main() -> None:
     print(f"AdLaLa, {args.members} members of 2-{args.hidden}-1, {args.n} points, batch "
           f"{args.batch}, record every {args.every} steps, {args.threads} thread(s); "
           f"{args.rounds} rounds × {args.steps} steps")
-    print(f"{'arm':<20} {'median ms/step':>15} {'ratio':>7} {'min ms/step':>12} {'ratio':>7}")
+    print(f"{'arm':<20} {'median ms/step':>15} {'ratio':>7} {'min ms/step':>12} {'ratio':>7} "
+          f"{'per-round ratio: median [quartiles]':>36}")
     for name, ts in times.items():
         med, low = statistics.median(ts), min(ts)
+        per = sorted(t / b for t, b in zip(ts, times["baseline"], strict=True))
+        q = statistics.quantiles(per, n=4) if len(per) > 1 else [per[0]] * 3
         print(f"{name:<20} {med * 1e3:15.3f} {med / base:7.3f} {low * 1e3:12.3f} "
-              f"{low / base_min:7.3f}")
+              f"{low / base_min:7.3f} {q[1]:20.3f} [{q[0]:.3f}, {q[2]:.3f}]")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from .kinetic import (
     _check_every,
     kinetic_temperatures,
 )
-from .probes import RecordLayout
+from .probes import Groups, RecordLayout, optimizer_groups, restore_grads
 
 __all__ = ["KineticTemperature", "ConfigurationalTemperature", "kinetic_temperatures"]
 
@@ -180,15 +180,10 @@ class ConfigurationalTemperature(Hook):
                 idx = (torch.arange(n) if self._index is None else self._index)
                 self._fixed = idx.to(state.x_train.device).expand(state.members, -1)
 
-    def _groups(self, state: Any) -> list[tuple[list[Tensor], int | None]]:
-        out = []
-        default = 0 if state.members > 1 else None
-        for g in state.optimizer.param_groups:
-            params = [p for p in g["params"] if p.requires_grad]
-            out.append((params, g.get("ensemble_dim", default)))
-        return out
+    def _groups(self, state: Any) -> Groups:
+        return optimizer_groups(state.optimizer, state.members)
 
-    def _layout(self, state: Any, groups: list[tuple[list[Tensor], int | None]]) -> None:
+    def _layout(self, state: Any, groups: Groups) -> None:
         """(Re)build the record's :class:`~.probes.RecordLayout` when the parameters change;
         its probes carry the Laplacian's scale 1/(step·probes) (step 2ε central, ε
         forward; 1 for the HVP)."""
@@ -319,15 +314,6 @@ class ConfigurationalTemperature(Hook):
         lay.flat([t.detach() for t in grads], w[0]).square_()
         return torch.mm(lay.indicator, w.view(-1, w.shape[2]).T)
 
-    def _restore_grads(self, params: list[Tensor], saved: list[Tensor | None]) -> None:
-        if all(p.grad is not None and g is not None and p.grad.shape == g.shape
-               for p, g in zip(params, saved, strict=True)):
-            # in place: the fused kernel's prepared call stays valid
-            torch._foreach_copy_([p.grad for p in params], saved)
-        else:
-            for p, g in zip(params, saved, strict=True):
-                p.grad = g
-
     def _measure(self, state: Any) -> Tensor:
         groups = self._groups(state)
         if self.data == "batch" and self._batch is None:
@@ -343,7 +329,7 @@ class ConfigurationalTemperature(Hook):
             usum = self._differences(state, groups)
         finally:
             if saved is not None:
-                self._restore_grads(params, saved)
+                restore_grads(params, saved)
         return self._finish(usum)
 
     def measure(self, state: Any) -> list[tuple[Tensor, Tensor]]:

@@ -14,10 +14,12 @@ small network each operation, not the arithmetic, is the cost).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-__all__ = ["RecordLayout"]
+__all__ = ["RecordLayout", "optimizer_groups", "restore_grads"]
 
 Groups = list[tuple[list[Tensor], int | None]]
 #: probe draws are made for up to this many records at once (bounded by BANK_ELEMENTS)
@@ -116,3 +118,22 @@ class RecordLayout:
             self.refill(bank)
         self.probe, self.views = self._probes[slot], self._views[slot]
         self.drawn += 1
+
+
+def optimizer_groups(optimizer: Any, members: int) -> Groups:
+    """``(trainable parameters, ensemble_dim)`` of each parameter group (axis 0 by default
+    for an ensemble, none for one member)."""
+    default = 0 if members > 1 else None
+    return [([p for p in g["params"] if p.requires_grad], g.get("ensemble_dim", default))
+            for g in optimizer.param_groups]
+
+
+def restore_grads(params: list[Tensor], saved: list[Tensor | None]) -> None:
+    """Put saved ``.grad`` tensors back: in place when the shapes match (a fused kernel's
+    prepared call, keyed on the gradients' storage, stays valid), else by assignment."""
+    if all(p.grad is not None and g is not None and p.grad.shape == g.shape
+           for p, g in zip(params, saved, strict=True)):
+        torch._foreach_copy_([p.grad for p in params], saved)
+    else:
+        for p, g in zip(params, saved, strict=True):
+            p.grad = g
