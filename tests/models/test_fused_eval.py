@@ -206,6 +206,12 @@ def test_supports_evaluation_declines_what_it_cannot_do_exactly():
     assert not fused.supports_evaluation(MLP([2, 5, 2]), x, y)  # class 2 out of range
     assert not fused.supports_evaluation(MLP([2, 5, 3]), x.to("meta"), y)  # not the CPU
     assert not fused.supports_evaluation(torch.nn.Linear(2, 3), x, y)
+
+    class Scaled(MLP):  # another forward: the kernel would compute MLP's
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    assert not fused.supports_evaluation(Scaled([2, 5, 3]), x, y)
     assert not fused.supports_evaluation(MLP([2, 300, 300, 1]), x, y)  # torch's GEMMs win
     if fused._library() is not None:
         assert fused.supports_evaluation(MLP([2, 5, 3]), x, y)
