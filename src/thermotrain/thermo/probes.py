@@ -37,8 +37,8 @@ class RecordLayout:
 
     Attributes:
         params, edims: the parameters in order and their ensemble axes.
-        probe, views: the current probe ``(K, P)`` and its per-parameter views (shaped like
-            ``params``); :meth:`next` moves to the next one.
+        probe, views: the current probe ``(K, P)`` and its per-parameter copies (shaped like
+            ``params``, contiguous); :meth:`next` moves to the next one.
         work: ``W`` ``(2, K, P)``; indicator: ``(G, P)``, 1 on group g's columns.
         theta: buffers θ is saved in while it is perturbed.
     """
@@ -61,20 +61,23 @@ class RecordLayout:
         self._bytes = torch.empty(self.slots, nbytes, 8, **opts)
         bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
         self._signs = ((1 - 2 * bits) * scale).to(**opts)  # row b: byte b's 8 signs
-        self._probes, self._views = [], []
-        for s in range(self.slots):
-            probe = self._bytes[s].view(-1)[:k * n].view(k, n)
-            views, col = [], 0
-            for p, e, m in zip(params, edims, sizes, strict=True):
-                piece = probe[:, col:col + m]
-                col += m
-                if e is None:
-                    views.append(piece.view(p.shape))
-                else:
-                    rest = [d for i, d in enumerate(p.shape) if i != e]
-                    views.append(piece.view(k, *rest).movedim(0, e))
-            self._probes.append(probe)
-            self._views.append(views)
+        # member-major probes (K, P) per slot, for the work matrices; and per parameter a
+        # contiguous copy of every slot's probe, for the perturbation θ + εv (foreach ops on
+        # contiguous tensors take the fast path), refilled with the bank
+        rows = self._bytes.view(self.slots, -1)[:, :k * n].view(self.slots, k, n)
+        self._probes = list(rows.unbind(0))
+        self._member_bank, self._param_bank, col = [], [], 0
+        for p, e, m in zip(params, edims, sizes, strict=True):
+            piece = rows[:, :, col:col + m]
+            col += m
+            if e is None:
+                piece = piece.view(self.slots, *p.shape)
+            else:
+                rest = [d for i, d in enumerate(p.shape) if i != e]
+                piece = piece.view(self.slots, k, *rest).movedim(1, 1 + e)
+            self._member_bank.append(piece)
+            self._param_bank.append(torch.empty(self.slots, *p.shape, **opts))
+        self._views = [[b[s] for b in self._param_bank] for s in range(self.slots)]
         self.indicator = torch.zeros(len(groups), n, **opts)
         col = 0
         for g, (ps, _) in enumerate(groups):
@@ -107,6 +110,7 @@ class RecordLayout:
         out = self._bytes.view(-1, 8)
         idx = torch.randint(0, 256, (out.shape[0],), generator=gen)
         torch.index_select(self._signs, 0, idx.to(out.device), out=out)
+        torch._foreach_copy_(self._param_bank, self._member_bank)
         self.bank = bank
 
     def next(self) -> None:
