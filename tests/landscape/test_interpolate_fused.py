@@ -58,14 +58,14 @@ def calls(monkeypatch):
     return Calls()
 
 
-def _assert_same(fast, ref, dtype):
+def _assert_same(fast, ref, dtype, batchnorm=None):
     # float64: rounding only; float32: per-row losses from 100-term sums in another order
     # and the first layer lerped after (not before) the matrix product: a few ulp of each
     # term (~1e-7 relative), means of N = 60/45 rows in double vs float32
     tol = {"rtol": 1e-11, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-6,
                                                                           "atol": 1e-6}
     assert fast.metrics.keys() == ref.metrics.keys() and fast.members == ref.members
-    assert fast.batchnorm is ref.batchnorm is None
+    assert fast.batchnorm == ref.batchnorm == batchnorm
     for metric, by_split in ref.metrics.items():
         assert list(fast.metrics[metric]) == list(by_split)
         for split, v in by_split.items():
@@ -107,6 +107,42 @@ def test_fused_path_equals_the_torch_path(calls, widths, act, k, dtype):
     _assert_same(again, ref, dtype)
 
 
+def _bn_pair(net, seed):
+    """θ₀ at init; θ_T perturbed, γ and β moved, running statistics from a train pass."""
+    start = copy.deepcopy(net.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    dtype = net.layers[0].weight.dtype
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=dtype))
+        net.train()
+        net(torch.randn(50, net.widths[0], generator=g, dtype=dtype) * 2 + 1)
+    net.eval()
+    return start, copy.deepcopy(net.state_dict())
+
+
+@needs_kernel
+@pytest.mark.parametrize("mode", ["recompute", "interpolate", "freeze"])
+@pytest.mark.parametrize(("widths", "act", "k", "dtype"), [
+    ([2, 30, 1], "relu", 3, torch.float32),      # one hidden layer, binary (not shlp_logits)
+    ([4, 9, 6, 3], "tanh", None, torch.float64),  # plain, two batch norms, softmax
+    ([3, 12, 10, 4], "relu", 2, torch.float64),
+])
+def test_batchnorm_models_fused_equal_the_torch_path(calls, mode, widths, act, k, dtype):
+    net = MLP(widths, activation=act, ensemble=k, batchnorm=True, seed=0, dtype=dtype)
+    start, end = _bn_pair(net, 9)
+    data = {"train": _data(70, widths[0], widths[-1], 1, dtype),
+            "test": _data(40, widths[0], widths[-1], 2, dtype)}
+    alphas = torch.linspace(-0.5, 1.5, 6, dtype=torch.float64)
+    kwargs = dict(alphas=alphas, batchnorm=mode, bn_batch_size=32, bn_momentum=None)
+    fast = landscape.interpolate(net, start, end, data, **kwargs)
+    assert calls.n == 2 and fast.batchnorm == mode
+    ref = calls.torch_path(lambda: landscape.interpolate(net, start, end, data, **kwargs))
+    assert calls.n == 2 and ref.batchnorm == mode
+    _assert_same(fast, ref, dtype, batchnorm=mode)
+    assert fast.loss["test"].std() > 0.01  # the line is not flat (spread 0.03-0.5 here)
+
+
 @needs_kernel
 def test_fused_path_leaves_the_model_unchanged_and_ignores_memory_knobs(calls):
     net = MLP([2, 30, 1], ensemble=3, seed=1)
@@ -146,9 +182,6 @@ def test_the_torch_path_is_taken_where_the_fused_one_would_differ(calls):
     landscape.interpolate(net, start, end, data, alphas=3,
                           metrics={"acc": lambda z, y: (z[..., 0] > 0).float().mean(1)})
     landscape.interpolate(net, start, end, data, alphas=3, metrics=None)  # fused: no metric
-    assert calls.n == 1
-    bn = MLP([2, 8, 1], ensemble=2, seed=3, batchnorm=True)
-    landscape.interpolate(bn, *_pair(bn, 1), data, alphas=3)
     assert calls.n == 1
     # a non-finite state: torch's NaN propagation, not the fast-math kernel's
     bad = {n: v.clone() for n, v in end.items()}

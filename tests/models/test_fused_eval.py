@@ -185,6 +185,10 @@ def test_bad_arguments_are_clear_errors():
     line = ((weights, biases), (weights, biases))
     with pytest.raises(ValueError, match="at least one finite value"):
         fused.evaluate_line(*line, torch.tensor([0.5, float("nan")]), "relu", x, y)
+    with pytest.raises(ValueError, match=r"batchnorm must be \(scale, shift\), CPU "
+                                         r"torch.float32 tensors of shape .* = \(1, 2, 5\)"):
+        fused.evaluate_line(*line, torch.zeros(1), "relu", x, y,
+                            (torch.ones(1, 2, 4), torch.zeros(1, 2, 4)))
     with pytest.raises(ValueError, match="start and end must have the same layers"):
         fused.evaluate_line(line[0], _params(MLP([2, 6, 3], ensemble=2)), torch.zeros(1),
                             "relu", x, y)
@@ -201,6 +205,8 @@ def test_bad_arguments_are_clear_errors():
 def test_supports_evaluation_declines_what_it_cannot_do_exactly():
     x, y = torch.randn(10, 2), torch.arange(10) % 3  # classes 0, 1, 2
     assert not fused.supports_evaluation(MLP([2, 5, 3], batchnorm=True), x, y)
+    if fused._library() is not None:  # the caller passes the batch norm's scale and shift
+        assert fused.supports_evaluation(MLP([2, 5, 3], batchnorm=True), x, y, batchnorm=True)
     assert not fused.supports_evaluation(MLP([2, 5, 3], dtype=torch.float64), x, y)  # dtype mix
     assert not fused.supports_evaluation(MLP([2, 5, 3]), x, y.float())  # torch raises on these
     assert not fused.supports_evaluation(MLP([2, 5, 2]), x, y)  # class 2 out of range

@@ -13,9 +13,8 @@ member k's end for all K members at once. Several α are evaluated together (a c
 ``alpha_batch`` α, default as many as fit ``batch_size`` rows): the path states of the chunk
 are stacked on a new leading axis and one ``torch.func.vmap``-ed functional call evaluates
 them all — for small nets one call per α is Python-overhead bound (``docs/landscape.md``).
-Small CPU MLPs without batch norm, with the default loss and accuracy, skip all of this: one
-C call per split evaluates every (α, member) pair with the first layer computed at the two
-ends only (:mod:`thermotrain.landscape._fastline`; the same numbers to rounding).
+Small CPU MLPs with the default loss and accuracy skip all of this: one C call per split,
+the first layer at the two ends only (:mod:`thermotrain.landscape._fastline`, same numbers).
 
 Batch norm (SPEC §8), ``batchnorm=``:
 
@@ -255,9 +254,10 @@ def interpolate(
         bn_x = splits[bn_split][0]
     if alpha_batch is not None:
         alpha_batch = check_int("alpha_batch", alpha_batch, minimum=1)
-    fast = _fastline.evaluate(model, s0, s1, grid, splits, loss, extra)
+    fast = _fastline.evaluate(model, s0, s1, grid, splits, loss, extra, mode, bn_x,
+                              bn_batch_size, bn_momentum)
     if fast is not None:  # small CPU MLPs: one C call per split (docs/landscape.md, Speed)
-        return InterpolationResult(grid, fast, _state.members(model), None)
+        return InterpolationResult(grid, fast, _state.members(model), mode if has_bn else None)
     rows_per_call = min(batch_size, max(x.shape[0] for x, _ in splits.values()))
     chunk = (max(1, batch_size // (rows_per_call * (_state.members(model) or 1)))
              if alpha_batch is None

@@ -379,10 +379,25 @@ static inline void F(affine_t)(int64_t in, int64_t out, const T *restrict xt,
   }
 }
 
+/* a hidden layer's activation in place, z (n x EVAL_ROWS): phi(z * scale + shift) with the
+   per-unit batch-norm scale and shift when given, else phi(z) */
+static inline void F(hidden)(int64_t n, T *restrict z, const T *scale, const T *shift,
+                             int act) {
+  if (scale)
+    for (int64_t o = 0; o < n; o++) {
+      const T a = scale[o], c = shift[o];
+      for (int64_t r = 0; r < EVAL_ROWS; r++) z[o * EVAL_ROWS + r] = z[o * EVAL_ROWS + r] * a + c;
+    }
+  if (act == 0)
+    for (int64_t i = 0; i < n * EVAL_ROWS; i++) z[i] = z[i] > 0 ? z[i] : 0;
+  else
+    for (int64_t i = 0; i < n * EVAL_ROWS; i++) z[i] = TANH(z[i]);
+}
+
 int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *const *b0,
                    T *const *W1, T *const *b1, const T *alphas, int64_t A, const T *X,
-                   const T *Y, const int64_t *label, int64_t N, int act, double *loss,
-                   int64_t *correct) {
+                   const T *Y, const int64_t *label, int64_t N, int act,
+                   const T *bn_scale, const T *bn_shift, double *loss, int64_t *correct) {
   if (L < 1 || L > MAXL || A < 1) return -2;
   const int64_t C = w[L];
   if (C >= 2) {
@@ -391,8 +406,10 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
     if (bad) return -3;
   }
   const int64_t H1 = w[1], in0 = w[0], nblk = (N + EVAL_ROWS - 1) / EVAL_ROWS;
-  const int shlp = L == 2 && C == 1; /* one hidden layer, one logit: shlp_logits */
-  int64_t maxw = 0, rest = 0, work = 0;
+  /* one hidden layer, one logit, no batch norm: shlp_logits */
+  const int shlp = L == 2 && C == 1 && !bn_scale;
+  int64_t maxw = 0, rest = 0, work = 0, hsum = 0;
+  for (int64_t l = 1; l < L; l++) hsum += w[l];
   for (int64_t l = 0; l <= L; l++)
     if (w[l] > maxw) maxw = w[l];
   for (int64_t l = 2; l <= L; l++) rest += w[l] * w[l - 1] + w[l];
@@ -466,22 +483,21 @@ int F(tt_mlp_line)(int64_t K, int64_t L, const int64_t *w, T *const *W0, T *cons
           for (int64_t j = 0; j < na; j++) {
             T *lgj = lg + j * EVAL_ROWS * C;
             T *z = L == 1 ? lgj : h[1];
-            const int phi = L == 1 ? -1 : act;
-            for (int64_t i = 0; i < H1 * EVAL_ROWS; i++) {
-              const T v = zt[i] + al[j] * dt[i];
-              z[i] = phi == 0 ? (v > 0 ? v : 0) : v;
-            }
-            if (phi == 1)
-              for (int64_t i = 0; i < H1 * EVAL_ROWS; i++) z[i] = TANH(z[i]);
+            for (int64_t i = 0; i < H1 * EVAL_ROWS; i++) z[i] = zt[i] + al[j] * dt[i];
+            /* batch norm in eval mode at this alpha: per unit z * scale + shift */
+            const T *bs = bn_scale ? bn_scale + ((a0 + j) * K + k) * hsum : 0;
+            const T *bt = bn_shift ? bn_shift + ((a0 + j) * K + k) * hsum : 0;
+            if (L > 1) F(hidden)(H1, z, bs, bt, act);
             const T *x = z;
             for (int64_t l = 2; l <= L; l++) {
               const int64_t out = w[l];
               T *zo = l == L ? lgj : h[l & 1];
               F(affine_t)(w[l - 1], out, x, lw[j][l], lb[j][l], zo);
-              if (l < L && act == 0)
-                for (int64_t i = 0; i < out * EVAL_ROWS; i++) zo[i] = zo[i] > 0 ? zo[i] : 0;
-              if (l < L && act == 1)
-                for (int64_t i = 0; i < out * EVAL_ROWS; i++) zo[i] = TANH(zo[i]);
+              if (l < L) {
+                bs = bs ? bs + w[l - 1] : 0;
+                bt = bt ? bt + w[l - 1] : 0;
+                F(hidden)(out, zo, bs, bt, act);
+              }
               x = zo;
             }
           }

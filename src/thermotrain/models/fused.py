@@ -49,7 +49,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     for name in ("tt_mlp_line_f32", "tt_mlp_line_f64"):
         fn = getattr(lib, name)
         fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, i64,
-                       ctypes.c_int, ptr, ptr]
+                       ctypes.c_int, ptr, ptr, ptr, ptr]
         fn.restype = ctypes.c_int
 
 
@@ -207,7 +207,8 @@ def gradient_fn(model: torch.nn.Module, x: Tensor, y: Tensor) -> Callable[[Tenso
 MAX_FIRST_LAYER = 1 << 20
 
 
-def supports_evaluation(model: torch.nn.Module, x: Tensor, y: Tensor) -> bool:
+def supports_evaluation(model: torch.nn.Module, x: Tensor, y: Tensor, *,
+                        batchnorm: bool = False) -> bool:
     """Whether :func:`evaluate_line` evaluates networks of ``model``'s architecture on
     ``(x, y)`` exactly as ``ensemble_loss`` / ``ensemble_accuracy`` of torch's logits would:
     a CPU float32/float64 :class:`MLP` without batch norm, ReLU or tanh, at most 16 layers,
@@ -215,8 +216,11 @@ def supports_evaluation(model: torch.nn.Module, x: Tensor, y: Tensor) -> bool:
     :data:`MAX_WEIGHTS` weights per member; ``x`` ``(N, d_in)`` on the CPU in the parameters'
     dtype (a mixed-dtype forward is torch's error, and stays one); ``y`` ``(N,)``, integer
     class indices in range for a softmax head (anything else keeps torch's own error); the
-    compiled kernel."""
-    if not isinstance(model, MLP) or model.activation not in _ACT or model.batchnorm:
+    compiled kernel. A batch-norm model only with ``batchnorm=True``: the caller passes its
+    per-α scale and shift (:func:`evaluate_line`'s ``batchnorm``)."""
+    if not isinstance(model, MLP) or model.activation not in _ACT:
+        return False
+    if model.batchnorm and not batchnorm:
         return False
     if type(model).forward is not MLP.forward:  # a subclass computing something else
         return False
@@ -272,7 +276,8 @@ def _check_layers(what: str, weights: list[Tensor], biases: list[Tensor], x: Ten
 @torch.no_grad()
 def evaluate_line(start: tuple[list[Tensor], list[Tensor]],
                   end: tuple[list[Tensor], list[Tensor]], alphas: Tensor, activation: str,
-                  x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+                  x: Tensor, y: Tensor, batchnorm: tuple[Tensor, Tensor] | None = None
+                  ) -> tuple[Tensor, Tensor]:
     r"""Mean loss and accuracy over all of ``(x, y)`` of M MLPs at every point of the lines
     :math:`\theta_m(\alpha) = (1-\alpha)\,\theta_{0,m} + \alpha\,\theta_{1,m}`.
 
@@ -293,6 +298,11 @@ def evaluate_line(start: tuple[list[Tensor], list[Tensor]],
         activation: ``"relu"`` or ``"tanh"``.
         x: ``(N, in)`` in the weights' dtype; y: ``(N,)`` (0/1 or soft targets for one
             output, class indices for C ≥ 2).
+        batchnorm: ``(scale, shift)``, each ``(A, M, H)`` with H the hidden units of all
+            layers: batch norm in eval mode after each hidden affine map, before
+            :math:`\phi`, as :class:`MLP` places it —
+            :math:`\gamma (z - \mu) / \sqrt{\sigma^2 + \epsilon} + \beta` =
+            ``z * scale + shift`` at each α (``None``: no batch norm).
 
     Returns:
         ``(loss, accuracy)``, float64 ``(A, M)`` each.
@@ -317,11 +327,19 @@ def evaluate_line(start: tuple[list[Tensor], list[Tensor]],
     if x.shape[0] == 0 or y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"x must have at least one row and y the shape ({x.shape[0]},), got "
                          f"{tuple(y.shape)}")
+    n, a = x.shape[0], alphas.numel()
+    bn = (None, None)
+    if batchnorm is not None:
+        shape = (a, m, sum(widths[1:-1]))
+        if not all(isinstance(t, Tensor) and t.shape == shape and t.dtype == dtype
+                   and t.device.type == "cpu" for t in batchnorm):
+            raise ValueError(f"batchnorm must be (scale, shift), CPU {dtype} tensors of shape "
+                             f"(A, M, hidden units) = {shape}")
+        bn = tuple(t.contiguous() for t in batchnorm)
     lib = _library()
     if lib is None:
         raise RuntimeError("the fused MLP kernel is not available (no C compiler, or "
                            "THERMOTRAIN_NO_KERNEL set); use the torch path")
-    n, a = x.shape[0], alphas.numel()
     if widths[-1] == 1:
         truth = y > 0.5 if y.dtype.is_floating_point else y != 0  # models.losses._correct
         label = truth.to(torch.int64).contiguous()
@@ -344,7 +362,9 @@ def evaluate_line(start: tuple[list[Tensor], list[Tensor]],
     fn = lib.tt_mlp_line_f32 if dtype == torch.float32 else lib.tt_mlp_line_f64
     status = fn(m, nl, (ctypes.c_int64 * (nl + 1))(*widths), ptrs(start[0]), ptrs(start[1]),
                 ptrs(end[0]), ptrs(end[1]), al.data_ptr(), a, x.data_ptr(), target.data_ptr(),
-                label.data_ptr(), n, _ACT[activation], loss.data_ptr(), correct.data_ptr())
+                label.data_ptr(), n, _ACT[activation],
+                *(None if t is None else t.data_ptr() for t in bn),
+                loss.data_ptr(), correct.data_ptr())
     if status == -3:
         raise ValueError(f"targets must be class indices in [0, {widths[-1]}), got values in "
                          f"[{int(label.min())}, {int(label.max())}]")
