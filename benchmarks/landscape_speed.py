@@ -14,7 +14,7 @@
    the two ends only, then per alpha one multiply-add per first-layer unit and the later
    layers). The loop's fixed cost: the same 20 calls on one point and 2 alphas.
    Then the mli-mnist net (784-64-64-10, 5 members, 7000 points, 25 alphas): fused vs the
-   torch path.
+   torch path, without and with batch norm.
 2. ``landscape.hessian_eigenvalues`` (top 3) against PyHessian's power iteration with
    deflation (``pyhessian.hessian(...).eigenvalues``, maxIter 100, tol 1e-3) on the same CPU
    model and data: one member alone, and 20 members (PyHessian: a loop; ours: the ensemble).
@@ -196,35 +196,41 @@ def main() -> None:
 def mnist_net(repeats: int) -> None:
     """The mli-mnist study's line: 784-64-64-10 ReLU, 5 members, 5 000 train + 2 000 test rows
     (uniform [0, 1] inputs, random labels: the cost does not depend on the values), 25 α;
-    fused against the torch path (default alpha_batch), interleaved."""
+    fused against the torch path (default alpha_batch), interleaved; without batch norm,
+    then with it in the study's mode ("recompute", cumulative statistics: a torch pass over
+    the train rows at every α on both paths) and in "interpolate"."""
     g = torch.Generator().manual_seed(2)
-    ens = MLP([784, 64, 64, 10], ensemble=5, seed=0)
-    start = copy.deepcopy(ens.state_dict())
-    end = {n: v + 0.05 * torch.randn(v.shape, generator=g) for n, v in start.items()}
-    data = {s: (torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g))
-            for s, n in (("train", 5000), ("test", 2000))}
-
-    def run(fast: bool):
-        saved = _fastline.evaluate
-        if not fast:
-            _fastline.evaluate = lambda *a, **kw: None
-        try:
-            return landscape.interpolate(ens, start, end, data, alphas=25)
-        finally:
-            _fastline.evaluate = saved
-
-    a, b = run(True), run(False)
-    for split in data:
-        assert torch.allclose(a.loss[split], b.loss[split], rtol=1e-5, atol=1e-6)
-    times = {True: float("inf"), False: float("inf")}
-    for _ in range(repeats):
-        for fast in times:
-            t0 = time.perf_counter()
-            run(fast)
-            times[fast] = min(times[fast], time.perf_counter() - t0)
     print("interpolate, mli-mnist net 784-64-64-10, 5 members x 25 alphas, 7000 points")
-    print(f"  fused {times[True] * 1e3:8.1f} ms   torch path {times[False] * 1e3:8.1f} ms   "
-          f"ratio {times[False] / times[True]:5.1f} x")
+    for bn, mode in ((False, "recompute"), (True, "recompute"), (True, "interpolate")):
+        ens = MLP([784, 64, 64, 10], ensemble=5, seed=0, batchnorm=bn)
+        start = copy.deepcopy(ens.state_dict())
+        end = {n: v + 0.05 * torch.randn(v.shape, generator=g) if v.dtype.is_floating_point
+               else v for n, v in start.items()}
+        data = {s: (torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g))
+                for s, n in (("train", 5000), ("test", 2000))}
+
+        def run(fast: bool, ens=ens, start=start, end=end, data=data, mode=mode):
+            saved = _fastline.evaluate
+            if not fast:
+                _fastline.evaluate = lambda *a, **kw: None
+            try:
+                return landscape.interpolate(ens, start, end, data, alphas=25, batchnorm=mode,
+                                             bn_momentum=None)
+            finally:
+                _fastline.evaluate = saved
+
+        a, b = run(True), run(False)
+        for split in data:
+            assert torch.allclose(a.loss[split], b.loss[split], rtol=1e-5, atol=1e-6)
+        times = {True: float("inf"), False: float("inf")}
+        for _ in range(repeats if not bn else max(1, repeats - 2)):
+            for fast in times:
+                t0 = time.perf_counter()
+                run(fast)
+                times[fast] = min(times[fast], time.perf_counter() - t0)
+        name = f"batch norm, {mode}" if bn else "no batch norm"
+        print(f"  {name:26s} fused {times[True] * 1e3:8.1f} ms   torch path "
+              f"{times[False] * 1e3:8.1f} ms   ratio {times[False] / times[True]:5.1f} x")
 
 
 if __name__ == "__main__":
