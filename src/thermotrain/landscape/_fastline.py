@@ -1,18 +1,20 @@
 r"""The loss along a line for small MLPs in one C call per split (private; ``interpolate``).
 
-For an :class:`~thermotrain.models.MLP` (plain or an ensemble of K, no batch norm, ReLU or
-tanh, the default classification loss and accuracy) every point
+For an :class:`~thermotrain.models.MLP` (plain or an ensemble of K, ReLU or tanh, the
+default classification loss and accuracy, batch norm or not) every point
 :math:`\theta_k(\alpha) = (1-\alpha)\theta_{0,k} + \alpha\theta_{T,k}` of the grid, for every
 member, is evaluated on each split by :func:`thermotrain.models.fused.evaluate_line`: work
 items (member, block of 32 rows) loop over all α with the block's activations in cache —
 never a (K, N, width) array — and the first layer, affine in its parameters, is evaluated
 at the two ends only: :math:`z_1(\alpha) = z_1(\theta_0) + \alpha (z_1(\theta_T) -
-z_1(\theta_0))`. The results equal the torch path's (``vmap``-ed ``functional_call`` +
+z_1(\theta_0))`. Batch norm (eval mode) enters as a per-α, per-unit scale and shift
+(:func:`_batchnorm`, statistics as ``interpolate``'s ``batchnorm=`` mode says). The results
+equal the torch path's (``vmap``-ed ``functional_call`` +
 ``ensemble_loss`` / ``ensemble_accuracy``) to rounding
 (``tests/landscape/test_interpolate_fused.py``).
 
-Whenever the conditions do not hold (another model, a custom loss or metric, batch norm, a
-non-CPU device, a dtype mix, targets the torch path would reject, no C compiler) or the
+Whenever the conditions do not hold (another model, a custom loss or metric, a non-CPU
+device, a dtype mix, targets the torch path would reject, no C compiler) or the
 inputs or results are not finite (the kernel is compiled with ``-ffast-math``, which does not
 promise torch's NaN/inf propagation), :func:`evaluate` returns ``None`` and ``interpolate``
 takes the torch path. See ``docs/landscape.md`` (Speed).

@@ -14,6 +14,10 @@ rounding (sums are taken in another order) and never depend on the thread count 
 :func:`supports` says when it applies: small CPU float32/float64 MLPs (ReLU or tanh, binary
 or softmax head, at most 16 layers and :data:`MAX_WEIGHTS` weights per member — larger layers
 are better served by torch's GEMMs), with the C compiler available.
+
+Forward only, for the landscape tools: :func:`evaluate_line` gives the loss and accuracy of
+M such networks at every point of the lines between two parameter sets in one C call
+(:func:`supports_evaluation` says when; ``docs/landscape.md``, Speed).
 """
 
 from __future__ import annotations
