@@ -251,3 +251,37 @@ def test_monitored_run_resumes_bit_for_bit_mid_bank(one_thread):
     assert state_b.rows == state_a.rows
     for a, b in zip(model_a.parameters(), model_b.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("laplacian", ["hvp", "fd"])
+def test_ensemble_axis_other_than_the_first(one_thread, laplacian):
+    """Parameters stacking the K members on axis 1 (group 0) and axis 0 (group 1): on
+    L_k = ½ Σ c a² the Laplacian of every probe is exactly Σ c per member and group (the
+    Hessian is diagonal, vᵀHv = tr H for ±1 signs; the central difference is exact on a
+    quadratic up to rounding) and ‖∇L‖² = Σ (c a)²."""
+    k = 4
+    gen = torch.Generator().manual_seed(0)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.randn(3, k, 2, generator=gen, dtype=torch.float64))
+            self.b = torch.nn.Parameter(torch.randn(k, 5, generator=gen, dtype=torch.float64))
+
+    model = Model()
+    ca = torch.arange(1.0, 7.0, dtype=torch.float64).view(3, 1, 2)
+    cb = torch.linspace(0.5, 2.5, 5, dtype=torch.float64)
+
+    def loss(m):
+        return 0.5 * ((ca * m.a.square()).sum((0, 2)) + (cb * m.b.square()).sum(1))
+
+    opt = tt.PartitionedLangevin([{"params": [model.a], "ensemble_dim": 1},
+                                  {"params": [model.b], "ensemble_dim": 0}], lr=0.1, seed=0)
+    state = _State(model, opt, torch.zeros(4, 1), torch.zeros(4), k)
+    hook = thermo.ConfigurationalTemperature(loss, laplacian=laplacian, probes=3)
+    hook.on_start(state)
+    (g2a, la), (g2b, lb) = hook.measure(state)
+    torch.testing.assert_close(la, torch.full((k,), float(ca.sum()), dtype=torch.float64))
+    torch.testing.assert_close(lb, torch.full((k,), float(cb.sum()), dtype=torch.float64))
+    torch.testing.assert_close(g2a, (ca * model.a.detach()).square().sum((0, 2)))
+    torch.testing.assert_close(g2b, (cb * model.b.detach()).square().sum(1))
