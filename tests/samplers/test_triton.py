@@ -17,7 +17,8 @@ from test_philox import KAT
 import thermotrain as tt
 from thermotrain.samplers import philox as P
 
-# Triton's interpreter runs its kernels on CPU tensors; Triton reads this when it is imported
+# Triton's interpreter runs its kernels on CPU tensors (tests/conftest.py sets it for the
+# session: Triton may be imported before this module, by torch.optim)
 os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 

@@ -25,7 +25,7 @@ def counters(keys_lo, keys_hi, row, first, nblocks, d0, d1, BLOCK: tl.constexpr)
     b = first + j.to(tl.int64)
     c0 = (b & 0xFFFFFFFF).to(tl.uint32)
     c1 = (b >> 32).to(tl.uint32)
-    zero = tl.zeros([BLOCK], dtype=tl.uint32)
+    zero = tl.full([BLOCK], 0, tl.uint32)  # a builtin: no call into triton.language.standard
     k0 = tl.load(keys_lo + row).to(tl.uint32) + zero
     k1 = tl.load(keys_hi + row).to(tl.uint32) + zero
     # a draw word >= 2**31 arrives as int64: its low 32 bits are the word
