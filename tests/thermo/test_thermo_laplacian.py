@@ -285,3 +285,32 @@ def test_ensemble_axis_other_than_the_first(one_thread, laplacian):
     torch.testing.assert_close(lb, torch.full((k,), float(cb.sum()), dtype=torch.float64))
     torch.testing.assert_close(g2a, (ca * model.a.detach()).square().sum((0, 2)))
     torch.testing.assert_close(g2b, (cb * model.b.detach()).square().sum(1))
+
+
+class _ReadRows(Hook):
+    """Reads the loop's rows after every step (as a TensorBoard logger does): every deferred
+    record is finished at once instead of with its bank."""
+
+    name = "read_rows"
+
+    def after_step(self, state):
+        len(state.rows)
+
+
+@needs_kernel
+@pytest.mark.parametrize("laplacian", ["forward", "fd"])
+def test_deferred_records_equal_records_finished_at_once(one_thread, laplacian):
+    """Records finished in bursts per probe bank (16 records) give the same rows, bit for
+    bit, as records finished at their own step, and the same running temperatures; 40
+    records cross two bank boundaries, start=30 switches the ratio on mid-bank."""
+    def run(hooks):
+        conf = thermo.ConfigurationalTemperature(every=2, laplacian=laplacian, start=30)
+        _, state = _run([conf, *hooks], steps=80)
+        return state.rows, conf.temperatures()
+
+    rows_a, temps_a = run([])
+    rows_b, temps_b = run([_ReadRows()])
+    assert len(rows_a) == (40 * 2 + 25 * 1) * 3  # 40 records; the ratio from step 30 on
+    assert rows_a == rows_b
+    for a, b in zip(temps_a, temps_b, strict=True):
+        assert torch.equal(a, b)

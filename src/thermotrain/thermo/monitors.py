@@ -40,11 +40,12 @@ from .kinetic import (
     kinetic_temperatures,
 )
 from .probes import Groups, RecordLayout, optimizer_groups, restore_grads
+from .records import RecordTables, Resolve
 
 __all__ = ["KineticTemperature", "ConfigurationalTemperature", "kinetic_temperatures"]
 
 
-class ConfigurationalTemperature(Hook):
+class ConfigurationalTemperature(RecordTables, Hook):
     r"""Log :math:`T_\mathrm{conf} = \langle\lVert\nabla L\rVert^2\rangle/\langle\Delta L\rangle`
     per group and member every ``every`` steps (SPEC §11), with a Hutchinson Laplacian.
 
@@ -145,9 +146,13 @@ class ConfigurationalTemperature(Hook):
         self._lay: RecordLayout | None = None
         self._layout_key: tuple | None = None
         self._drawn = 0  # probes drawn before the layout exists (resume)
+        self._deferred: list[tuple[int, int, bool]] = []  # (serial, slot, record)
+        self._tables: dict[int, list] = {}  # finished deferred records by serial
+        self._serial = 0
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        self._reduce_deferred()
         k = None if self._sums is None else self._sums.shape[1] // 2
         return {"generator": self.generator.get_state(), "index": self._index,
                 "probes_drawn": self._lay.drawn if self._lay is not None else self._drawn,
@@ -190,6 +195,7 @@ class ConfigurationalTemperature(Hook):
         key = RecordLayout.key(groups)
         if key == self._layout_key:
             return
+        self._reduce_deferred()
         step = {"fd": 2 * self.epsilon, "forward": self.epsilon}.get(self.laplacian)
         scale = 1.0 if step is None else 1.0 / (step * self.probes)
         drawn = self._lay.drawn if self._lay is not None else self._drawn
@@ -246,13 +252,16 @@ class ConfigurationalTemperature(Hook):
         lay = self._lay
         params, theta = lay.params, lay.theta
         central, alpha = self.laplacian == "fd", self.epsilon / self._scale
-        grad_sum, lap = lay.work[0], lay.work[1]
         usum = None
         torch._foreach_copy_(theta, params)
         try:
             for i in range(self.probes):
+                if self._deferred and lay.drawn % lay.slots == 0:
+                    self._reduce_deferred()  # before the next bank overwrites their slots
                 lay.next()
                 u = lay.probe
+                if i == 0:
+                    grad_sum, lap = lay.work[0], lay.work[1]  # the record's work matrices
                 torch._foreach_add_(params, lay.views, alpha=alpha)
                 plus = self._gradient(state, lap if i == 0 else None)
                 if central:
@@ -284,12 +293,9 @@ class ConfigurationalTemperature(Hook):
         w = lay.work
         if self.data == "batch":  # the energy is the step's batch: ∇L_B is the loop's gradient
             lay.flat([p.grad for p in lay.params], w[0])
-            if usum is not None:  # forward: Σ u ⊙ [∇L_B(θ + εv) − ∇L_B(θ)]
-                w[1].addcmul_(w[0], usum, value=-1.0)
         elif self.laplacian == "fd":
             w[0].mul_(0.5 / self.probes)  # the mean of the 2·probes gradients
-        w[0].square_()
-        return torch.mm(lay.indicator, w.view(-1, w.shape[2]).T)
+        return self._reduce(w, usum if self.data == "batch" else None)
 
     def _hvp(self, state: Any, groups: list) -> Tensor:
         self._layout(state, groups)
@@ -315,6 +321,7 @@ class ConfigurationalTemperature(Hook):
         return torch.mm(lay.indicator, w.view(-1, w.shape[2]).T)
 
     def _measure(self, state: Any) -> Tensor:
+        self._reduce_deferred()  # the records before this one first (their sums, slots)
         groups = self._groups(state)
         if self.data == "batch" and self._batch is None:
             raise RuntimeError(f"{self.name}: data='batch' measures the step's minibatch; "
@@ -351,36 +358,32 @@ class ConfigurationalTemperature(Hook):
                 self._pending = (usum, self._layout_key)
         return batch
 
-    def _metric_columns(self, groups: int, ratio: bool) -> dict[str, int]:
-        """Metric → column of the logged table, whose columns are per group
-        ``‖∇L‖², ΔL`` (and ``T_conf``): the order of the rows."""
-        key = (groups, ratio)
-        if key not in self._columns:
-            parts = ("grad_norm2/", "laplacian/", "")[:3 if ratio else 2]
-            self._columns[key] = {f"{self.name}/{part}group{g}": len(parts) * g + i
-                                  for g in range(groups) for i, part in enumerate(parts)}
-        return self._columns[key]
-
     def after_gradient(self, state: Any, losses: Tensor) -> None:
         if state.step % self.every:
             return
         pending, self._pending = self._pending, None
+        record = state.step >= self.start
         if pending is not None and self._batch.x is self._batch_x \
                 and pending[1] == self._layout_key:
+            if (self.data == "batch" and self.probes == 1
+                    and hasattr(state, "log_deferred")):
+                # defer the reductions and the logging to a burst per bank of probes (or
+                # when the rows are read): here only ∇L_B(θ_n) into the record's slot
+                lay = self._lay
+                lay.flat([p.grad for p in lay.params], lay.work[0])
+                self._deferred.append((self._serial, lay.slot, record))
+                columns = self._metric_columns(lay.indicator.shape[0], record)
+                state.log_deferred(columns, Resolve(self, self._serial))
+                self._serial += 1
+                self._batch = None
+                return
             res = self._finish(pending[0])
         else:  # no before_gradient, or a later hook rewrote the batch: measure now
             if pending is not None:  # with the probes of before_gradient
                 self._lay.drawn -= self.probes
             res = self._measure(state)
-        groups, k = res.shape[0], res.shape[1] // 2
-        record = state.step >= self.start
-        if record:
-            self._sums = res.clone() if self._sums is None else self._sums.add_(res)
-            table = torch.cat((res, self._sums[:, :k] / self._sums[:, k:]), 1)
-        else:
-            table = res
-        table = table.view(-1, k).T  # (K, 2G or 3G): column per metric, in row order
-        columns = self._metric_columns(groups, record)
+        table = self._table(res, record).T  # (K, M): column per metric, in row order
+        columns = self._metric_columns(res.shape[0], record)
         log_table = getattr(state, "log_table", None)
         if log_table is not None:
             log_table(columns, table)
@@ -391,6 +394,7 @@ class ConfigurationalTemperature(Hook):
 
     def temperatures(self) -> list[Tensor]:
         """The running :math:`T_\\mathrm{conf}` per group, ``(K,)`` each."""
+        self._reduce_deferred()
         if self._sums is None:
             return []
         k = self._sums.shape[1] // 2

@@ -39,7 +39,9 @@ class RecordLayout:
         params, edims: the parameters in order and their ensemble axes.
         probe, views: the current probe ``(K, P)`` and its per-parameter copies (shaped like
             ``params``, contiguous); :meth:`next` moves to the next one.
-        work: ``W`` ``(2, K, P)``; indicator: ``(G, P)``, 1 on group g's columns.
+        work: ``W`` ``(2, K, P)`` of the current record (``work_bank[slot // probes]``: the
+            records of one bank can be reduced together, see ``probe_bank``);
+            indicator: ``(G, P)``, 1 on group g's columns.
         theta: buffers θ is saved in while it is perturbed.
     """
 
@@ -85,10 +87,14 @@ class RecordLayout:
             self.indicator[g, col:col + m] = 1
             col += m
         self.params, self.edims, self.members = params, edims, k
-        self.work = torch.empty(2, k, n, **opts)
+        # one work matrix per slot, so that records can wait to be reduced together
+        self.work_bank = torch.empty(records, 2, k, n, **opts)
+        self.probes = probes
+        self.probe_bank = rows
         self.theta = [torch.empty_like(p) for p in params]
         self.bank, self.drawn = -1, 0  # the bank in the buffer; probes drawn so far
-        self.probe, self.views = self._probes[0], self._views[0]
+        self.probe, self.views, self.work, self.slot = (self._probes[0], self._views[0],
+                                                        self.work_bank[0], 0)
 
     @staticmethod
     def key(groups: Groups) -> tuple:
@@ -120,7 +126,9 @@ class RecordLayout:
         bank, slot = divmod(self.drawn, self.slots)
         if bank != self.bank:
             self.refill(bank)
-        self.probe, self.views = self._probes[slot], self._views[slot]
+        self.probe, self.views, self.work = (self._probes[slot], self._views[slot],
+                                             self.work_bank[slot // self.probes])
+        self.slot = slot
         self.drawn += 1
 
 

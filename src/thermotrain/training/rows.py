@@ -7,7 +7,7 @@ Rows are ``(study, method, seed, step, split, metric, value)``, the long format 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import repeat
 
 from torch import Tensor
@@ -52,6 +52,8 @@ class MetricLog:
         for step, split, metric, values in self._pending:
             if metric is None:  # a table: values = (((name, column), ...), columns)
                 names, table = values
+                if callable(table):  # log_deferred: the columns computed now
+                    table = table()
                 for name, j in names:
                     out.extend(zip(repeat(study), methods, seeds, repeat(step),
                                    repeat(split), repeat(name), map(float, table[j])))
@@ -111,3 +113,15 @@ class MetricLog:
         """The metric row of ``member`` at the current step (not recorded)."""
         return (self.study, self.member_methods[member], self.seeds[member], self.step, split,
                 metric, value)
+
+    def log_deferred(self, columns: Mapping[str, int], resolve: Callable[[], list],
+                     split: str = "train") -> None:
+        """Like :meth:`log_table` for a table computed later: ``resolve()`` returns its
+        columns (M lists of K floats, column ``columns[name]`` for ``name``) when the rows
+        are read. For hooks that reduce many records in one batch; the rows keep their
+        place in the logging order."""
+        if not isinstance(split, str) or not split:
+            raise TypeError(f"split must be a non-empty string, got {split!r}")
+        if not callable(resolve):
+            raise TypeError(f"resolve must be callable, got {type(resolve).__name__}")
+        self._pending.append((self.step, split, None, (tuple(columns.items()), resolve)))
