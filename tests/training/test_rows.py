@@ -73,3 +73,26 @@ def test_log_table_rejects_bad_tables_and_columns():
     with pytest.raises(TypeError, match="must be real"):
         state.log("c", torch.zeros(3, dtype=torch.complex64))
     assert state.rows == []
+
+
+def test_log_deferred_rows_keep_their_place_and_are_computed_when_read():
+    state = _state()
+    calls = []
+
+    def resolve():
+        calls.append(1)
+        return [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+    state.log("a", torch.zeros(3))
+    state.step = 4
+    state.log_deferred({"q": 1, "p": 0}, resolve)
+    state.step = 5
+    state.log("b", 0.5)
+    assert calls == []
+    rows = state.rows
+    assert calls == [1]
+    assert [r[5] for r in rows] == ["a"] * 3 + ["q"] * 3 + ["p"] * 3 + ["b"]
+    assert [r[6] for r in rows if r[5] == "q"] == [4.0, 5.0, 6.0]
+    assert {r[3] for r in rows if r[5] in ("p", "q")} == {4}
+    with pytest.raises(TypeError, match="resolve must be callable"):
+        state.log_deferred({"q": 0}, [1.0])
