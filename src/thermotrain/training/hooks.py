@@ -36,6 +36,7 @@ The loop state a hook sees (:class:`thermotrain.training.LoopState`) has at leas
 split="train")``       a ``(K,)`` tensor (one row per member)
 ``log_table(columns,   several per-member metrics at once: ``values`` ``(K, M)``, ``columns``
 values, split)``       ``{metric: column}`` (the rows of ``log`` per column, one conversion)
+``log_deferred(...)``  the same for a table computed when the rows are read (``resolve()``)
 ``stop()``             ask the loop to end after this step
 ``rows``               the metric rows so far, ``(study, method, seed, step, split, metric,
                        value)`` (the long format of ``metrics.csv``)
