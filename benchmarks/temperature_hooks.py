@@ -26,9 +26,9 @@ on a shared machine it leaves out the time spent waiting for a core. Usage::
         [--members 10] [--hidden 100] [--subset 25] [--threads 1] [--arms kinetic,...]
 
 Target (issue 9): recording every 10 steps adds ≤ 10 % to a run. Measured 1 Dec 2026 (machine
-loaded by other jobs, CPU time, three runs; docs/thermo.md): kinetic 1.08–1.09 (met);
-configurational on the minibatch 1.20–1.22 (forward), 1.23–1.24 (central) — not met at every
-10 steps (forward 1.09 at every 20, ≤ 1.06 at every 50); full set central 1.77–1.81.
+shared with other jobs, CPU time, three runs; docs/thermo.md): kinetic 1.07–1.09 (met);
+configurational on the minibatch 1.16–1.17 (forward), 1.18–1.20 (central) — not met at every
+10 steps (1.06–1.08 at every 20, 1.06 at every 50); full set central 1.73–1.78.
 """
 
 from __future__ import annotations
