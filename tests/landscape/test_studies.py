@@ -60,7 +60,7 @@ def test_mli_mnist_quick_run_report_and_resume(tmp_path: Path, capsys):
 
 
 @needs_mnist
-@pytest.mark.parametrize("study", ["mli-fashion", "mli-far"])
+@pytest.mark.parametrize("study", ["mli-fashion", "mli-far", "mli-mnist-wide"])
 def test_other_mli_studies_quick(tmp_path: Path, study):
     out = tmp_path / study
     assert main(["run", str(STUDIES / f"{study}.toml"), "--quick", "--out", str(out),
