@@ -34,11 +34,7 @@ import torch
 from torch import Tensor
 
 from ..training.hooks import Hook
-from .kinetic import (
-    KineticTemperature,
-    _check_every,
-    kinetic_temperatures,
-)
+from .kinetic import KineticTemperature, _check_every, kinetic_temperatures
 from .probes import Groups, RecordLayout, optimizer_groups, restore_grads
 from .records import RecordTables, Resolve
 
@@ -171,6 +167,7 @@ class ConfigurationalTemperature(RecordTables, Hook):
 
     # ------------------------------------------------------------------ events
     def on_start(self, state: Any) -> None:
+        self._reduce_deferred()  # records of an earlier run with this hook, if unread
         n = state.x_train.shape[0]
         if self.subset is not None and self._index is None:
             if self.subset > n:
