@@ -297,20 +297,43 @@ class _ReadRows(Hook):
         len(state.rows)
 
 
+class _NoDeferral:
+    """The loop state without log_deferred: the monitor finishes every record at once."""
+
+    def __init__(self, state):
+        object.__setattr__(self, "_state", state)
+
+    def __getattr__(self, name):
+        if name == "log_deferred":
+            raise AttributeError(name)
+        return getattr(self._state, name)
+
+
+class _AtOnce(thermo.ConfigurationalTemperature):
+    def before_gradient(self, state, batch):
+        return super().before_gradient(_NoDeferral(state), batch)
+
+    def after_gradient(self, state, losses):
+        super().after_gradient(_NoDeferral(state), losses)
+
+
 @needs_kernel
 @pytest.mark.parametrize("laplacian", ["forward", "fd"])
 def test_deferred_records_equal_records_finished_at_once(one_thread, laplacian):
     """Records finished in bursts per probe bank (16 records) give the same rows, bit for
-    bit, as records finished at their own step, and the same running temperatures; 40
-    records cross two bank boundaries, start=30 switches the ratio on mid-bank."""
-    def run(hooks):
-        conf = thermo.ConfigurationalTemperature(every=2, laplacian=laplacian, start=30)
+    bit, as records finished at their own step after being read (every step, as a
+    TensorBoard logger reads them) and as records never deferred, and the same running
+    temperatures; 40 records cross two bank boundaries, start=30 switches the ratio on
+    mid-bank."""
+    def run(hook_type, hooks):
+        conf = hook_type(every=2, laplacian=laplacian, start=30)
         _, state = _run([conf, *hooks], steps=80)
         return state.rows, conf.temperatures()
 
-    rows_a, temps_a = run([])
-    rows_b, temps_b = run([_ReadRows()])
+    rows_a, temps_a = run(thermo.ConfigurationalTemperature, [])
     assert len(rows_a) == (40 * 2 + 25 * 1) * 3  # 40 records; the ratio from step 30 on
-    assert rows_a == rows_b
-    for a, b in zip(temps_a, temps_b, strict=True):
-        assert torch.equal(a, b)
+    for rows_b, temps_b in (run(thermo.ConfigurationalTemperature, [_ReadRows()]),
+                            run(_AtOnce, [])):
+        assert rows_a == rows_b
+        for a, b in zip(temps_a, temps_b, strict=True):
+            assert torch.equal(a, b)

@@ -186,9 +186,8 @@ class ConfigurationalTemperature(RecordTables, Hook):
         return optimizer_groups(state.optimizer, state.members)
 
     def _layout(self, state: Any, groups: Groups) -> None:
-        """(Re)build the record's :class:`~.probes.RecordLayout` when the parameters change;
-        its probes carry the Laplacian's scale 1/(step·probes) (step 2ε central, ε
-        forward; 1 for the HVP)."""
+        """(Re)build the :class:`~.probes.RecordLayout` when the parameters change; its
+        probes carry the scale 1/(step·probes) (step 2ε central, ε forward, 1 HVP)."""
         key = RecordLayout.key(groups)
         if key == self._layout_key:
             return
@@ -225,16 +224,15 @@ class ConfigurationalTemperature(RecordTables, Hook):
             out = out.unsqueeze(0)
         return ensemble_loss(out, y)
 
-    def _gradient(self, state: Any, out: Tensor | None = None) -> Tensor:
-        """∇ of the summed member losses at the current θ as a ``(K, P)`` copy (into
-        ``out`` if given; the fused path overwrites ``.grad``)."""
+    def _param_gradient(self, state: Any) -> list[Tensor]:
+        """∇ of the summed member losses at the current θ, per parameter (the fused path:
+        the ``.grad`` tensors themselves, overwritten)."""
         params = self._lay.params
         if self._grad_fn is not None and not (self.data == "batch" and self._batch.rewritten):
             self._grad_fn(self._batch.index if self.data == "batch" else self._fixed)
-            return self._lay.flat([p.grad for p in params], out)
+            return [p.grad for p in params]
         with torch.enable_grad():
-            grads = torch.autograd.grad(self._loss(state).sum(), params)
-        return self._lay.flat(list(grads), out)
+            return list(torch.autograd.grad(self._loss(state).sum(), params))
 
     @torch.no_grad()
     def _differences(self, state: Any, groups: list) -> Tensor | None:
@@ -260,10 +258,10 @@ class ConfigurationalTemperature(RecordTables, Hook):
                 if i == 0:
                     grad_sum, lap = lay.work[0], lay.work[1]  # the record's work matrices
                 torch._foreach_add_(params, lay.views, alpha=alpha)
-                plus = self._gradient(state, lap if i == 0 else None)
+                plus = lay.flat(self._param_gradient(state), lap if i == 0 else None)
                 if central:
                     torch._foreach_add_(params, lay.views, alpha=-2.0 * alpha)
-                    minus = self._gradient(state)
+                    minus = lay.flat(self._param_gradient(state))
                 torch._foreach_copy_(params, theta)
                 if central and self.data != "batch":
                     if i == 0:
@@ -272,7 +270,8 @@ class ConfigurationalTemperature(RecordTables, Hook):
                         grad_sum.add_(plus).add_(minus)
                 d = plus.sub_(minus) if central else plus
                 if i == 0:
-                    lap.mul_(u)
+                    if self.probes > 1:  # one probe: the product is taken in _reduce
+                        lap.mul_(u)
                 else:
                     lap.addcmul_(d, u)
                 if not central:  # Σ u (the probe itself for one probe)
@@ -292,7 +291,7 @@ class ConfigurationalTemperature(RecordTables, Hook):
             lay.flat([p.grad for p in lay.params], w[0])
         elif self.laplacian == "fd":
             w[0].mul_(0.5 / self.probes)  # the mean of the 2·probes gradients
-        return self._reduce(w, usum if self.data == "batch" else None)
+        return self._reduce(w, lay.probe if self.probes == 1 else usum)
 
     def _hvp(self, state: Any, groups: list) -> Tensor:
         self._layout(state, groups)
@@ -338,11 +337,8 @@ class ConfigurationalTemperature(RecordTables, Hook):
 
     def measure(self, state: Any) -> list[tuple[Tensor, Tensor]]:
         """Per group, ``(‖∇_g L‖², Hutchinson Δ_g L)`` per member at the current θ, each
-        ``(K,)`` (θ and ``.grad`` are left as they were). With ``data="batch"`` ‖∇L_B‖² is
-        the loop's gradient in ``.grad`` (call it in ``after_gradient``). The hook itself
-        does the finite differences in ``before_gradient`` (θ_n is the point of the
-        step's gradient too, and the loop's gradient then overwrites ``.grad``: nothing to
-        save) and finishes them in ``after_gradient``."""
+        ``(K,)``, θ and ``.grad`` left as they were (a whole record at once; with
+        ``data="batch"`` call it in ``after_gradient``: ‖∇L_B‖² is the loop's ``.grad``)."""
         res = self._measure(state)
         k = res.shape[1] // 2
         return [(res[g, :k], res[g, k:]) for g in range(res.shape[0])]
@@ -351,8 +347,12 @@ class ConfigurationalTemperature(RecordTables, Hook):
         if state.step % self.every == 0:
             self._batch, self._batch_x = batch, batch.x
             if self.laplacian != "hvp":
-                usum = self._differences(state, self._groups(state))
-                self._pending = (usum, self._layout_key)
+                groups = self._groups(state)
+                if self._defers(state):  # finished later, with its bank (see after_gradient)
+                    self._shifted_gradients(state, groups)
+                    self._pending = ("deferred", self._layout_key)
+                else:
+                    self._pending = (self._differences(state, groups), self._layout_key)
         return batch
 
     def after_gradient(self, state: Any, losses: Tensor) -> None:
@@ -362,12 +362,11 @@ class ConfigurationalTemperature(RecordTables, Hook):
         record = state.step >= self.start
         if pending is not None and self._batch.x is self._batch_x \
                 and pending[1] == self._layout_key:
-            if (self.data == "batch" and self.probes == 1
-                    and hasattr(state, "log_deferred")):
-                # defer the reductions and the logging to a burst per bank of probes (or
-                # when the rows are read): here only ∇L_B(θ_n) into the record's slot
+            if isinstance(pending[0], str):
+                # reductions and logging deferred to a burst per bank of probes (or to when
+                # the rows are read): here only ∇L_B(θ_n) into the record's slot
                 lay = self._lay
-                lay.flat([p.grad for p in lay.params], lay.work[0])
+                torch._foreach_copy_(lay.loop_grad[lay.slot], [p.grad for p in lay.params])
                 self._deferred.append((self._serial, lay.slot, record))
                 columns = self._metric_columns(lay.indicator.shape[0], record)
                 state.log_deferred(columns, Resolve(self, self._serial))

@@ -89,6 +89,10 @@ class RecordLayout:
         self.params, self.edims, self.members = params, edims, k
         # one work matrix per slot, so that records can wait to be reduced together
         self.work_bank = torch.empty(records, 2, k, n, **opts)
+        # per record, parameter-shaped copies of ∇L(θ + εv) (minus ∇L(θ − εv)) and of
+        # the loop's ∇L_B(θ): what a deferred record keeps until its bank is reduced
+        self.shifted = [[torch.empty_like(p) for p in params] for _ in range(records)]
+        self.loop_grad = [[torch.empty_like(p) for p in params] for _ in range(records)]
         self.probes = probes
         self.probe_bank = rows
         self.theta = [torch.empty_like(p) for p in params]

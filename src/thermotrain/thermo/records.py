@@ -29,17 +29,54 @@ class RecordTables:
 
     name: str
     laplacian: str
+    probes: int
     _sums: Tensor | None
     _deferred: list[tuple[int, int, bool]]
     _tables: dict[int, list]
     _columns: dict[tuple, dict[str, int]]
     _lay: Any
+    epsilon: float
+    data: str
+    _scale: float
+    _layout: Any
+    _param_gradient: Any
 
-    def _reduce(self, w: Tensor, usum: Tensor | None) -> Tensor:
-        """``[‖∇_g L‖² | Δ_g L]`` ``(G, 2K)`` from a record's work matrices (W₀ a gradient,
-        W₁ the Laplacian terms; ``usum``: forward, subtract W₀ ⊙ Σu first)."""
-        if usum is not None:  # forward: Σ u ⊙ [∇L_B(θ + εv) − ∇L_B(θ)]
-            w[1].addcmul_(w[0], usum, value=-1.0)
+    def _defers(self, state: Any) -> bool:
+        return self.data == "batch" and self.probes == 1 and hasattr(state, "log_deferred")
+
+    @torch.no_grad()
+    def _shifted_gradients(self, state: Any, groups: list) -> None:
+        """A deferred record's part at θ_n (restored bit for bit): ∇L_B(θ + εv) (central:
+        minus ∇L_B(θ − εv)) copied, per parameter, into the record's slot of the bank."""
+        self._layout(state, groups)
+        lay = self._lay
+        params, theta, alpha = lay.params, lay.theta, self.epsilon / self._scale
+        if self._deferred and lay.drawn % lay.slots == 0:
+            self._reduce_deferred()  # before the next bank overwrites their slots
+        torch._foreach_copy_(theta, params)
+        try:
+            lay.next()
+            torch._foreach_add_(params, lay.views, alpha=alpha)
+            out = lay.shifted[lay.slot]
+            torch._foreach_copy_(out, self._param_gradient(state))
+            if self.laplacian == "fd":
+                torch._foreach_add_(params, lay.views, alpha=-2.0 * alpha)
+                torch._foreach_sub_(out, self._param_gradient(state))
+        finally:
+            torch._foreach_copy_(params, theta)
+
+    def _reduce(self, w: Tensor, u: Tensor | None) -> Tensor:
+        """``[‖∇_g L‖² | Δ_g L]`` ``(G, 2K)`` from a record's work matrices: W₀ a gradient,
+        W₁ for one probe u the shifted gradient (forward: W₁ ← (W₁ − W₀) ⊙ u) or the
+        difference of the two (central: W₁ ← W₁ ⊙ u); for several probes W₁ holds the sum
+        of the products and u = Σu (forward: W₁ ← W₁ − W₀ ⊙ Σu)."""
+        if u is not None and self.laplacian != "hvp":
+            if self.probes == 1:
+                if self.laplacian == "forward":
+                    w[1].sub_(w[0])
+                w[1].mul_(u)
+            elif self.laplacian == "forward":
+                w[1].addcmul_(w[0], u, value=-1.0)
         w[0].square_()
         return torch.mm(self._lay.indicator, w.view(-1, w.shape[2]).T)
 
@@ -56,9 +93,12 @@ class RecordTables:
     def _reduce_deferred(self) -> None:
         """Finish the records waiting in the bank (see ``after_gradient``), in order, in one
         warm burst: the same operations as at once, so the values do not depend on when."""
-        lay, forward = self._lay, self.laplacian == "forward"
+        lay = self._lay
         for serial, slot, record in self._deferred:
-            res = self._reduce(lay.work_bank[slot], lay.probe_bank[slot] if forward else None)
+            w = lay.work_bank[slot]
+            lay.flat(lay.loop_grad[slot], w[0])
+            lay.flat(lay.shifted[slot], w[1])
+            res = self._reduce(w, lay.probe_bank[slot])
             self._tables[serial] = self._table(res, record).tolist()
         self._deferred.clear()
 
