@@ -25,10 +25,10 @@ on a shared machine it leaves out the time spent waiting for a core. Usage::
     python benchmarks/temperature_hooks.py [--rounds 15] [--steps 200] [--every 10]
         [--members 10] [--hidden 100] [--subset 25] [--threads 1] [--arms kinetic,...]
 
-Target (issue 9): recording every 10 steps adds ≤ 10 % to a run. Measured 1 Dec 2026 (machine
-shared with other jobs, CPU time, three runs; docs/thermo.md): kinetic 1.07–1.09 (met);
-configurational on the minibatch 1.16–1.17 (forward), 1.18–1.20 (central) — not met at every
-10 steps (1.06–1.08 at every 20, 1.06 at every 50); full set central 1.73–1.78.
+Target (issue 9): recording every 10 steps adds ≤ 10 % to a run. Measured 1 Dec 2026 (load
+0.7–1.0, CPU time, three runs; docs/thermo.md): kinetic 1.07–1.09 (met); configurational on
+the minibatch 1.15–1.17 (forward), 1.18–1.21 (central) — not met at every 10 steps (forward
+1.08 at every 20, 1.02 at every 50); full set central 1.79–1.80.
 """
 
 from __future__ import annotations
