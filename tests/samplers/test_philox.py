@@ -41,16 +41,22 @@ def test_kernel_philox_matches_known_answers(counter, key, expected):
     assert words[0].tolist() == list(expected)
 
 
-@needs_kernel
-def test_kernel_words_equal_reference_words_over_a_carry():
-    # blocks across a 2^32 boundary exercise the carry into the counter's second word
-    first, n, key, draw = 2**32 - 5, 10, 2**40 + 17, 2**33 + 3
+def reference_words(first: int, n: int, key: int, draw: int) -> torch.Tensor:
+    """The definition's words of blocks ``first … first+n-1``, shape ``(n, 4)``."""
     j = torch.arange(first, first + n)
     ref = P.philox4x32(
         [j & 0xFFFFFFFF, j >> 32, torch.full_like(j, draw & 0xFFFFFFFF),
          torch.full_like(j, draw >> 32)],
         [torch.tensor(key & 0xFFFFFFFF), torch.tensor(key >> 32)])
-    assert torch.equal(P.philox4x32_kernel(first, n, key, draw), torch.stack(ref, 1))
+    return torch.stack(ref, 1)
+
+
+@needs_kernel
+def test_kernel_words_equal_reference_words_over_a_carry():
+    # blocks across a 2^32 boundary exercise the carry into the counter's second word
+    first, n, key, draw = 2**32 - 5, 10, 2**40 + 17, 2**33 + 3
+    assert torch.equal(P.philox4x32_kernel(first, n, key, draw),
+                       reference_words(first, n, key, draw))
 
 
 @needs_kernel

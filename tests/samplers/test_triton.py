@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 from harness import make_layers, run
-from test_philox import KAT
+from test_philox import KAT, reference_words
 
 import thermotrain as tt
 from thermotrain.samplers import philox as P
@@ -46,13 +46,8 @@ def test_triton_words_match_the_known_answers(triton_cpu, counter, key, expected
 def test_triton_words_equal_the_definition_over_a_carry(triton_cpu):
     # blocks across 2^32 carry into the counter's second word; > 2^32 keys and draws
     first, n, key, draw = 2**32 - 300, 600, 2**40 + 17, 2**33 + 3
-    j = torch.arange(first, first + n)
-    ref = P.philox4x32(
-        [j & 0xFFFFFFFF, j >> 32, torch.full_like(j, draw & 0xFFFFFFFF),
-         torch.full_like(j, draw >> 32)],
-        [torch.tensor(key & 0xFFFFFFFF), torch.tensor(key >> 32)])
     got = triton_cpu.raw_words(first, n, key, draw, torch.device("cpu"))
-    assert torch.equal(got.reshape(n, 4), torch.stack(ref, 1))
+    assert torch.equal(got.reshape(n, 4), reference_words(first, n, key, draw))
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float64, 1e-13),

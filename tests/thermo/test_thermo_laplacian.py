@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from _thermo_helpers import ManualState as _State
 
 import thermotrain as tt
 from thermotrain import thermo
@@ -16,15 +17,6 @@ from thermotrain.models import MLP, ensemble_loss, fused
 from thermotrain.training import Batch, Hook, train
 
 needs_kernel = pytest.mark.skipif(fused._library() is None, reason="no C compiler here")
-
-
-class _State:
-    def __init__(self, model, opt, x, y, members):
-        self.model, self.optimizer, self.members = model, opt, members
-        self.x_train, self.y_train, self.step, self.logged = x, y, 0, {}
-
-    def log(self, metric, value, split="train"):
-        self.logged[metric] = value.clone()
 
 
 def _exact(model, params, x, y, idx, members):

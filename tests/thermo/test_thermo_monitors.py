@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from _thermo_helpers import ManualState as _State
 
 import thermotrain as tt
 from thermotrain import thermo
@@ -133,17 +134,6 @@ def test_finite_difference_laplacian_matches_hvp_and_restores_the_state(one_thre
         torch.testing.assert_close(lb, la, rtol=1e-3, atol=1e-8)
     for p, (t, g) in zip(model.parameters(), before, strict=True):
         assert torch.equal(p.detach(), t) and torch.equal(p.grad, g)
-
-
-class _State:
-    """The part of LoopState the monitors read, for driving them by hand."""
-
-    def __init__(self, model, opt, x, y, members):
-        self.model, self.optimizer, self.members = model, opt, members
-        self.x_train, self.y_train, self.step, self.logged = x, y, 0, {}
-
-    def log(self, metric, value, split="train"):
-        self.logged[metric] = value.clone()
 
 
 def _copy_of(model, opt, make):

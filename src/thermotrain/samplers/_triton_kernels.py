@@ -20,7 +20,9 @@ def philox10(c0, c1, c2, c3, k0, k1):
 
 
 @triton.jit
-def counters(keys_lo, keys_hi, row, first, nblocks, d0, d1, BLOCK: tl.constexpr):
+def block_words(keys_lo, keys_hi, row, first, d0, d1, BLOCK: tl.constexpr):
+    """The Philox words of this program's BLOCK blocks ``first + j`` of row ``row``'s
+    stream: ``(j, first + j, x0, x1, x2, x3)``."""
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)  # block index from `first`
     b = first + j.to(tl.int64)
     c0 = (b & 0xFFFFFFFF).to(tl.uint32)
@@ -29,14 +31,13 @@ def counters(keys_lo, keys_hi, row, first, nblocks, d0, d1, BLOCK: tl.constexpr)
     k0 = tl.load(keys_lo + row).to(tl.uint32) + zero
     k1 = tl.load(keys_hi + row).to(tl.uint32) + zero
     # a draw word >= 2**31 arrives as int64: its low 32 bits are the word
-    return j, b, c0, c1, zero + d0.to(tl.uint32), zero + d1.to(tl.uint32), k0, k1
+    x0, x1, x2, x3 = philox10(c0, c1, zero + d0.to(tl.uint32), zero + d1.to(tl.uint32), k0, k1)
+    return j, b, x0, x1, x2, x3
 
 
 @triton.jit
 def raw_kernel(out, keys_lo, keys_hi, first, nblocks, d0, d1, BLOCK: tl.constexpr):
-    j, b, c0, c1, c2, c3, k0, k1 = counters(keys_lo, keys_hi, 0, first, nblocks, d0, d1,
-                                            BLOCK)
-    x0, x1, x2, x3 = philox10(c0, c1, c2, c3, k0, k1)
+    j, b, x0, x1, x2, x3 = block_words(keys_lo, keys_hi, 0, first, d0, d1, BLOCK)
     ok = j < nblocks
     o = out + 4 * j.to(tl.int64)
     tl.store(o, x0.to(tl.int32, bitcast=True), mask=ok)
@@ -49,9 +50,7 @@ def raw_kernel(out, keys_lo, keys_hi, first, nblocks, d0, d1, BLOCK: tl.constexp
 def normal_f32(out, stride, n, start, keys_lo, keys_hi, first, nblocks, d0, d1,
                BLOCK: tl.constexpr):
     row = tl.program_id(0)
-    j, b, c0, c1, c2, c3, k0, k1 = counters(keys_lo, keys_hi, row, first, nblocks, d0, d1,
-                                            BLOCK)
-    x0, x1, x2, x3 = philox10(c0, c1, c2, c3, k0, k1)
+    j, b, x0, x1, x2, x3 = block_words(keys_lo, keys_hi, row, first, d0, d1, BLOCK)
     u1 = ((x0 >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08  # 2**-24
     u2 = (x1 >> 8).to(tl.float32) * 5.9604644775390625e-08
     u3 = ((x2 >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08
@@ -75,9 +74,7 @@ def normal_f32(out, stride, n, start, keys_lo, keys_hi, first, nblocks, d0, d1,
 def normal_f64(out, stride, n, start, keys_lo, keys_hi, first, nblocks, d0, d1,
                BLOCK: tl.constexpr):
     row = tl.program_id(0)
-    j, b, c0, c1, c2, c3, k0, k1 = counters(keys_lo, keys_hi, row, first, nblocks, d0, d1,
-                                            BLOCK)
-    x0, x1, x2, x3 = philox10(c0, c1, c2, c3, k0, k1)
+    j, b, x0, x1, x2, x3 = block_words(keys_lo, keys_hi, row, first, d0, d1, BLOCK)
     m1 = (x0.to(tl.uint64) << 21) | (x1 >> 11).to(tl.uint64)
     m2 = (x2.to(tl.uint64) << 21) | (x3 >> 11).to(tl.uint64)
     u1 = (m1 + 1).to(tl.float64) * 1.1102230246251565e-16  # 2**-53
