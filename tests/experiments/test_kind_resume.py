@@ -22,6 +22,7 @@ from thermotrain.experiments.kinds import (
     _landscape_spiral,
     landscape,
     thermo_bayes,
+    thermo_ft,
     thermo_mnist,
     thermo_temperatures,
 )
@@ -160,6 +161,29 @@ def test_ft_mnist_resumes_before_its_chains(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(thermo_mnist, "run_chains", chains)
     assert main([*argv, "--out", str(tmp_path / "r"), "--resume"]) == 0
     assert [c.calls for c in checks.values()] == [0, 0] and chains.calls == 1
+    for name in ("summary.json", "arrays.json"):
+        a, b = (json.loads((tmp_path / d / name).read_text()) for d in ("r", "straight"))
+        assert _timeless(a) == _timeless(b)
+
+
+def test_ft_regression_resumes_after_its_wr_chains(tmp_path, monkeypatch, capsys):
+    if not (SHARED_DATA / "ft-regression").is_dir():
+        pytest.skip(f"the ft-regression data not found in {SHARED_DATA}")
+    argv = ["run", "ft-regression", "--quick", "--no-report", "--no-progress", "--data-dir",
+            str(SHARED_DATA)]
+    assert main([*argv, "--out", str(tmp_path / "straight")]) == 0
+    wor = Counting(thermo_ft.without_replacement, fail_at=1)  # three stages done before it
+    monkeypatch.setattr(thermo_ft, "without_replacement", wor)
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 130
+    capsys.readouterr()
+    done = {name: Counting(getattr(thermo_ft, name))
+            for name in ("one_step_check", "cheap_check", "stationary_chains")}
+    for name, counting in done.items():
+        monkeypatch.setattr(thermo_ft, name, counting)
+    wor = Counting(wor.fn)
+    monkeypatch.setattr(thermo_ft, "without_replacement", wor)
+    assert main([*argv, "--out", str(tmp_path / "r"), "--resume"]) == 0
+    assert [c.calls for c in done.values()] == [0, 0, 0] and wor.calls == 1
     for name in ("summary.json", "arrays.json"):
         a, b = (json.loads((tmp_path / d / name).read_text()) for d in ("r", "straight"))
         assert _timeless(a) == _timeless(b)

@@ -7,7 +7,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,24 @@ class Timer:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t, 3)
+
+
+def timed_stage(stages: Any, timer: Timer, phase: str, compute: Callable[[], Any],
+                phases: tuple[str, ...] = ()) -> Any:
+    """``compute()`` as the stage ``phase`` of ``stages`` (:class:`._stages.Stages`), timed as
+    ``phase`` (or by ``compute`` itself, as ``phases``): the times are stored with the result
+    and put back into ``timer`` when ``--resume`` reuses it."""
+    def work() -> dict[str, Any]:
+        if phases:
+            result = compute()
+        else:
+            with timer.phase(phase):
+                result = compute()
+        return {"result": result, "seconds": {k: timer.seconds[k] for k in phases or (phase,)}}
+
+    done = stages.run(phase, work)
+    timer.seconds.update(done["seconds"])
+    return done["result"]
 
 
 def read_json(path: Path) -> Any:

@@ -20,6 +20,7 @@ from torch import Tensor
 from ... import thermo
 from ...thermo.batching import EnsembleBatches
 from . import Experiment, RunContext, prepare_folder, register, write_json
+from ._stages import Stages
 from ._thermo_chains import (
     cheap_check,
     entropy_matrix,
@@ -39,6 +40,7 @@ from ._thermo_common import (
     one_thread,
     pyplot,
     read_json,
+    timed_stage,
     validate,
     write_report,
 )
@@ -104,28 +106,42 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         def grad(w: Tensor, idx: Tensor) -> Tensor:
             return data.batch_gradient(w, idx)
 
-        with timer.phase("one_step"):
-            o = spec["one_step"]
-            one = one_step_check(g, ness["spec"].diffusion, lr, EnsembleBatches(
-                data.n, b, o["samples"], replacement=True, seed=o["seed"]))
-        with timer.phase("cheap_check"):
-            c = spec["cheap_check"]
-            cheap = cheap_check(ness["spec"], grad, lr, EnsembleBatches(
-                data.n, b, c["samples"], replacement=True, seed=c["seed"]), c["seed"])
-        with timer.phase("stationary_wr"):
-            s = spec["stationary"]
-            w0 = torch.from_numpy(ness["spec"].sample(s["chains"],
-                                                      np.random.default_rng(s["seed"])))
-            batches = EnsembleBatches(data.n, b, s["chains"], replacement=True, seed=s["seed"])
-            wr = stationary_chains(grad, w0, lr, batches, s["steps"], data.w_min,
-                                   {n: entropy_matrix(v) for n, v in ness.items()})
-        ctx.say(f"stationary WR: {s['chains']} chains x {s['steps']} steps")
-        with timer.phase("fluctuation"):
-            ks = [int(k) for k in spec["fluctuation"]["k"]]
-            fts = {name: fluctuation_results(wr["sigma"][name], ks, spec["fluctuation"]["bins"])
-                   for name in ness}
-        with timer.phase("stationary_wor"):
-            wor = without_replacement(grad, data, lr, b, w_eff, spec["without_replacement"])
+        # each measurement a stage (stages/NAME.json, reused by --resume: docs/runs.md)
+        stages = Stages(ctx.out, ctx.resume, say=ctx.say)
+        o, c, s = spec["one_step"], spec["cheap_check"], spec["stationary"]
+        one = timed_stage(stages, timer, "one_step", lambda: one_step_check(
+            g, ness["spec"].diffusion, lr,
+            EnsembleBatches(data.n, b, o["samples"], replacement=True, seed=o["seed"])))
+        cheap = timed_stage(stages, timer, "cheap_check", lambda: cheap_check(
+            ness["spec"], grad, lr,
+            EnsembleBatches(data.n, b, c["samples"], replacement=True, seed=c["seed"]),
+            c["seed"]))
+
+        def stationary() -> dict[str, Any]:
+            with timer.phase("stationary_wr"):
+                w0 = torch.from_numpy(ness["spec"].sample(s["chains"],
+                                                          np.random.default_rng(s["seed"])))
+                batches = EnsembleBatches(data.n, b, s["chains"], replacement=True,
+                                          seed=s["seed"])
+                wr = stationary_chains(grad, w0, lr, batches, s["steps"], data.w_min,
+                                       {n: entropy_matrix(v) for n, v in ness.items()})
+            ctx.say(f"stationary WR: {s['chains']} chains x {s['steps']} steps")
+            with timer.phase("fluctuation"):
+                ks = [int(k) for k in spec["fluctuation"]["k"]]
+                fts = {name: fluctuation_results(wr["sigma"][name], ks,
+                                                 spec["fluctuation"]["bins"])
+                       for name in ness}
+            # the chains' σ samples are not kept: the fluctuation results are
+            return {"fts": fts, **{k: wr[k] for k in ("areal_velocity", "mean", "variance")}}
+
+        wr = timed_stage(stages, timer, "stationary_wr", stationary,
+                         ("stationary_wr", "fluctuation"))
+        fts = wr["fts"]
+        wor = timed_stage(stages, timer, "stationary_wor", lambda: without_replacement(
+            grad, data, lr, b, w_eff, spec["without_replacement"]))
+    # stages come back as stored (JSON): arrays as lists
+    wr = {**wr, **{k: np.asarray(wr[k]) for k in ("areal_velocity", "mean", "variance")}}
+    wor = {**wor, **{k: np.asarray(v) for k, v in wor.items() if isinstance(v, list)}}
     a_wr = wr["areal_velocity"]
     c_spec = ness["spec"].circulation
     iu = np.triu_indices(7, 1)

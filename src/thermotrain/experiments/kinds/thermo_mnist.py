@@ -45,6 +45,7 @@ from ._thermo_common import (
     one_thread,
     pyplot,
     read_json,
+    timed_stage,
     validate,
     write_report,
 )
@@ -136,20 +137,7 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         stages = Stages(ctx.out, ctx.resume, say=ctx.say)
 
         def timed(phase: str, compute: Any, phases: tuple[str, ...] = ()) -> Any:
-            # a stage, timed as ``phase`` (or by ``compute`` itself as ``phases``); the times
-            # are stored with the result and restored into the timer on --resume
-            def work() -> dict[str, Any]:
-                if phases:
-                    result = compute()
-                else:
-                    with timer.phase(phase):
-                        result = compute()
-                return {"result": result,
-                        "seconds": {k: timer.seconds[k] for k in phases or (phase,)}}
-
-            done = stages.run(phase, work)
-            timer.seconds.update(done["seconds"])
-            return done["result"]
+            return timed_stage(stages, timer, phase, compute, phases)
 
         o, c, s = spec["one_step"], spec["cheap_check"], spec["stationary"]
         one = timed("one_step", lambda: one_step_check(g, ness.diffusion, lr, EnsembleBatches(
