@@ -143,47 +143,34 @@ def test_other_kinds_resume_after_their_first_stage(kind, tmp_path, monkeypatch,
     assert (tmp_path / "r" / table).read_text() == (tmp_path / "straight" / table).read_text()
 
 
-def test_ft_mnist_resumes_before_its_chains(tmp_path, monkeypatch, capsys):
-    if not (SHARED_DATA / "mnist").is_dir():
-        pytest.skip(f"MNIST not found in {SHARED_DATA}")
-    argv = ["run", "ft-mnist", "--quick", "--no-report", "--no-progress", "--data-dir",
+#: the FT studies: (study, data folder, module, the last stage's function, the earlier ones')
+FT = {
+    "ft-mnist": ("ft-mnist", "mnist", thermo_mnist, "run_chains",
+                 ("one_step_check", "cheap_check")),
+    "ft-regression": ("ft-regression", "ft-regression", thermo_ft, "without_replacement",
+                      ("one_step_check", "cheap_check", "stationary_chains")),
+}
+
+
+@pytest.mark.parametrize("kind", list(FT))
+def test_ft_studies_resume_before_their_last_stage(kind, tmp_path, monkeypatch, capsys):
+    study, folder, module, last, earlier = FT[kind]
+    if not (SHARED_DATA / folder).is_dir():
+        pytest.skip(f"{folder} not found in {SHARED_DATA}")
+    argv = ["run", study, "--quick", "--no-report", "--no-progress", "--data-dir",
             str(SHARED_DATA)]
     assert main([*argv, "--out", str(tmp_path / "straight")]) == 0
-    chains = Counting(thermo_mnist.run_chains, fail_at=1)  # stages one_step, cheap_check done
-    monkeypatch.setattr(thermo_mnist, "run_chains", chains)
+    final = Counting(getattr(module, last), fail_at=1)  # the earlier stages are done
+    monkeypatch.setattr(module, last, final)
     assert main([*argv, "--out", str(tmp_path / "r")]) == 130
     capsys.readouterr()
-    checks = {name: Counting(getattr(thermo_mnist, name))
-              for name in ("one_step_check", "cheap_check")}
+    checks = {name: Counting(getattr(module, name)) for name in earlier}
     for name, counting in checks.items():
-        monkeypatch.setattr(thermo_mnist, name, counting)
-    chains = Counting(chains.fn)
-    monkeypatch.setattr(thermo_mnist, "run_chains", chains)
+        monkeypatch.setattr(module, name, counting)
+    final = Counting(final.fn)
+    monkeypatch.setattr(module, last, final)
     assert main([*argv, "--out", str(tmp_path / "r"), "--resume"]) == 0
-    assert [c.calls for c in checks.values()] == [0, 0] and chains.calls == 1
-    for name in ("summary.json", "arrays.json"):
-        a, b = (json.loads((tmp_path / d / name).read_text()) for d in ("r", "straight"))
-        assert _timeless(a) == _timeless(b)
-
-
-def test_ft_regression_resumes_after_its_wr_chains(tmp_path, monkeypatch, capsys):
-    if not (SHARED_DATA / "ft-regression").is_dir():
-        pytest.skip(f"the ft-regression data not found in {SHARED_DATA}")
-    argv = ["run", "ft-regression", "--quick", "--no-report", "--no-progress", "--data-dir",
-            str(SHARED_DATA)]
-    assert main([*argv, "--out", str(tmp_path / "straight")]) == 0
-    wor = Counting(thermo_ft.without_replacement, fail_at=1)  # three stages done before it
-    monkeypatch.setattr(thermo_ft, "without_replacement", wor)
-    assert main([*argv, "--out", str(tmp_path / "r")]) == 130
-    capsys.readouterr()
-    done = {name: Counting(getattr(thermo_ft, name))
-            for name in ("one_step_check", "cheap_check", "stationary_chains")}
-    for name, counting in done.items():
-        monkeypatch.setattr(thermo_ft, name, counting)
-    wor = Counting(wor.fn)
-    monkeypatch.setattr(thermo_ft, "without_replacement", wor)
-    assert main([*argv, "--out", str(tmp_path / "r"), "--resume"]) == 0
-    assert [c.calls for c in done.values()] == [0, 0, 0] and wor.calls == 1
+    assert [c.calls for c in checks.values()] == [0] * len(earlier) and final.calls == 1
     for name in ("summary.json", "arrays.json"):
         a, b = (json.loads((tmp_path / d / name).read_text()) for d in ("r", "straight"))
         assert _timeless(a) == _timeless(b)
