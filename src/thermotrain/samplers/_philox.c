@@ -503,6 +503,38 @@ static int check_program(int64_t count, void *const *theta, void *const *p, void
   return 0;
 }
 
+/* One tile of a segment (tt_program's parallel loop; its locals in scope): the ops run
+   sub-block by sub-block (sub_end), each sub-block's noise made for it or taken from the
+   short-row buffers; then the tile's p.p when an E op follows. */
+#define RUN_TILE(T, SUB, NORMAL, SEGMENT, SUMSQ)                                               \
+  do {                                                                                       \
+    T zbuf[MAXZ][SUB];                                                                       \
+    const T *z[MAXZ];                                                                        \
+    T f[MAXSEG];                                                                             \
+    for (int c = 0; c < nc; c++) f[c] = (T)cf[(i * K + r) * MAXSEG + c];                     \
+    int ok = 1;                                                                              \
+    for (int64_t s0 = 0, s1; s0 < m; s0 = s1) {                                              \
+      s1 = sub_end(s0, m, start[i] + (uint64_t)off, SUB);                                    \
+      int q = 0, own = 0;                                                                    \
+      for (int o = o0; o < o1; o++) {                                                        \
+        if (!is_noise(ops[o])) continue;                                                     \
+        const int j = opdraw[o];                                                             \
+        if (zb[i * MAXDRAWS + j]) {                                                          \
+          z[q++] = (const T *)zb[i * MAXDRAWS + j] + zat + s0;                               \
+        } else {                                                                             \
+          T *buf = zbuf[own++];                                                              \
+          NORMAL(buf, s1 - s0, keys[r], draw, start[j * count + i] + (uint64_t)(off + s0));  \
+          z[q++] = buf;                                                                      \
+        }                                                                                    \
+      }                                                                                      \
+      ok &= SEGMENT(ops, o0, o1, coef, K, r, (T *)theta[i] + at + s0,                        \
+                    p[i] ? (T *)p[i] + at + s0 : NULL,                                       \
+                    g[i] ? (const T *)g[i] + at + s0 : NULL, s1 - s0, z, f);                 \
+    }                                                                                        \
+    if (reduce) acc = SUMSQ((const T *)p[i] + at, m);                                        \
+    tileok[t] = ok;                                                                          \
+  } while (0)
+
 int tt_program(int64_t count, void *const *theta, void *const *p, void *const *g,
                void *const *xi, const int64_t *rows, const int64_t *n, const int64_t *stride,
                const int64_t *numel, int nops, const int *ops, const int *opdraw,
@@ -620,62 +652,10 @@ int tt_program(int64_t count, void *const *theta, void *const *p, void *const *g
         const int64_t at = r * stride[i] + off;
         const int64_t zat = r * n[i] + off; /* in the short-row buffers */
         double acc = 0.0;
-        if (f64) {
-          double zbuf[MAXZ][SUB64];
-          const double *z[MAXZ];
-          double f[MAXSEG];
-          for (int c = 0; c < nc; c++) f[c] = cf[(i * K + r) * MAXSEG + c];
-          int ok = 1;
-          for (int64_t s0 = 0, s1; s0 < m; s0 = s1) {
-            s1 = sub_end(s0, m, start[i] + (uint64_t)off, SUB64);
-            int q = 0, own = 0;
-            for (int o = o0; o < o1; o++) {
-              if (!is_noise(ops[o])) continue;
-              const int j = opdraw[o];
-              if (zb[i * MAXDRAWS + j]) {
-                z[q++] = (const double *)zb[i * MAXDRAWS + j] + zat + s0;
-              } else {
-                double *buf = zbuf[own++];
-                normal_f64(buf, s1 - s0, keys[r], draw,
-                           start[j * count + i] + (uint64_t)(off + s0));
-                z[q++] = buf;
-              }
-            }
-            ok &= segment_tile_f64(ops, o0, o1, coef, K, r, (double *)theta[i] + at + s0,
-                                   p[i] ? (double *)p[i] + at + s0 : NULL,
-                                   g[i] ? (const double *)g[i] + at + s0 : NULL, s1 - s0, z,
-                                   f);
-          }
-          if (reduce) acc = sumsq_f64((const double *)p[i] + at, m);
-          tileok[t] = ok;
-        } else {
-          float zbuf[MAXZ][SUB32];
-          const float *z[MAXZ];
-          float f[MAXSEG];
-          for (int c = 0; c < nc; c++) f[c] = (float)cf[(i * K + r) * MAXSEG + c];
-          int ok = 1;
-          for (int64_t s0 = 0, s1; s0 < m; s0 = s1) {
-            s1 = sub_end(s0, m, start[i] + (uint64_t)off, SUB32);
-            int q = 0, own = 0;
-            for (int o = o0; o < o1; o++) {
-              if (!is_noise(ops[o])) continue;
-              const int j = opdraw[o];
-              if (zb[i * MAXDRAWS + j]) {
-                z[q++] = (const float *)zb[i * MAXDRAWS + j] + zat + s0;
-              } else {
-                float *buf = zbuf[own++];
-                normal_f32(buf, s1 - s0, keys[r], draw,
-                           start[j * count + i] + (uint64_t)(off + s0));
-                z[q++] = buf;
-              }
-            }
-            ok &= segment_tile_f32(ops, o0, o1, coef, K, r, (float *)theta[i] + at + s0,
-                                   p[i] ? (float *)p[i] + at + s0 : NULL,
-                                   g[i] ? (const float *)g[i] + at + s0 : NULL, s1 - s0, z, f);
-          }
-          if (reduce) acc = sumsq_f32((const float *)p[i] + at, m);
-          tileok[t] = ok;
-        }
+        if (f64)
+          RUN_TILE(double, SUB64, normal_f64, segment_tile_f64, sumsq_f64);
+        else
+          RUN_TILE(float, SUB32, normal_f32, segment_tile_f32, sumsq_f32);
         partial[t] = acc;
       }
       for (int64_t t = 0; t < total; t++) {
