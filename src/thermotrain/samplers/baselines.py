@@ -36,7 +36,7 @@ from torch import Tensor
 __all__ = ["MemberSGD", "MemberAdam"]
 
 
-def _member_values(key: str, value: Any, nonnegative: bool = True) -> tuple[Any, Tensor | None]:
+def _member_values(key: str, value: Any) -> tuple[Any, Tensor | None]:
     """``(placeholder float for torch's checks, the (K,) float64 tensor or None)``."""
     if not isinstance(value, Tensor) or value.numel() == 1:
         return value, None
@@ -44,13 +44,10 @@ def _member_values(key: str, value: Any, nonnegative: bool = True) -> tuple[Any,
         raise ValueError(f"{key} as a tensor must hold one value per ensemble member, shape "
                          f"(K,), got shape {tuple(value.shape)}")
     t = value.detach().to(torch.float64).cpu()
-    bad = ~torch.isfinite(t)
-    if nonnegative:
-        bad |= t < 0
+    bad = ~torch.isfinite(t) | (t < 0)
     if bool(bad.any()):
         k = int(bad.nonzero()[0])
-        raise ValueError(f"{key} of member {k} must be finite{' and >= 0' if nonnegative else ''}"
-                         f", got {float(t[k])}")
+        raise ValueError(f"{key} of member {k} must be finite and >= 0, got {float(t[k])}")
     return float(t[0]), t
 
 
@@ -71,7 +68,6 @@ def _broadcast(value: Any, p: Tensor, dim: int) -> Any:
 class _Members:
     """The per-member tensors of each group, stored beside torch's placeholders."""
 
-    _TENSOR_KEYS: tuple[str, ...] = ()
     _PLAIN: dict[str, Any] = {}
 
     def _take_members(self, hp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Tensor]]:

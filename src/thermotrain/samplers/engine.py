@@ -42,7 +42,6 @@ class _Work:
     packed: Any  # the ops packed for C, or None
     offsets: list[list[int]]  # [draw][tensor] -> offset in a member's noise row
     fused: bool
-    sig: tuple
     prepared: Any = None  # the kernel's argument arrays (fused groups)
     screen: Any = None  # the kernel's screen arguments for this group's gradients
 
@@ -83,7 +82,7 @@ def group_work(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
                                id(st.get("xi"))) for p, st in zip(params, states, strict=True)))
     hit = opt._work_cache.get(gi)
     if hit is not None and hit[0] == key and _refresh_grads(opt, hit[1], grads):
-        view, offsets, sig, use_fused, prepared, screen, _ = hit[1]
+        view, offsets, use_fused, prepared, screen, _ = hit[1]
     else:
         view, offsets = gather(opt, gi, group, scheme, params, grads, states)
         sig = fused.signature(view, opt.members)
@@ -94,7 +93,7 @@ def group_work(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
                  and fused.supports(replace(view, grads=list(view.params)), opt.members))
         prepared = fused.prepare(view, offsets, opt.members, sig) if use_fused else None
         screen = fused.screen_of(prepared) if use_fused else None
-        opt._work_cache[gi] = (key, (view, offsets, sig, use_fused, prepared, screen, retry))
+        opt._work_cache[gi] = (key, (view, offsets, use_fused, prepared, screen, retry))
     packed = None
     if use_fused:
         pkey = ("packed", id(ops))
@@ -106,7 +105,7 @@ def group_work(opt, gi: int, group: dict, scheme: Scheme, params: list[Tensor],
             if len(opt._program_cache) > 256:
                 opt._program_cache.clear()
             opt._program_cache[pkey] = (ops, packed)
-    return _Work(gi, group, scheme, view, hp, ops, packed, offsets, use_fused, sig, prepared,
+    return _Work(gi, group, scheme, view, hp, ops, packed, offsets, use_fused, prepared,
                  screen)
 
 
@@ -114,7 +113,7 @@ def _refresh_grads(opt, cached: tuple, grads: list[Tensor]) -> bool:
     """Put this step's gradients into a cached group's view and kernel arguments. ``False``
     (rebuild the group) when one differs from its parameter in shape, or, for the kernel,
     in dtype, device or layout: :func:`gather` then names it."""
-    view, use_fused, prepared, retry = cached[0], cached[3], cached[4], cached[6]
+    view, use_fused, prepared, retry = cached[0], cached[2], cached[3], cached[5]
     fits = True
     for p, g in zip(view.params, grads, strict=True):
         if g.shape != p.shape:

@@ -140,10 +140,6 @@ def prepare(view: GroupView, offsets: Sequence[Sequence[int]], members: int,
 _SLOTS: dict[tuple[int, int], tuple] = {}
 
 
-def _address(a) -> int:
-    return 0 if a is None else a if isinstance(a, int) else ctypes.addressof(a)
-
-
 def _slots(prepared: tuple, packed_ops: tuple, members: int
            ) -> tuple[ctypes.Array, ctypes.Array]:
     """``tt_program_v``'s argument slots for a prepared group and a packed program, the
@@ -158,8 +154,9 @@ def _slots(prepared: tuple, packed_ops: tuple, members: int
         _SLOTS.clear()
     packed, ndraws, starts, f64, _ = prepared
     nops, codes, draws, coef = packed_ops
-    values = [packed[0], *(_address(a) for a in packed[1:9]), nops, _address(codes),
-              _address(draws), _address(coef), ndraws, _address(starts), 0, 0, 0, 0, 0, 0,
+    at = ctypes.addressof
+    values = [packed[0], *(at(a) for a in packed[1:9]), nops, at(codes), at(draws), at(coef),
+              ndraws, at(starts), 0, 0, 0, 0, 0, 0,
               0, 0, f64]
     slots = (ctypes.c_int64 * 24)(*values)
     rowok = (ctypes.c_int32 * members)()
