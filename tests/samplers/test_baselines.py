@@ -125,6 +125,11 @@ def test_bad_per_member_values_are_clear_errors():
         MemberAdam(p, lr=torch.ones(3, 1))
     with pytest.raises(ValueError, match=r"need amsgrad=False"):
         MemberAdam(p, lr=LRS, amsgrad=True)
+    with pytest.raises(ValueError, match=r"member 1 has momentum 0.0"):
+        MemberSGD(p, lr=0.1, momentum=torch.tensor([0.9, 0.0, 0.5]), nesterov=True)
+    with pytest.raises(ValueError, match=r"member 2 has dampening 0.1"):
+        MemberSGD(p, lr=0.1, momentum=0.9, dampening=torch.tensor([0.0, 0.0, 0.1]),
+                  nesterov=True)
     opt = MemberSGD(p, lr=torch.tensor([0.1, 0.2]))  # 2 values, 3 members
     p[0].grad = torch.ones(K, 2)
     with pytest.raises(ValueError, match=r"has 2 values but a parameter of shape \(3, 2\) has "

@@ -145,6 +145,13 @@ class MemberSGD(_Members, torch.optim.SGD):
         plain, members = self._take_members({"lr": lr, "momentum": momentum,
                                              "dampening": dampening,
                                              "weight_decay": weight_decay})
+        if nesterov:  # torch's condition, for every member (torch checks the first only here)
+            for key, zero_ok in (("momentum", False), ("dampening", True)):
+                t = members.get(key)
+                if t is not None and bool(((t == 0) != zero_ok).any()):
+                    k = int(((t == 0) != zero_ok).nonzero()[0])
+                    raise ValueError(f"Nesterov momentum requires a momentum and zero dampening"
+                                     f" for every member; member {k} has {key} {float(t[k])}")
         super().__init__(params, nesterov=nesterov, **plain, **options)
         self._setup(members, ensemble_dim)
 
