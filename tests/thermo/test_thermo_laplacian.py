@@ -329,3 +329,49 @@ def test_deferred_records_equal_records_finished_at_once(one_thread, laplacian):
         assert rows_a == rows_b
         for a, b in zip(temps_a, temps_b, strict=True):
             assert torch.equal(a, b)
+
+
+class _TorchPath(thermo.ConfigurationalTemperature):
+    """The monitor without the fused kernel: θ perturbed by torch, gradients by autograd."""
+
+    def on_start(self, state):
+        super().on_start(state)
+        self._grad_fn = self._direct = self._record_fn = None
+
+
+@needs_kernel
+@pytest.mark.parametrize("laplacian", ["forward", "fd"])
+class _FreezeFirstLayer(Hook):
+    """Freezes the first layer at the start: the optimizer's groups then hold the second
+    layer only (an ungrouped, unshifted tensor pair for the kernel)."""
+
+    name = "freeze"
+
+    def on_start(self, state):
+        for p in state.model.layers[0].parameters():
+            p.requires_grad_(False)
+
+
+@needs_kernel
+@pytest.mark.parametrize("laplacian", ["forward", "fd"])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_kernel_records_equal_the_torch_path_with_the_same_probes(one_thread, laplacian,
+                                                                  frozen):
+    """A record is one call of the fused kernel (fused.fd_laplacian_sums: the probe read from
+    its random bytes, θ ± εv made in the kernel); the same monitor on the torch path (θ
+    perturbed and restored, autograd gradients, the float probes) logs the same values to
+    rounding: float64, tanh (smooth), ε = 1e-3, so both are the same finite difference and
+    differ by rounding only, ~1e-16/ε² relative to the terms (rtol 1e-7). Also with the
+    first layer frozen (not in the optimizer's groups: neither shifted nor summed)."""
+    rows = []
+    for hook_type in (thermo.ConfigurationalTemperature, _TorchPath):
+        conf = hook_type(every=3, laplacian=laplacian, start=6)
+        hooks = [_FreezeFirstLayer(), conf] if frozen else [conf]
+        _, state = _run(hooks, steps=40, activation="tanh", dtype=torch.float64)
+        rows.append([r for r in state.rows if r[5].startswith("configurational_temperature")])
+    kernel, reference = rows
+    assert len(kernel) == len(reference) == (14 * 2 + 12) * 3
+    assert [r[:6] for r in kernel] == [r[:6] for r in reference]
+    a = torch.tensor([r[6] for r in kernel], dtype=torch.float64)
+    b = torch.tensor([r[6] for r in reference], dtype=torch.float64)
+    torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9 * float(b.abs().max()))

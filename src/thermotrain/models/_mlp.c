@@ -7,9 +7,10 @@
  * (ReLU or tanh) for hidden layers, logits z_L; loss = the batch mean of binary
  * cross-entropy with logits (out_L = 1, Y in [0, 1]) or softmax cross-entropy (out_L >= 2,
  * Y = class index). Writes the gradient of member k's mean loss into gW/gb (overwriting)
- * and its loss into loss[k]. Members are independent and shared among torch's OpenMP
- * threads; each member's numbers are computed alone, so results do not depend on the thread
- * count or on K.
+ * and its loss into loss[k]. With VW/Vb (else NULL) the gradient is taken at the shifted
+ * parameters theta + alpha v instead (theta unchanged). Members are independent and shared
+ * among torch's OpenMP threads; each member's numbers are computed alone, so results do
+ * not depend on the thread count or on K.
  *
  * The body below is compiled twice (float, double) by including this file into itself.
  * Tiny layers are the point: rows are ~100 entries, so passes are fused (activation into the
@@ -23,6 +24,7 @@
 #include <string.h>
 
 #define MAXL 16
+#define INLINE inline __attribute__((always_inline))
 
 #define MLP_BODY
 #define T float
@@ -132,136 +134,292 @@ static inline void F(row_grad_t)(int64_t in, int64_t out, const T *restrict x,
   }
 }
 
-int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const *b,
-                   T *const *gW, T *const *gb, const T *X, const T *Y, int64_t N,
-                   const int64_t *idx, int64_t B, int act, T *loss) {
+/* One member's loss (returned) and gradient at its parameters Wm/bm (member k's, maybe
+   shifted), written into gWm/gbm; rows ik of X, Y; a: its work space (need + 2 B maxw +
+   maxio entries, see tt_mlp_grad). Inlined into each caller: a call would change how the
+   compiler vectorizes the body, and with it the bits (tt_mlp_grad's are the same as when
+   the body was written inside it, checked on 36 configurations). */
+static INLINE T F(member_grad)(int64_t L, const int64_t *w, const T *const *Wm,
+                               const T *const *bm, T *const *gWm, T *const *gbm, const T *X,
+                               const T *Y, const int64_t *ik, int64_t B, int act, T *a,
+                               int64_t need, int64_t maxw) {
+  T *d = a + need, *e = d + B * maxw, *t = e + B * maxw;
+  T *al[MAXL + 1];
+  al[0] = a;
+  for (int64_t l = 1; l <= L; l++) al[l] = al[l - 1] + B * w[l - 1];
+  for (int64_t r = 0; r < B; r++)
+    memcpy(al[0] + r * w[0], X + ik[r] * w[0], sizeof(T) * (size_t)w[0]);
+
+  /* forward */
+  for (int64_t l = 1; l <= L; l++) {
+    const int64_t in = w[l - 1], out = w[l];
+    const T *Wk = Wm[l - 1], *bk = bm[l - 1];
+    const T *x = al[l - 1];
+    T *z = al[l];
+    const int phi = l < L ? act : -1;
+    if (out < 8) { /* dot products along the input */
+      for (int64_t r = 0; r < B; r++)
+        for (int64_t o = 0; o < out; o++) {
+          T v = F(dot)(in, x + r * in, Wk + o * in) + bk[o];
+          if (phi == 0) v = v > 0 ? v : 0;
+          if (phi == 1) v = TANH(v);
+          z[r * out + o] = v;
+        }
+    } else { /* rows of W^T along the output */
+      for (int64_t o = 0; o < out; o++)
+        for (int64_t i = 0; i < in; i++) t[i * out + o] = Wk[o * in + i];
+      for (int64_t r = 0; r < B; r++)
+        F(row_forward)(in, out, x + r * in, t, bk, z + r * out, phi);
+    }
+  }
+
+  /* loss and dL/dz_L into d */
+  const int64_t C = w[L];
+  const T *zL = al[L];
+  double total = 0;
+  const T inv = (T)1 / (T)B;
+  if (C == 1) {
+    for (int64_t r = 0; r < B; r++) {
+      const T zz = zL[r], y = Y[ik[r]];
+      const T m = zz > 0 ? zz : 0;
+      /* e <= 1: no overflow. (1 / (1 + exp(-z)) overflows for z << 0, and under
+         -ffast-math 1/inf is a reciprocal estimate refined by Newton steps: NaN.) */
+      const T e = EXP(-FABS(zz));
+      total += (double)(m - zz * y + LOG1P(e));
+      const T sig = zz >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
+      d[r] = (sig - y) * inv;
+    }
+  } else {
+    for (int64_t r = 0; r < B; r++) {
+      const T *zr = zL + r * C;
+      T m = zr[0];
+      for (int64_t c = 1; c < C; c++) m = zr[c] > m ? zr[c] : m;
+      T s = 0;
+      for (int64_t c = 0; c < C; c++) s += EXP(zr[c] - m);
+      const int64_t yc = (int64_t)Y[ik[r]];
+      total += (double)(m + LOG(s) - zr[yc]);
+      for (int64_t c = 0; c < C; c++) d[r * C + c] = EXP(zr[c] - m) / s * inv;
+      d[r * C + yc] -= inv;
+    }
+  }
+
+  /* backward: d holds dL/dz_l of layer l */
+  for (int64_t l = L; l >= 1; l--) {
+    const int64_t in = w[l - 1], out = w[l];
+    const T *Wk = Wm[l - 1];
+    T *gWk = gWm[l - 1], *gbk = gbm[l - 1];
+    const T *x = al[l - 1];
+    memset(gbk, 0, sizeof(T) * (size_t)out);
+    if (in >= out) { /* weight-gradient rows along the input */
+      memset(gWk, 0, sizeof(T) * (size_t)(out * in));
+      for (int64_t r = 0; r < B; r++)
+        for (int64_t o = 0; o < out; o++) {
+          gbk[o] += d[r * out + o];
+          F(axpy)(in, d[r * out + o], x + r * in, gWk + o * in);
+        }
+    } else { /* transposed, rows along the output */
+      memset(t, 0, sizeof(T) * (size_t)(out * in));
+      for (int64_t r = 0; r < B; r++) F(row_grad_t)(in, out, x + r * in, d + r * out, gbk, t);
+      for (int64_t o = 0; o < out; o++)
+        for (int64_t i = 0; i < in; i++) gWk[o * in + i] = t[i * out + o];
+    }
+    if (l == 1) break;
+    /* dL/dz_{l-1} = (d W) * phi'(z_{l-1}), phi' from the stored a_{l-1} */
+    if (out == 1) {
+      for (int64_t r = 0; r < B; r++) {
+        const T dv = d[r];
+        const T *xr = x + r * in;
+        T *er = e + r * in;
+        if (act == 0)
+          for (int64_t i = 0; i < in; i++) er[i] = xr[i] > 0 ? dv * Wk[i] : 0;
+        else
+          for (int64_t i = 0; i < in; i++) er[i] = dv * Wk[i] * (1 - xr[i] * xr[i]);
+      }
+    } else {
+      memset(e, 0, sizeof(T) * (size_t)(B * in));
+      for (int64_t r = 0; r < B; r++)
+        for (int64_t o = 0; o < out; o++) F(axpy)(in, d[r * out + o], Wk + o * in, e + r * in);
+      if (act == 0)
+        for (int64_t j = 0; j < B * in; j++) e[j] = x[j] > 0 ? e[j] : 0;
+      else
+        for (int64_t j = 0; j < B * in; j++) e[j] *= 1 - x[j] * x[j];
+    }
+    T *swap = d;
+    d = e;
+    e = swap;
+  }
+  return (T)(total / (double)B);
+}
+
+/* The work space of a call: activations of every layer (need), two backward row blocks,
+   one transposed weight (maxio); -3 for a row outside the data, -2 for too many layers. */
+static int F(sizes)(int64_t K, int64_t L, const int64_t *w, int64_t N, const int64_t *idx,
+                    int64_t B, int64_t *need, int64_t *maxw, int64_t *maxio,
+                    int64_t *nparam) {
   if (L < 1 || L > MAXL) return -2;
   int bad = 0; /* rows outside the data: an error, never a read out of bounds */
   for (int64_t j = 0; j < K * B; j++) bad |= idx[j] < 0 || idx[j] >= N;
   if (bad) return -3;
-  int64_t need = 0, maxw = 0, maxio = 0;
+  *need = *maxw = *maxio = *nparam = 0;
   for (int64_t l = 0; l <= L; l++) {
-    need += B * w[l];
-    if (w[l] > maxw) maxw = w[l];
+    *need += B * w[l];
+    if (w[l] > *maxw) *maxw = w[l];
   }
-  for (int64_t l = 1; l <= L; l++)
-    if (w[l] * w[l - 1] > maxio) maxio = w[l] * w[l - 1];
+  for (int64_t l = 1; l <= L; l++) {
+    if (w[l] * w[l - 1] > *maxio) *maxio = w[l] * w[l - 1];
+    *nparam += w[l] * w[l - 1] + w[l];
+  }
+  return 0;
+}
+
+/* Member k's parameters into Wm/bm: theta's, or theta + alpha v made in sw (VW/Vb: v, NULL
+   for a tensor that is not shifted; VW NULL: none is); theta itself is never written. */
+static INLINE void F(member_params)(int64_t k, int64_t L, const int64_t *w, T *const *W,
+                                    T *const *b, T *const *VW, T *const *Vb, T alpha, T *sw,
+                                    const T **Wm, const T **bm) {
+  for (int64_t l = 1; l <= L; l++) {
+    const int64_t nw = w[l] * w[l - 1], nb = w[l];
+    Wm[l - 1] = W[l - 1] + k * nw;
+    bm[l - 1] = b[l - 1] + k * nb;
+    if (VW && VW[l - 1]) {
+      const T *v = VW[l - 1] + k * nw, *p = Wm[l - 1];
+      for (int64_t i = 0; i < nw; i++) sw[i] = p[i] + alpha * v[i];
+      Wm[l - 1] = sw;
+      sw += nw;
+    }
+    if (VW && Vb[l - 1]) {
+      const T *v = Vb[l - 1] + k * nb, *p = bm[l - 1];
+      for (int64_t i = 0; i < nb; i++) sw[i] = p[i] + alpha * v[i];
+      bm[l - 1] = sw;
+      sw += nb;
+    }
+  }
+}
+
+int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const *b,
+                   T *const *gW, T *const *gb, T *const *VW, T *const *Vb, double alpha,
+                   const T *X, const T *Y, int64_t N, const int64_t *idx, int64_t B, int act,
+                   T *loss) {
+  int64_t need, maxw, maxio, nparam;
+  const int status = F(sizes)(K, L, w, N, idx, B, &need, &maxw, &maxio, &nparam);
+  if (status) return status;
+  const int64_t shifted = VW ? nparam : 0; /* room for a member's shifted parameters */
   int failed = 0;
 #pragma omp parallel if (K * need >= 4096) reduction(| : failed)
   {
-    /* a: every layer's activations (a_0 = the inputs, a_L = the logits); d, e: B x maxw
-       backward rows; t: one transposed weight (gradient) */
-    T *a = (T *)malloc(sizeof(T) * (size_t)(need + 2 * B * maxw + maxio));
+    T *a = (T *)malloc(sizeof(T) * (size_t)(need + 2 * B * maxw + maxio + shifted));
     if (!a) failed = 1;
 #pragma omp for schedule(static)
     for (int64_t k = 0; k < K; k++) {
       if (!a) continue;
-      T *d = a + need, *e = d + B * maxw, *t = e + B * maxw;
-      T *al[MAXL + 1];
-      al[0] = a;
-      for (int64_t l = 1; l <= L; l++) al[l] = al[l - 1] + B * w[l - 1];
-      const int64_t *ik = idx + k * B;
-      for (int64_t r = 0; r < B; r++)
-        memcpy(al[0] + r * w[0], X + ik[r] * w[0], sizeof(T) * (size_t)w[0]);
-
-      /* forward */
+      const T *Wm[MAXL], *bm[MAXL];
+      T *gWm[MAXL], *gbm[MAXL];
+      F(member_params)(k, L, w, W, b, VW, Vb, (T)alpha, a + need + 2 * B * maxw + maxio, Wm,
+                       bm);
       for (int64_t l = 1; l <= L; l++) {
-        const int64_t in = w[l - 1], out = w[l];
-        const T *Wk = W[l - 1] + k * out * in, *bk = b[l - 1] + k * out;
-        const T *x = al[l - 1];
-        T *z = al[l];
-        const int phi = l < L ? act : -1;
-        if (out < 8) { /* dot products along the input */
-          for (int64_t r = 0; r < B; r++)
-            for (int64_t o = 0; o < out; o++) {
-              T v = F(dot)(in, x + r * in, Wk + o * in) + bk[o];
-              if (phi == 0) v = v > 0 ? v : 0;
-              if (phi == 1) v = TANH(v);
-              z[r * out + o] = v;
-            }
-        } else { /* rows of W^T along the output */
-          for (int64_t o = 0; o < out; o++)
-            for (int64_t i = 0; i < in; i++) t[i * out + o] = Wk[o * in + i];
-          for (int64_t r = 0; r < B; r++)
-            F(row_forward)(in, out, x + r * in, t, bk, z + r * out, phi);
-        }
+        gWm[l - 1] = gW[l - 1] + k * w[l] * w[l - 1];
+        gbm[l - 1] = gb[l - 1] + k * w[l];
       }
+      loss[k] = F(member_grad)(L, w, Wm, bm, gWm, gbm, X, Y, idx + k * B, B, act, a, need,
+                               maxw);
+    }
+    free(a);
+  }
+  return failed ? -1 : 0;
+}
 
-      /* loss and dL/dz_L into d */
-      const int64_t C = w[L];
-      const T *zL = al[L];
-      double total = 0;
-      const T inv = (T)1 / (T)B;
-      if (C == 1) {
-        for (int64_t r = 0; r < B; r++) {
-          const T zz = zL[r], y = Y[ik[r]];
-          const T m = zz > 0 ? zz : 0;
-          /* e <= 1: no overflow. (1 / (1 + exp(-z)) overflows for z << 0, and under
-             -ffast-math 1/inf is a reciprocal estimate refined by Newton steps: NaN.) */
-          const T e = EXP(-FABS(zz));
-          total += (double)(m - zz * y + LOG1P(e));
-          const T sig = zz >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
-          d[r] = (sig - y) * inv;
-        }
-      } else {
-        for (int64_t r = 0; r < B; r++) {
-          const T *zr = zL + r * C;
-          T m = zr[0];
-          for (int64_t c = 1; c < C; c++) m = zr[c] > m ? zr[c] : m;
-          T s = 0;
-          for (int64_t c = 0; c < C; c++) s += EXP(zr[c] - m);
-          const int64_t yc = (int64_t)Y[ik[r]];
-          total += (double)(m + LOG(s) - zr[yc]);
-          for (int64_t c = 0; c < C; c++) d[r * C + c] = EXP(zr[c] - m) / s * inv;
-          d[r * C + yc] -= inv;
-        }
-      }
-      loss[k] = (T)(total / (double)B);
+/* Probe entry f of a record (Rademacher signs times scale): bit f % 8 of random byte f / 8,
+   1 for -scale (thermo.probes.RecordLayout's table: the same values as its float probes) */
+static inline T F(probe)(const int64_t *bytes, int64_t f, T scale) {
+  return (bytes[f >> 3] >> (f & 7)) & 1 ? -scale : scale;
+}
 
-      /* backward: d holds dL/dz_l of layer l */
-      for (int64_t l = L; l >= 1; l--) {
-        const int64_t in = w[l - 1], out = w[l];
-        const T *Wk = W[l - 1] + k * out * in;
-        T *gWk = gW[l - 1] + k * out * in, *gbk = gb[l - 1] + k * out;
-        const T *x = al[l - 1];
-        memset(gbk, 0, sizeof(T) * (size_t)out);
-        if (in >= out) { /* weight-gradient rows along the input */
-          memset(gWk, 0, sizeof(T) * (size_t)(out * in));
-          for (int64_t r = 0; r < B; r++)
-            for (int64_t o = 0; o < out; o++) {
-              gbk[o] += d[r * out + o];
-              F(axpy)(in, d[r * out + o], x + r * in, gWk + o * in);
-            }
-        } else { /* transposed, rows along the output */
-          memset(t, 0, sizeof(T) * (size_t)(out * in));
-          for (int64_t r = 0; r < B; r++) F(row_grad_t)(in, out, x + r * in, d + r * out, gbk, t);
-          for (int64_t o = 0; o < out; o++)
-            for (int64_t i = 0; i < in; i++) gWk[o * in + i] = t[i * out + o];
+/* Hutchinson sums of a finite-difference Laplacian (thermo.ConfigurationalTemperature), per
+ * member k and group g, into out[(0 * K + k) * G + g] and out[(1 * K + k) * G + g]:
+ *   sum over g's entries of G0^2 (G0 = gW/gb: the gradient at theta, given), and of
+ *   u (G(theta + alpha u) - G0) (central = 0) or u (G(theta + alpha u) - G(theta - alpha u))
+ *   (central = 1).
+ * Tensor j (2 (l - 1): layer l's weight, 2 (l - 1) + 1: its bias) is in group group[j] (-1:
+ * none, not shifted); its member-k entry i has the probe u = probe(bytes, k row + col[j] + i,
+ * scale) (the record's member-major probe rows of length row). The shifted gradients stay
+ * in the work space; sums in double. */
+int F(tt_mlp_fd_sums)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const *b,
+                      T *const *gW, T *const *gb, const int64_t *bytes, int64_t row,
+                      const int64_t *col, double scale, double alpha, int central,
+                      const int64_t *group, int64_t G, const T *X, const T *Y, int64_t N,
+                      const int64_t *idx, int64_t B, int act, T *out) {
+  int64_t need, maxw, maxio, nparam;
+  const int status = F(sizes)(K, L, w, N, idx, B, &need, &maxw, &maxio, &nparam);
+  if (status) return status;
+  if (G < 1 || G > 2 * MAXL) return -2;
+  for (int64_t j = 0; j < 2 * L; j++) {
+    const int64_t n = j % 2 ? w[j / 2 + 1] : w[j / 2 + 1] * w[j / 2];
+    if (group[j] >= G || (group[j] >= 0 && (col[j] < 0 || col[j] + n > row))) return -2;
+  }
+  const int64_t base = need + 2 * B * maxw + maxio;
+  const int64_t room = nparam * (central ? 3 : 2); /* shifted params; one or two gradients */
+  const T sc = (T)scale;
+  int failed = 0;
+#pragma omp parallel if (K * need >= 4096) reduction(| : failed)
+  {
+    T *a = (T *)malloc(sizeof(T) * (size_t)(base + room));
+    if (!a) failed = 1;
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < K; k++) {
+      if (!a) continue;
+      const T *Wm[MAXL], *bm[MAXL];
+      T *gp[2][2 * MAXL]; /* the shifted gradients (+, -) of every tensor */
+      T *gs = a + base + nparam;
+      for (int side = 0; side < 1 + central; side++)
+        for (int64_t l = 1; l <= L; l++) {
+          gp[side][2 * (l - 1)] = gs;
+          gs += w[l] * w[l - 1];
+          gp[side][2 * (l - 1) + 1] = gs;
+          gs += w[l];
         }
-        if (l == 1) break;
-        /* dL/dz_{l-1} = (d W) * phi'(z_{l-1}), phi' from the stored a_{l-1} */
-        if (out == 1) {
-          for (int64_t r = 0; r < B; r++) {
-            const T dv = d[r];
-            const T *xr = x + r * in;
-            T *er = e + r * in;
-            if (act == 0)
-              for (int64_t i = 0; i < in; i++) er[i] = xr[i] > 0 ? dv * Wk[i] : 0;
-            else
-              for (int64_t i = 0; i < in; i++) er[i] = dv * Wk[i] * (1 - xr[i] * xr[i]);
+      for (int side = 0; side < 1 + central; side++) {
+        const T al_ = (T)(side ? -alpha : alpha);
+        T *sw = a + base;
+        for (int64_t j = 0; j < 2 * L; j++) { /* theta + alpha u, grouped tensors only */
+          const int64_t l = j / 2 + 1, n = j % 2 ? w[l] : w[l] * w[l - 1];
+          const T *p = (j % 2 ? b[l - 1] : W[l - 1]) + k * n;
+          if (group[j] >= 0) {
+            const int64_t f0 = k * row + col[j];
+            for (int64_t i = 0; i < n; i++) sw[i] = p[i] + al_ * F(probe)(bytes, f0 + i, sc);
+            p = sw;
+            sw += n;
           }
-        } else {
-          memset(e, 0, sizeof(T) * (size_t)(B * in));
-          for (int64_t r = 0; r < B; r++)
-            for (int64_t o = 0; o < out; o++) F(axpy)(in, d[r * out + o], Wk + o * in, e + r * in);
-          if (act == 0)
-            for (int64_t j = 0; j < B * in; j++) e[j] = x[j] > 0 ? e[j] : 0;
+          if (j % 2)
+            bm[l - 1] = p;
           else
-            for (int64_t j = 0; j < B * in; j++) e[j] *= 1 - x[j] * x[j];
+            Wm[l - 1] = p;
         }
-        T *swap = d;
-        d = e;
-        e = swap;
+        T *gWm[MAXL], *gbm[MAXL];
+        for (int64_t l = 0; l < L; l++) {
+          gWm[l] = gp[side][2 * l];
+          gbm[l] = gp[side][2 * l + 1];
+        }
+        F(member_grad)(L, w, Wm, bm, gWm, gbm, X, Y, idx + k * B, B, act, a, need, maxw);
+      }
+      double g2[2 * MAXL] = {0}, lap[2 * MAXL] = {0};
+      for (int64_t j = 0; j < 2 * L; j++) {
+        const int64_t g = group[j];
+        if (g < 0) continue;
+        const int64_t l = j / 2 + 1, n = j % 2 ? w[l] : w[l] * w[l - 1];
+        const T *g0 = (j % 2 ? gb[l - 1] : gW[l - 1]) + k * n;
+        const T *gplus = gp[0][j], *gref = central ? gp[1][j] : g0;
+        const int64_t f0 = k * row + col[j];
+        double s2 = 0, sl = 0;
+        for (int64_t i = 0; i < n; i++) {
+          s2 += (double)g0[i] * (double)g0[i];
+          sl += (double)F(probe)(bytes, f0 + i, sc) * ((double)gplus[i] - (double)gref[i]);
+        }
+        g2[g] += s2;
+        lap[g] += sl;
+      }
+      for (int64_t g = 0; g < G; g++) {
+        out[k * G + g] = (T)g2[g];
+        out[(K + k) * G + g] = (T)lap[g];
       }
     }
     free(a);

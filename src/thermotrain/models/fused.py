@@ -15,6 +15,12 @@ rounding (sums are taken in another order) and never depend on the thread count 
 or softmax head, at most 16 layers and :data:`MAX_WEIGHTS` weights per member — larger layers
 are better served by torch's GEMMs), with the C compiler available.
 
+The same kernel takes the gradient at a shifted point θ + αv without writing θ
+(``loss_and_grad(shift=...)``), and a whole finite-difference Hutchinson record of the
+configurational temperature (:func:`fd_laplacian_sums`: the shifted gradients stay in its
+work space, per-member, per-group sums come back), so a monitor recording every 10 steps
+costs about one extra gradient (``docs/thermo.md``, Cost).
+
 Forward only, for the landscape tools: :func:`evaluate_line` gives the loss and accuracy of
 M such networks at every point of the lines between two parameter sets in one C call
 (:func:`supports_evaluation` says when; ``docs/landscape.md``, Speed).
@@ -33,7 +39,8 @@ from .. import _native
 from .losses import ensemble_loss
 from .mlp import MLP
 
-__all__ = ["supports", "loss_and_grad", "gradient_fn", "autograd_loss_and_grad",
+__all__ = ["supports", "loss_and_grad", "fd_laplacian_sums", "gradient_fn",
+           "autograd_loss_and_grad",
            "supports_evaluation", "evaluate_line", "evaluate_members"]
 
 _SOURCE = Path(__file__).with_name("_mlp.c")
@@ -47,8 +54,14 @@ def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for name in ("tt_mlp_grad_f32", "tt_mlp_grad_f64"):
         fn = getattr(lib, name)
-        fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, i64, ctypes.c_int,
-                       ptr]
+        fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_double, ptr, ptr,
+                       i64, ptr, i64, ctypes.c_int, ptr]
+        fn.restype = ctypes.c_int
+    for name in ("tt_mlp_fd_sums_f32", "tt_mlp_fd_sums_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, ctypes.c_double,
+                       ctypes.c_double, ctypes.c_int, ptr, i64, ptr, ptr, i64, ptr, i64,
+                       ctypes.c_int, ptr]
         fn.restype = ctypes.c_int
     for name in ("tt_mlp_line_f32", "tt_mlp_line_f64"):
         fn = getattr(lib, name)
@@ -118,11 +131,46 @@ class _Prepared:
                     p.grad = torch.zeros_like(p)
         grads = [(w.grad, b.grad) for w, b in params]
         n = len(params)
+        self.params = [t for wb in params for t in wb]  # W1, b1, W2, ... (pointer order)
         self.widths = (ctypes.c_int64 * (n + 1))(*model.widths)
         self.ptrs = [(ctypes.c_void_p * n)(*[t.data_ptr() for t in ts]) for ts in
                      ([w for w, _ in params], [b for _, b in params],
                       [g for g, _ in grads], [g for _, g in grads])]
         self.key = _key(model, x, y)
+        self._cached: dict[tuple, tuple] = {}  # pointers() by the tensors given
+        self.group_arrays: dict[tuple, ctypes.Array] = {}  # fd_laplacian_sums' groups
+
+    def pointers(self, shift: dict) -> list:
+        """The pointer arrays of a call with directions ``shift[p]`` (none for parameters
+        not given). Cached with references to the tensors (their ids stay theirs) and their
+        addresses checked at every call; each direction is validated once: a contiguous
+        tensor of its parameter's shape, dtype and device."""
+        key = tuple((id(p), id(v)) for p, v in shift.items())
+        hit = self._cached.get(key)
+        if hit is not None:
+            refs, addresses, arrays = hit
+            if tuple(t.data_ptr() for t in refs) == addresses:
+                return arrays
+        ts = [shift.get(t, None) for t in self.params]
+        if len(shift) != sum(v is not None for v in ts):
+            raise ValueError("shift has directions for tensors that are not the model's "
+                             "parameters")
+        for t, v in zip(self.params, ts, strict=True):
+            if v is not None and (not isinstance(v, Tensor) or v.shape != t.shape
+                                  or v.dtype != t.dtype or v.device != t.device
+                                  or not v.is_contiguous()):
+                got = f"{v.dtype} {tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__
+                raise ValueError(f"shift: the direction of a parameter of shape "
+                                 f"{tuple(t.shape)} ({t.dtype}) must be a contiguous tensor "
+                                 f"of that shape and dtype, got {got}")
+        n = len(self.params) // 2
+        arrays = [*self.ptrs, *((ctypes.c_void_p * n)(*[None if v is None else v.data_ptr()
+                                                         for v in ts[i::2]]) for i in (0, 1))]
+        refs = [v for v in ts if v is not None]
+        if len(self._cached) > 256:
+            self._cached.clear()
+        self._cached[key] = (refs, tuple(t.data_ptr() for t in refs), arrays)
+        return arrays
 
 
 _PREPARED: dict[int, _Prepared] = {}
@@ -141,7 +189,8 @@ def _prepare(model: MLP, x: Tensor, y: Tensor) -> _Prepared:
     return prep
 
 
-def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor, *,
+                  shift: tuple[dict[Tensor, Tensor], float] | None = None) -> Tensor:
     """Member k's mean loss on the rows ``idx[k]`` of ``(x, y)`` and its gradient, written
     into the parameters' ``.grad`` (overwriting them, as after ``zero_grad()``).
 
@@ -150,6 +199,15 @@ def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
         x, y: the data ``(N, d_in)`` and targets ``(N,)`` (0/1 for a binary head, class
             indices for a softmax head).
         idx: int64 ``(K, B)`` row indices (``(B,)`` for a plain model).
+        shift: ``({parameter: v}, alpha)``: take the loss and gradient at θ + alpha·v
+            instead (v = 0 for parameters not given), θ itself unchanged — e.g. a finite
+            difference without perturbing and restoring θ. The shifted parameters are made
+            in the kernel's work space as ``θ + alpha·v`` per entry (rounded once in the
+            model's dtype, or fused into one multiply-add: not necessarily the bits of
+            torch's ``θ.add(v, alpha=alpha)``). Each direction must be contiguous, of
+            its parameter's shape and dtype (a ValueError otherwise: the kernel reads it by
+            address); the checks are made once per set of tensors (held by a cache, their
+            addresses checked at each call).
 
     Returns:
         The ``(K,)`` member losses (``()`` for a plain model), without autograd history.
@@ -165,7 +223,15 @@ def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
     loss = torch.empty(k, dtype=prep.dtype)
     lib = _library()
     fn = lib.tt_mlp_grad_f32 if prep.dtype == torch.float32 else lib.tt_mlp_grad_f64
-    status = fn(k, len(model.layers), prep.widths, *prep.ptrs, prep.x.data_ptr(),
+    if shift is None:
+        ptrs, alpha = [*prep.ptrs, None, None], 0.0
+    else:
+        if not (isinstance(shift, tuple) and len(shift) == 2 and isinstance(shift[0], dict)
+                and isinstance(shift[1], (int, float)) and not isinstance(shift[1], bool)):
+            raise TypeError("loss_and_grad: shift must be a tuple ({parameter: direction}, "
+                            f"alpha), got {type(shift).__name__}")
+        ptrs, alpha = prep.pointers(shift[0]), shift[1]
+    status = fn(k, len(model.layers), prep.widths, *ptrs, float(alpha), prep.x.data_ptr(),
                 prep.y.data_ptr(), prep.n, rows.data_ptr(), rows.shape[1],
                 _ACT[model.activation], loss.data_ptr())
     if status == -3:
@@ -174,6 +240,105 @@ def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
     if status != 0:
         raise MemoryError("the fused MLP gradient could not allocate its work space")
     return loss[0] if plain else loss
+
+
+def fd_laplacian_sums(model: MLP, x: Tensor, y: Tensor, idx: Tensor, probe_bytes: Tensor,
+                      row: int, columns: dict[Tensor, int], groups: dict[Tensor, int],
+                      scale: float, alpha: float, out: Tensor, *, central: bool = False
+                      ) -> Tensor:
+    r"""A finite-difference Hutchinson record in one C call (the configurational
+    temperature's, :mod:`thermotrain.thermo.monitors`): per member k and group g, with
+    :math:`g_0` the gradient in the parameters' ``.grad`` (the loop's, at θ) and u the probe,
+
+    * ``out[0, k, g]`` = :math:`\sum_{i\in g} g_{0,i}^2`;
+    * ``out[1, k, g]`` = :math:`\sum_{i\in g} u_i\,[\nabla L_k(\theta + \alpha u) -
+      g_0]_i` (forward) or :math:`\sum_{i\in g} u_i\,[\nabla L_k(\theta + \alpha u) -
+      \nabla L_k(\theta - \alpha u)]_i` (``central``),
+
+    on the rows ``idx`` (as :func:`loss_and_grad`), summed in double; θ and ``.grad`` are not
+    changed, the shifted gradients never leave the kernel's work space.
+
+    The probe is given as random bytes (:class:`thermotrain.thermo.probes.RecordLayout`'s):
+    entry f of the member-major probe rows (member k's row has ``row`` entries, parameter p's
+    at ``columns[p]`` on) is ``-scale`` if bit f mod 8 of ``probe_bytes[f // 8]`` is set,
+    else ``scale``.
+
+    Args:
+        probe_bytes: int64 values in [0, 256), contiguous, at least K·row/8 of them.
+        columns, groups: ``{parameter: first column}`` and ``{parameter: g}`` (g in
+            ``[0, G)``) for the same parameters; the others are in no group, not shifted.
+            Read once per pair of dict objects and ``row`` (pass new dicts, not changed
+            ones).
+        out: ``(2, K, G)`` contiguous, the model's dtype (K = 1 for a plain model).
+    """
+    prep = _prepare(model, x, y)
+    k = prep.members
+    plain = model.ensemble_size is None
+    rows = idx.reshape(1, -1) if plain and idx.dim() == 1 else idx
+    if rows.dim() != 2 or rows.shape[0] != k or rows.dtype != torch.int64:
+        raise ValueError(f"idx must be int64 of shape (K={k}, B), got {idx.dtype} "
+                         f"{tuple(idx.shape)}")
+    if not isinstance(groups, dict) or not isinstance(columns, dict):
+        raise TypeError("fd_laplacian_sums: columns and groups must be dicts keyed by the "
+                        "model's parameters")
+    # read once per pair of dict objects (held by the cache, so their ids stay theirs; the
+    # kernel re-checks every column and group against row and G)
+    gkey = (id(columns), id(groups), row)
+    hit = prep.group_arrays.get(gkey)  # (the dicts, groups, columns, the groups' count)
+    arrays = hit[1:] if hit is not None else None
+    if arrays is None:
+        if not groups or not all(isinstance(g, int) and not isinstance(g, bool) and 0 <= g < 32
+                                 for g in groups.values()):
+            raise ValueError("fd_laplacian_sums: groups must map parameters to ints in "
+                             f"[0, 32), got {sorted(set(groups.values()), key=str)}")
+        if len(columns) != len(groups) or any(p not in groups for p in columns):
+            raise ValueError("fd_laplacian_sums: columns must be given for exactly the "
+                             "grouped parameters")
+        own = {id(t): t for t in prep.params}
+        for p, c in columns.items():
+            if id(p) not in own:
+                raise ValueError("fd_laplacian_sums: groups has entries for tensors that are "
+                                 "not the model's parameters")
+            if isinstance(c, bool) or not isinstance(c, int) or c < 0 \
+                    or c + p.numel() // k > row:
+                raise ValueError(f"fd_laplacian_sums: the column of a parameter of shape "
+                                 f"{tuple(p.shape)} must be an int in [0, row - "
+                                 f"{p.numel() // k}] (row={row}), got {c!r}")
+        gid = {id(p): g for p, g in groups.items()}
+        cid = {id(p): c for p, c in columns.items()}
+        n = len(prep.params)
+        arrays = ((ctypes.c_int64 * n)(*[gid.get(id(t), -1) for t in prep.params]),
+                  (ctypes.c_int64 * n)(*[cid.get(id(t), -1) for t in prep.params]),
+                  max(groups.values()) + 1)
+        if len(prep.group_arrays) > 64:
+            prep.group_arrays.clear()
+        prep.group_arrays[gkey] = ((columns, groups), *arrays)
+    group, column, g_count = arrays
+    if (not isinstance(probe_bytes, Tensor) or probe_bytes.dtype != torch.int64
+            or probe_bytes.device.type != "cpu" or not probe_bytes.is_contiguous()
+            or probe_bytes.dim() != 1 or probe_bytes.numel() * 8 < k * row):
+        got = (f"{probe_bytes.dtype} {tuple(probe_bytes.shape)}"
+               if isinstance(probe_bytes, Tensor) else type(probe_bytes).__name__)
+        raise ValueError(f"fd_laplacian_sums: probe_bytes must be a contiguous CPU int64 "
+                         f"vector of at least {(k * row + 7) // 8} bytes, got {got}")
+    if (not isinstance(out, Tensor) or out.shape != (2, k, g_count) or out.dtype != prep.dtype
+            or out.device.type != "cpu" or not out.is_contiguous()):
+        got = f"{out.dtype} {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"fd_laplacian_sums: out must be a contiguous {prep.dtype} tensor of "
+                         f"shape (2, {k}, {g_count}), got {got}")
+    rows = rows.contiguous()
+    lib = _library()
+    fn = lib.tt_mlp_fd_sums_f32 if prep.dtype == torch.float32 else lib.tt_mlp_fd_sums_f64
+    status = fn(k, len(model.layers), prep.widths, *prep.ptrs, probe_bytes.data_ptr(), row,
+                column, float(scale), float(alpha), int(bool(central)), group, g_count,
+                prep.x.data_ptr(), prep.y.data_ptr(), prep.n, rows.data_ptr(), rows.shape[1],
+                _ACT[model.activation], out.data_ptr())
+    if status == -3:
+        raise ValueError(f"idx must index the {prep.n} rows of x, got values in "
+                         f"[{int(rows.min())}, {int(rows.max())}]")
+    if status != 0:
+        raise MemoryError("the fused MLP Laplacian sums could not allocate their work space")
+    return out
 
 
 def autograd_loss_and_grad(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:

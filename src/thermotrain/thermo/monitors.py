@@ -27,6 +27,7 @@ since ``start``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,7 @@ from torch import Tensor
 from ..training.hooks import Hook
 from .kinetic import KineticTemperature, _check_every, kinetic_temperatures
 from .probes import Groups, RecordLayout, optimizer_groups, restore_grads
-from .records import RecordTables, Resolve
+from .records import RecordTables
 
 __all__ = ["KineticTemperature", "ConfigurationalTemperature", "kinetic_temperatures"]
 
@@ -131,10 +132,18 @@ class ConfigurationalTemperature(RecordTables, Hook):
         self.laplacian, self.epsilon = laplacian, float(epsilon)
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)  # the subset's
-        self._sums: Tensor | None = None  # (Σ‖∇_g L‖² | Σ Δ_g L) since start, (G, 2K)
+        self._sums: Any = None  # (Σ‖∇_g L‖², Σ Δ_g L) since start: NumPy (G, 2, K) f64
         self._columns: dict[tuple, dict[str, int]] = {}
         self._index: Tensor | None = None
         self._grad_fn: Callable[[Tensor], Tensor] | None = None
+        # the fused gradient at θ + αv: (idx, ({parameter: v}, α)), into .grad
+        self._direct: Callable[[Tensor, tuple], Tensor] | None = None
+        # a whole minibatch record by the fused kernel (fused.fd_laplacian_sums, bound to
+        # the run's model and data)
+        self._record_fn: Callable[..., Tensor] | None = None
+        self._own: set[int] = set()  # ids of the run's model's parameters (fused runs)
+        self._shiftable = False  # the layout's parameters are the model's
+        self._kernel_layout = False  # ... and hold the members on axis 0 (or none)
         self._fixed: Tensor | None = None  # (K, n) indices of the full set or the subset
         self._batch: Any = None  # the recorded step's Batch (and its x when seen)
         self._batch_x: Tensor | None = None
@@ -142,18 +151,18 @@ class ConfigurationalTemperature(RecordTables, Hook):
         self._lay: RecordLayout | None = None
         self._layout_key: tuple | None = None
         self._drawn = 0  # probes drawn before the layout exists (resume)
-        self._deferred: list[tuple[int, int, bool]] = []  # (serial, slot, record)
+        self._deferred: list[tuple[int, bool]] = []  # (serial, record) of the waiting
+        self._waiting: Tensor | None = None  # their results, a chunk (RecordTables._defer)
         self._tables: dict[int, list] = {}  # finished deferred records by serial
         self._serial = 0
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         self._reduce_deferred()
-        k = None if self._sums is None else self._sums.shape[1] // 2
         return {"generator": self.generator.get_state(), "index": self._index,
                 "probes_drawn": self._lay.drawn if self._lay is not None else self._drawn,
                 "sums": {} if self._sums is None else
-                {g: [self._sums[g, :k].clone(), self._sums[g, k:].clone()]
+                {g: [torch.tensor(s) for s in self._sums[g]]
                  for g in range(self._sums.shape[0])}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -163,7 +172,8 @@ class ConfigurationalTemperature(RecordTables, Hook):
         if self._lay is not None:
             self._lay.drawn = self._drawn
         sums = sorted((int(g), v) for g, v in state["sums"].items())
-        self._sums = torch.stack([torch.cat(v) for _, v in sums]) if sums else None
+        self._sums = (torch.stack([torch.stack(v) for _, v in sums]).to("cpu", torch.float64)
+                      .numpy() if sums else None)
 
     # ------------------------------------------------------------------ events
     def on_start(self, state: Any) -> None:
@@ -174,11 +184,20 @@ class ConfigurationalTemperature(RecordTables, Hook):
                 raise ValueError(f"{self.name}: subset={self.subset} exceeds the {n} training "
                                  "points")
             self._index = torch.randperm(n, generator=self.generator)[: self.subset]
+        self._grad_fn = self._direct = self._record_fn = None  # this run's model decides
+        self._own = set()
+        self._layout_key = None  # re-checked against this run's parameters
         if self.laplacian != "hvp" and self.loss is None:
             from ..models import fused
 
             if fused.supports(state.model, state.x_train, state.y_train):
                 self._grad_fn = fused.gradient_fn(state.model, state.x_train, state.y_train)
+                model, x, y = state.model, state.x_train, state.y_train
+                self._own = {id(p) for p in model.parameters()}
+                self._direct = lambda idx, shift: fused.loss_and_grad(model, x, y, idx,
+                                                                      shift=shift)
+                if self.data == "batch" and self.probes == 1:
+                    self._record_fn = functools.partial(fused.fd_laplacian_sums, model, x, y)
                 idx = (torch.arange(n) if self._index is None else self._index)
                 self._fixed = idx.to(state.x_train.device).expand(state.members, -1)
 
@@ -199,6 +218,8 @@ class ConfigurationalTemperature(RecordTables, Hook):
                                  scale=scale, name=self.name)
         self._lay.drawn = drawn
         self._scale, self._layout_key = scale, key
+        self._shiftable = all(id(p) in self._own for p in self._lay.params)
+        self._kernel_layout = self._shiftable and all(e in (0, None) for e in self._lay.edims)
 
     def _data(self, state: Any) -> tuple[Tensor, Tensor]:
         x, y = state.x_train, state.y_train
@@ -224,12 +245,40 @@ class ConfigurationalTemperature(RecordTables, Hook):
             out = out.unsqueeze(0)
         return ensemble_loss(out, y)
 
-    def _param_gradient(self, state: Any) -> list[Tensor]:
-        """∇ of the summed member losses at the current θ, per parameter (the fused path:
-        the ``.grad`` tensors themselves, overwritten)."""
+    def _fused(self) -> bool:
+        """Whether the energy's gradient is the fused kernel's (not after a rewrite of the
+        step's batch by a later hook: the kernel indexes the training set)."""
+        return self._grad_fn is not None and not (self.data == "batch" and self._batch.rewritten)
+
+    def _shifts(self) -> bool:
+        """Whether the fused kernel takes the shifted gradients itself (θ untouched)."""
+        return self._direct is not None and self._shiftable and self._fused()
+
+    def _kernel_records(self) -> bool:
+        """Whether a record is one call of the fused kernel (:meth:`_kernel_record`)."""
+        return self._record_fn is not None and self._kernel_layout and self._shifts()
+
+    def _kernel_record(self, out: Tensor) -> Tensor:
+        """A record of the step's batch (one probe) by the fused kernel, after the loop's
+        gradient: ``[‖∇_g L_B‖², Δ_g L_B]`` ``(2, K, G)`` into ``out`` from ∇L_B(θ_n) in
+        ``.grad`` and the kernel's ∇L_B(θ_n ± εv) (θ and ``.grad`` untouched)."""
+        lay = self._lay
+        lay.next()
+        return self._record_fn(self._batch.index, lay.slot_bytes(), lay.row, lay.columns,
+                               lay.group_of, self._scale, self.epsilon / self._scale, out,
+                               central=self.laplacian == "fd")
+
+    def _param_gradient(self, state: Any, alpha: float = 0.0) -> list[Tensor]:
+        """∇ of the summed member losses at the current θ (at θ + alpha·v for the current
+        probe v when :meth:`_shifts`), per parameter (the fused path: the ``.grad`` tensors
+        themselves, overwritten)."""
         params = self._lay.params
-        if self._grad_fn is not None and not (self.data == "batch" and self._batch.rewritten):
-            self._grad_fn(self._batch.index if self.data == "batch" else self._fixed)
+        if self._fused():
+            idx = self._batch.index if self.data == "batch" else self._fixed
+            if alpha:
+                self._direct(idx, (self._lay.direction, alpha))
+            else:
+                self._grad_fn(idx)
             return [p.grad for p in params]
         with torch.enable_grad():
             return list(torch.autograd.grad(self._loss(state).sum(), params))
@@ -248,21 +297,26 @@ class ConfigurationalTemperature(RecordTables, Hook):
         params, theta = lay.params, lay.theta
         central, alpha = self.laplacian == "fd", self.epsilon / self._scale
         usum = None
-        torch._foreach_copy_(theta, params)
+        kernel = self._shifts()  # θ ± εv made by the kernel, else θ perturbed here
+        if not kernel:
+            torch._foreach_copy_(theta, params)
         try:
             for i in range(self.probes):
-                if self._deferred and lay.drawn % lay.slots == 0:
-                    self._reduce_deferred()  # before the next bank overwrites their slots
                 lay.next()
                 u = lay.probe
                 if i == 0:
                     grad_sum, lap = lay.work[0], lay.work[1]  # the record's work matrices
-                torch._foreach_add_(params, lay.views, alpha=alpha)
-                plus = lay.flat(self._param_gradient(state), lap if i == 0 else None)
-                if central:
-                    torch._foreach_add_(params, lay.views, alpha=-2.0 * alpha)
-                    minus = lay.flat(self._param_gradient(state))
-                torch._foreach_copy_(params, theta)
+                if kernel:
+                    plus = lay.flat(self._param_gradient(state, alpha), lap if i == 0 else None)
+                    if central:
+                        minus = lay.flat(self._param_gradient(state, -alpha))
+                else:
+                    torch._foreach_add_(params, lay.views, alpha=alpha)
+                    plus = lay.flat(self._param_gradient(state), lap if i == 0 else None)
+                    if central:
+                        torch._foreach_add_(params, lay.views, alpha=-2.0 * alpha)
+                        minus = lay.flat(self._param_gradient(state))
+                    torch._foreach_copy_(params, theta)
                 if central and self.data != "batch":
                     if i == 0:
                         torch.add(plus, minus, out=grad_sum)
@@ -277,13 +331,14 @@ class ConfigurationalTemperature(RecordTables, Hook):
                 if not central:  # Σ u (the probe itself for one probe)
                     usum = u if self.probes == 1 else (u.clone() if i == 0 else usum.add_(u))
         except BaseException:
-            torch._foreach_copy_(params, theta)
+            if not kernel:
+                torch._foreach_copy_(params, theta)
             raise
         return usum
 
     @torch.no_grad()
     def _finish(self, usum: Tensor | None) -> Tensor:
-        """``[‖∇_g L‖² | Δ_g L]`` per group ``(G, 2K)`` from the work matrices
+        """``[‖∇_g L‖², Δ_g L]`` per member and group ``(2, K, G)`` from the work matrices
         (:meth:`_differences`) and, for the step's batch, the loop's gradient in ``.grad``."""
         lay = self._lay
         w = lay.work
@@ -314,16 +369,19 @@ class ConfigurationalTemperature(RecordTables, Hook):
         if self.data == "batch":
             grads = [p.grad for p in params]  # the loop's ∇L_B (exact, no extra cost)
         lay.flat([t.detach() for t in grads], w[0]).square_()
-        return torch.mm(lay.indicator, w.view(-1, w.shape[2]).T)
+        return lay.group_sums(w)
 
     def _measure(self, state: Any) -> Tensor:
-        self._reduce_deferred()  # the records before this one first (their sums, slots)
+        self._reduce_deferred()  # the records before this one first (their sums)
         groups = self._groups(state)
         if self.data == "batch" and self._batch is None:
             raise RuntimeError(f"{self.name}: data='batch' measures the step's minibatch; "
                                "call measure() from after_gradient of a recorded step")
         if self.laplacian == "hvp":
             return self._hvp(state, groups)
+        self._layout(state, groups)
+        if self._kernel_records():
+            return self._kernel_record(self._lay.result)
         params = [p for ps, _ in groups for p in ps]
         saved = None
         if self._grad_fn is not None:  # the fused kernel writes .grad: keep the loop's
@@ -340,18 +398,16 @@ class ConfigurationalTemperature(RecordTables, Hook):
         ``(K,)``, θ and ``.grad`` left as they were (a whole record at once; with
         ``data="batch"`` call it in ``after_gradient``: ‖∇L_B‖² is the loop's ``.grad``)."""
         res = self._measure(state)
-        k = res.shape[1] // 2
-        return [(res[g, :k], res[g, k:]) for g in range(res.shape[0])]
+        return [(res[0, :, g], res[1, :, g]) for g in range(res.shape[2])]
 
     def before_gradient(self, state: Any, batch: Any) -> Any:
         if state.step % self.every == 0:
             self._batch, self._batch_x = batch, batch.x
             if self.laplacian != "hvp":
-                groups = self._groups(state)
-                if self._defers(state):  # finished later, with its bank (see after_gradient)
-                    self._shifted_gradients(state, groups)
-                    self._pending = ("deferred", self._layout_key)
+                if self._record_fn is not None:  # one kernel call after the loop's gradient
+                    self._pending = ("kernel", None)
                 else:
+                    groups = self._groups(state)
                     self._pending = (self._differences(state, groups), self._layout_key)
         return batch
 
@@ -360,26 +416,25 @@ class ConfigurationalTemperature(RecordTables, Hook):
             return
         pending, self._pending = self._pending, None
         record = state.step >= self.start
-        if pending is not None and self._batch.x is self._batch_x \
-                and pending[1] == self._layout_key:
-            if isinstance(pending[0], str):
-                # reductions and logging deferred to a burst per bank of probes (or to when
-                # the rows are read): here only ∇L_B(θ_n) into the record's slot
-                lay = self._lay
-                torch._foreach_copy_(lay.loop_grad[lay.slot], [p.grad for p in lay.params])
-                self._deferred.append((self._serial, lay.slot, record))
-                columns = self._metric_columns(lay.indicator.shape[0], record)
-                state.log_deferred(columns, Resolve(self, self._serial))
-                self._serial += 1
-                self._batch = None
-                return
-            res = self._finish(pending[0])
-        else:  # no before_gradient, or a later hook rewrote the batch: measure now
-            if pending is not None:  # with the probes of before_gradient
-                self._lay.drawn -= self.probes
+        res = None
+        if pending is not None and self._batch.x is self._batch_x:
+            if pending[0] == "kernel":  # the kernel's record, if it can take this one
+                self._layout(state, self._groups(state))
+                if self._kernel_records():
+                    if hasattr(state, "log_deferred"):  # tabulated later, many at once
+                        self._defer(state, record)
+                        return
+                    res = self._measure(state)
+            elif pending[1] == self._layout_key:
+                res = self._finish(pending[0])
+        if res is None:  # no before_gradient, a later hook rewrote the batch, a new layout
+            if pending is not None and pending[0] != "kernel":
+                self._lay.drawn -= self.probes  # with the probes of before_gradient
             res = self._measure(state)
-        table = self._table(res, record).T  # (K, M): column per metric, in row order
-        columns = self._metric_columns(res.shape[0], record)
+        # (K, M): column per metric, in row order
+        table = torch.tensor(self._tabulate(res.unsqueeze(1), [record])[0],
+                             dtype=torch.float64).T
+        columns = self._metric_columns(res.shape[2], record)
         log_table = getattr(state, "log_table", None)
         if log_table is not None:
             log_table(columns, table)
@@ -393,6 +448,5 @@ class ConfigurationalTemperature(RecordTables, Hook):
         self._reduce_deferred()
         if self._sums is None:
             return []
-        k = self._sums.shape[1] // 2
-        ratio = self._sums[:, :k] / self._sums[:, k:]
-        return list(ratio.unbind(0))
+        sums = torch.from_numpy(self._sums)
+        return list((sums[:, 0] / sums[:, 1]).unbind(0))

@@ -3,19 +3,20 @@ a record — per group ‖∇_g L‖², Δ_g L and, from ``start`` on, the runni
 :math:`T_\mathrm{conf}` = Σ‖∇_g L‖²/ΣΔ_g L — and the deferred reduction of the records of a
 probe bank.
 
-A record costs a couple of dozen small tensor operations; on a small network each one, not
-its arithmetic, is the cost, and it is several times dearer cold (once every ``every``
-steps, between training steps) than in a burst. So with a :class:`~thermotrain.training.
-LoopState` (``log_deferred``) the hook keeps only ∇L_B(θ_n) in the record's slot and
-finishes the records of a bank together, in order — when the bank is full, when the loop's
-rows are read (loggers, checkpoints), or before anything that needs the sums — with the
-same operations as one at a time, so the values do not depend on when that happens.
+Tabulating a record costs half a dozen small tensor operations; on a small network each
+one, not its arithmetic, is the cost. So with a :class:`~thermotrain.training.LoopState`
+(``log_deferred``) the fused kernel's records (one C call each: the sums of the record in
+a row of a waiting chunk) are tabulated together — when the rows are read (loggers,
+checkpoints), when the chunk is full, or before anything that needs the sums — with the same
+arithmetic as one at a time (the sums accumulated record after record), so the values do
+not depend on when that happens.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,8 +31,11 @@ class RecordTables:
     name: str
     laplacian: str
     probes: int
-    _sums: Tensor | None
-    _deferred: list[tuple[int, int, bool]]
+    _sums: np.ndarray | None  # (G, 2, K) float64
+    _deferred: list[tuple[int, bool]]
+    _waiting: Tensor | None
+    _waiting_rows: list[Tensor]
+    _kernel_record: Any
     _tables: dict[int, list]
     _columns: dict[tuple, dict[str, int]]
     _lay: Any
@@ -39,37 +43,14 @@ class RecordTables:
     data: str
     _scale: float
     _layout: Any
-    _param_gradient: Any
 
-    def _defers(self, state: Any) -> bool:
-        return self.data == "batch" and self.probes == 1 and hasattr(state, "log_deferred")
-
-    @torch.no_grad()
-    def _shifted_gradients(self, state: Any, groups: list) -> None:
-        """A deferred record's part at θ_n (restored bit for bit): ∇L_B(θ + εv) (central:
-        minus ∇L_B(θ − εv)) copied, per parameter, into the record's slot of the bank."""
-        self._layout(state, groups)
-        lay = self._lay
-        params, theta, alpha = lay.params, lay.theta, self.epsilon / self._scale
-        if self._deferred and lay.drawn % lay.slots == 0:
-            self._reduce_deferred()  # before the next bank overwrites their slots
-        torch._foreach_copy_(theta, params)
-        try:
-            lay.next()
-            torch._foreach_add_(params, lay.views, alpha=alpha)
-            out = lay.shifted[lay.slot]
-            torch._foreach_copy_(out, self._param_gradient(state))
-            if self.laplacian == "fd":
-                torch._foreach_add_(params, lay.views, alpha=-2.0 * alpha)
-                torch._foreach_sub_(out, self._param_gradient(state))
-        finally:
-            torch._foreach_copy_(params, theta)
 
     def _reduce(self, w: Tensor, u: Tensor | None) -> Tensor:
-        """``[‖∇_g L‖² | Δ_g L]`` ``(G, 2K)`` from a record's work matrices: W₀ a gradient,
-        W₁ for one probe u the shifted gradient (forward: W₁ ← (W₁ − W₀) ⊙ u) or the
-        difference of the two (central: W₁ ← W₁ ⊙ u); for several probes W₁ holds the sum
-        of the products and u = Σu (forward: W₁ ← W₁ − W₀ ⊙ Σu)."""
+        """``[‖∇_g L‖², Δ_g L]`` ``(2, ..., K, G)`` from work matrices ``(2, ..., K, P)`` (one
+        record, or a bank's): W₀ a gradient, W₁ for one probe u the shifted gradient
+        (forward: W₁ ← (W₁ − W₀) ⊙ u) or the difference of the two (central: W₁ ← W₁ ⊙ u);
+        for several probes W₁ holds the sum of the products and u = Σu (forward:
+        W₁ ← W₁ − W₀ ⊙ Σu)."""
         if u is not None and self.laplacian != "hvp":
             if self.probes == 1:
                 if self.laplacian == "forward":
@@ -78,29 +59,67 @@ class RecordTables:
             elif self.laplacian == "forward":
                 w[1].addcmul_(w[0], u, value=-1.0)
         w[0].square_()
-        return torch.mm(self._lay.indicator, w.view(-1, w.shape[2]).T)
+        return self._lay.group_sums(w)
 
-    def _table(self, res: Tensor, record: bool) -> Tensor:
-        """The logged values of a record ``(2G or 3G, K)``, row per metric in row order (per
-        group ‖∇L‖², ΔL and, from ``start`` on, the running T_conf); adds to the sums."""
-        k = res.shape[1] // 2
-        if not record:
-            return res.view(-1, k)
-        self._sums = res.clone() if self._sums is None else self._sums.add_(res)
-        return torch.cat((res, self._sums[:, :k] / self._sums[:, k:]), 1).view(-1, k)
+    def _tabulate(self, res: Tensor, records: list[bool]) -> list:
+        """The logged tables of m records from their ``[‖∇_g L‖², Δ_g L]`` ``(2, m, K, G)``,
+        in order, as lists (one conversion): per record 2G or, from ``start`` on
+        (``records``), 3G lists of K values, one per metric in row order (per group ‖∇L‖²,
+        ΔL and the running T_conf). Adds to the sums, in float64, record after record (one
+        cumulative sum: a bank at once gives the bits of its records one at a time). In
+        NumPy: on these few dozen numbers each torch operation's fixed cost would be the
+        whole cost."""
+        r = res.detach().to("cpu", torch.float64).numpy().transpose(1, 3, 0, 2)  # (m,G,2,K)
+        m, g, _, k = r.shape
+        out, i = [], 0
+        while i < m:  # runs of records before and from start (one run, or two, in a bank)
+            j = i + 1
+            while j < m and records[j] == records[i]:
+                j += 1
+            part = r[i:j]
+            if not records[i]:
+                out += part.reshape(j - i, 2 * g, k).tolist()
+            else:
+                sums = self._sums if self._sums is not None else np.zeros((g, 2, k))
+                run = np.cumsum(np.concatenate((sums[None], part)), 0)[1:]
+                self._sums = run[-1].copy()
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio = run[:, :, 0] / run[:, :, 1]
+                out += np.concatenate((part, ratio[:, :, None]), 2).reshape(j - i, 3 * g,
+                                                                            k).tolist()
+            i = j
+        return out
 
-    @torch.no_grad()
-    def _reduce_deferred(self) -> None:
-        """Finish the records waiting in the bank (see ``after_gradient``), in order, in one
-        warm burst: the same operations as at once, so the values do not depend on when."""
+    #: deferred records wait in chunks of this many (tabulated when one is full)
+    CHUNK = 256
+
+    def _defer(self, state: Any, record: bool) -> None:
+        """The kernel's record of this step into the next row of the waiting chunk, and its
+        rows logged as a placeholder (``LoopState.log_deferred``) until tabulated."""
         lay = self._lay
-        for serial, slot, record in self._deferred:
-            w = lay.work_bank[slot]
-            lay.flat(lay.loop_grad[slot], w[0])
-            lay.flat(lay.shifted[slot], w[1])
-            res = self._reduce(w, lay.probe_bank[slot])
-            self._tables[serial] = self._table(res, record).tolist()
+        if self._waiting is None or self._waiting.shape[1:] != lay.result.shape:
+            self._reduce_deferred()
+            self._waiting = lay.result.new_empty(self.CHUNK, *lay.result.shape)
+            self._waiting_rows = list(self._waiting.unbind(0))
+        elif len(self._deferred) == self.CHUNK:
+            self._reduce_deferred()
+        self._kernel_record(self._waiting_rows[len(self._deferred)])
+        self._deferred.append((self._serial, record))
+        state.log_deferred(self._metric_columns(lay.groups, record),
+                           Resolve(self, self._serial))
+        self._serial += 1
+        self._batch = None
+
+    def _reduce_deferred(self) -> None:
+        """Tabulate the records waiting in the chunk (see :meth:`_defer`) together, in a few
+        operations for all of them: the same arithmetic as one at a time, so the values do
+        not depend on when."""
+        if not self._deferred:
+            return
+        serials, records = zip(*self._deferred, strict=True)
+        res = self._waiting[:len(serials)].transpose(0, 1)  # (2, m, K, G)
         self._deferred.clear()
+        self._tables.update(zip(serials, self._tabulate(res, list(records)), strict=True))
 
     def _resolved(self, serial: int) -> list:
         if serial not in self._tables:
