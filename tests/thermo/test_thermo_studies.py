@@ -38,7 +38,14 @@ def test_ft_regression_quick(tmp_path, capsys, one_thread):
     # 5e4 steps: the FT checks hold within Monte Carlo error (4 s.e.), the WOR cloud is tighter
     for r in s["fluctuation"]["spec"]["ift"]:
         assert abs(r["deviation"]) < 4
-    assert min(s["without_replacement"]["variance_ratio"]) > 100
+    wor = s["without_replacement"]
+    assert min(wor["variance_ratio"]) > 100
+    # each ratio has a standard error from the chains' spread, and the report a row for it
+    se = wor["variance_ratio_se"]
+    assert len(se) == 7 and all(0 < e < r for e, r in zip(se, wor["variance_ratio"],
+                                                          strict=True))
+    assert "| weight | WR variance | WOR variance | WR/WOR ratio | s.e. |" in \
+        (out / "report.md").read_text()
     _figures_linked(out)
     assert "| ⟨σ⟩ | 3.148285e-04 | 0.000314828 | 3.121953e-04 | 0.000312195 |" in \
         (out / "report.md").read_text()
@@ -46,6 +53,19 @@ def test_ft_regression_quick(tmp_path, capsys, one_thread):
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.md").is_file()
     assert "<sigma> theory" in capsys.readouterr().out
+
+
+def test_chain_spread_is_the_standard_error_over_independent_chains():
+    """sd over chains (ddof 1) / √K: exact on two chains, and for K = 4000 i.i.d. N(0, 1)
+    chain values within 5 % of 1/√K (the sd's own relative s.e. is 1/√(2K) ≈ 1.1 %)."""
+    import numpy as np
+
+    from thermotrain.experiments.kinds._thermo_chains import chain_spread
+
+    assert chain_spread(np.array([[1.0, 2.0], [3.0, 2.0]])).tolist() == [1.0, 0.0]
+    assert np.isnan(chain_spread(np.ones((1, 3)))).all()
+    x = np.random.default_rng(0).standard_normal((4000, 1))
+    assert abs(chain_spread(x)[0] * np.sqrt(4000) - 1) < 0.05
 
 
 def test_bayes_linreg_quick(tmp_path, one_thread):

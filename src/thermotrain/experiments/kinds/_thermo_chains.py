@@ -28,13 +28,16 @@ def stationary_chains(grad: Callable[[Tensor, Tensor], Tensor], w0: Tensor, lr: 
     """Run K SGD chains ``w ← w − h ∇L_B(w)`` from ``w0 (K, P)`` for ``steps`` steps and
     measure on the fly: σ per step and chain for every entropy matrix in ``matrices``
     (``(K, steps)`` each), the sums for the areal velocity and the per-coordinate moments
-    (all relative to ``centre``)."""
+    (all relative to ``centre``), and per chain its share of the pooled per-coordinate
+    variance: the chains are independent, so the shares' spread over √K is the pooled
+    variance's standard error (``variance_se``)."""
     k, p = w0.shape
     w = w0.clone()
     sigma = {name: torch.empty(k, steps, dtype=torch.float64) for name in matrices}
     cross = torch.zeros(p, p, dtype=torch.float64)
     first, last = torch.zeros(p, dtype=torch.float64), torch.zeros(p, dtype=torch.float64)
-    sq = torch.zeros(p, dtype=torch.float64)
+    chain_first = torch.zeros(k, p, dtype=torch.float64)
+    chain_sq = torch.zeros(k, p, dtype=torch.float64)
     for n in range(steps):
         w_new = w - lr * grad(w, batches.next())
         a, b, dw = w - centre, w_new - centre, w_new - w
@@ -43,17 +46,33 @@ def stationary_chains(grad: Callable[[Tensor, Tensor], Tensor], w0: Tensor, lr: 
         cross += a.T @ b
         first += a.sum(0)
         last += b.sum(0)
-        sq += a.square().sum(0)
+        chain_first += a
+        chain_sq += a.square()
         w = w_new
+    sq = chain_sq.sum(0)
     count = k * steps
     mean = first / count
+    # chain k's share of the pooled variance: its mean squared deviation from the pooled
+    # mean (these average to the pooled variance exactly; chains shorter than the slowest
+    # relaxation time differ mostly in their means, which this keeps)
+    chain_var = chain_sq / steps - 2 * mean * chain_first / steps + mean.square()
     # Σ_n (a − m)(b − m)ᵀ with the empirical mean m, from the raw sums (exact)
     centred = cross - torch.outer(mean, last) - torch.outer(first, mean) \
         + count * torch.outer(mean, mean)
     m_ = centred / (2 * count)
     return {"sigma": {n: s.numpy() for n, s in sigma.items()},
             "areal_velocity": (m_ - m_.T).numpy(), "mean": (mean + centre).numpy(),
-            "variance": (sq / count - mean.square()).numpy(), "final": w}
+            "variance": (sq / count - mean.square()).numpy(),
+            "variance_se": chain_spread(chain_var.numpy()), "final": w}
+
+
+def chain_spread(per_chain: np.ndarray) -> np.ndarray:
+    """The standard error of the mean over independent chains (axis 0): their sample
+    standard deviation over √K (``nan`` for one chain)."""
+    k = per_chain.shape[0]
+    if k < 2:
+        return np.full(per_chain.shape[1:], np.nan)
+    return per_chain.std(0, ddof=1) / np.sqrt(k)
 
 
 def cheap_check(ness: thermo.GaussianNESS, grad: Callable[[Tensor, Tensor], Tensor],

@@ -22,6 +22,7 @@ from ...thermo.batching import EnsembleBatches
 from . import Experiment, RunContext, prepare_folder, register, write_json
 from ._stages import Stages
 from ._thermo_chains import (
+    chain_spread,
     cheap_check,
     entropy_matrix,
     fluctuation_results,
@@ -132,7 +133,8 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                                                  spec["fluctuation"]["bins"])
                        for name in ness}
             # the chains' σ samples are not kept: the fluctuation results are
-            return {"fts": fts, **{k: wr[k] for k in ("areal_velocity", "mean", "variance")}}
+            return {"fts": fts, **{k: wr[k] for k in ("areal_velocity", "mean", "variance",
+                                                      "variance_se")}}
 
         wr = timed_stage(stages, timer, "stationary_wr", stationary,
                          ("stationary_wr", "fluctuation"))
@@ -141,6 +143,10 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             grad, data, lr, b, w_eff, spec["without_replacement"]))
     # stages come back as stored (JSON): arrays as lists
     wr = {**wr, **{k: np.asarray(wr[k]) for k in ("areal_velocity", "mean", "variance")}}
+    # standard errors of the variances (stages stored before they were recorded: none)
+    se_wr = np.asarray(wr.get("variance_se", np.full(7, np.nan)), dtype=float)
+    se_wor = np.asarray(wor.get("variance_se", np.full(7, np.nan)), dtype=float)
+    ratio = wr["variance"] / wor["variance"]
     wor = {**wor, **{k: np.asarray(v) for k, v in wor.items() if isinstance(v, list)}}
     a_wr = wr["areal_velocity"]
     c_spec = ness["spec"].circulation
@@ -159,14 +165,17 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                        "areal_velocity_vs_C_slope": float(np.sum(a_wr[iu] * c_spec[iu])
                                                           / np.sum(c_spec[iu] ** 2)),
                        "areal_velocity_max": float(np.abs(a_wr).max()),
-                       "variance": wr["variance"],
+                       "variance": wr["variance"], "variance_se": se_wr,
                        "variance_theory": np.diag(ness["spec"].covariance)},
         "fluctuation": {n: {"ift": f["ift"],
                             "dft": [{k: v for k, v in d.items() if k in
                                      ("k", "slope", "stderr", "deviation", "samples")}
                                     for d in f["dft"]]} for n, f in fts.items()},
         "without_replacement": {**{k: v for k, v in wor.items() if k != "areal_velocity"},
-                                "variance_ratio": wr["variance"] / wor["variance"]},
+                                "variance_se": se_wor, "variance_ratio": ratio,
+                                # independent estimates: relative errors add in quadrature
+                                "variance_ratio_se": ratio * np.hypot(
+                                    se_wr / wr["variance"], se_wor / wor["variance"])},
         "w_eff_shift_relative": float((w_eff - data.w_min).norm() / data.w_min.norm()),
         "seconds": timer.seconds,
     }
@@ -206,6 +215,8 @@ def without_replacement(grad: Callable[[Tensor, Tensor], Tensor], data: Any, lr:
     w_min, w_e = data.w_min.numpy(), w_eff.numpy()
     return {"chains": k, "epochs": epochs, "steps": epochs * m, "recorded_epochs": kept.shape[1],
             "variance": flat.var(0),
+            # chain k's share of the pooled variance (about the pooled mean), as for WR
+            "variance_se": chain_spread(((kept - mean) ** 2).mean(1)),
             "mean_distance_to_w_eff": float(np.linalg.norm(mean - w_e) / np.linalg.norm(w_e)),
             "mean_distance_to_w_min": float(np.linalg.norm(mean - w_min) / np.linalg.norm(w_min)),
             "w_eff_distance_to_w_min": float(np.linalg.norm(w_e - w_min) / np.linalg.norm(w_min)),
@@ -225,8 +236,12 @@ def table(summary: dict[str, Any]) -> str:
         lines.append(f"<exp(-dS_{r['k']})>              {r['mean']:.6f} ± {r['stderr']:.6f}")
     for d in summary["fluctuation"]["spec"]["dft"]:
         lines.append(f"DFT slope (k={d['k']})            {d['slope']:.3f} ± {d['stderr']:.3f}")
-    ratio = np.asarray(summary["without_replacement"]["variance_ratio"])
-    lines.append(f"WR/WOR variance ratio        {ratio.min():.3g} – {ratio.max():.3g}")
+    wor = summary["without_replacement"]
+    ratio = np.asarray(wor["variance_ratio"])
+    se = np.asarray(wor.get("variance_ratio_se", np.full(len(ratio), np.nan)), dtype=float)
+    low = int(np.argmin(ratio))
+    lines.append(f"WR/WOR variance ratio        {ratio.min():.3g} – {ratio.max():.3g} "
+                 f"(lowest {ratio[low]:.4g} ± {se[low]:.2g}, weight {low + 1})")
     return "\n".join(lines)
 
 
@@ -292,14 +307,25 @@ def report(out: Path) -> Path:
               f"({wor['steps']} steps), recorded at epoch boundaries, the first quarter "
               "discarded.", "",
               f"- per-coordinate variance ratio WR/WOR: {ratio.min():.3g} – {ratio.max():.3g} "
-              f"(reference: 5e3–1e5)",
+              f"(reference: 5e3–1e5; per coordinate below)",
               f"- largest |areal velocity|: WR {fmt(st['areal_velocity_max'], 2)} per step, WOR "
               f"{fmt(wor['areal_velocity_max'], 2)} per epoch-boundary record "
               "(reference: ~3e-12–5e-11 → ~1e-15–4e-14)",
               f"- stationary WOR mean: {fmt(wor['mean_distance_to_w_eff'], 2)} (relative) from "
               f"argmin L_eff, {fmt(wor['mean_distance_to_w_min'], 2)} from w* (argmin L_eff is "
-              f"{fmt(wor['w_eff_distance_to_w_min'], 2)} from w*; SPEC: 4.1e-5)", "",
-              "## Figures", ""] + [f"![{name}](figures/{name}.png)" for name in figs] + [""]
+              f"{fmt(wor['w_eff_distance_to_w_min'], 2)} from w*; SPEC: 4.1e-5)"]
+    lines += ["", "| weight | WR variance | WOR variance | WR/WOR ratio | s.e. | "
+              "beyond 5e3–1e5 (s.e.) |", "|---|---|---|---|---|---|"]
+    se = np.asarray(wor.get("variance_ratio_se", np.full(len(ratio), np.nan)), dtype=float)
+    for i, (v_wr, v_wor, r, e) in enumerate(zip(st["variance"], wor["variance"], ratio, se,
+                                               strict=True)):
+        beyond = (5e3 - r) / e if r < 5e3 else (r - 1e5) / e if r > 1e5 else 0.0
+        lines.append(f"| {i + 1} | {v_wr:.4g} | {v_wor:.4g} | {r:.4g} | {e:.2g} | "
+                     f"{'–' if beyond == 0 else f'{beyond:.1f}'} |")
+    lines += ["", "Standard errors: each chain's share of the pooled variance (its mean "
+              "squared deviation from the pooled mean), their spread over √chains (the chains "
+              "are independent); the relative errors of WR and WOR added in quadrature."]
+    lines += ["", "## Figures", ""] + [f"![{name}](figures/{name}.png)" for name in figs] + [""]
     lines += notes_section(config)
     lines += [f"Run time: {', '.join(f'{k} {v:.1f} s' for k, v in summary['seconds'].items())}."]
     return write_report(out, lines)
