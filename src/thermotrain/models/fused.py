@@ -102,11 +102,10 @@ def supports(model: torch.nn.Module, x: Tensor, y: Tensor) -> bool:
 def _key(model: MLP, x: Tensor, y: Tensor) -> tuple:
     # what a prepared call depends on: the storages of the parameters, their gradients and
     # the data (and the data's versions: an in-place change of x or y invalidates the copies)
-    layers = model.layers
-    return (tuple(model.widths), model.activation,
-            *(t.data_ptr() for m in layers for t in (m.weight, m.bias)),
-            *(t.grad.data_ptr() if t.grad is not None else 0
-              for m in layers for t in (m.weight, m.bias)),
+    ts = [t for m in model.layers for t in (m.weight, m.bias)]
+    grads = [t.grad for t in ts]
+    return (tuple(model.widths), model.activation, *[t.data_ptr() for t in ts],
+            *[0 if g is None else g.data_ptr() for g in grads],
             x.data_ptr(), y.data_ptr(), x.shape, x._version, y._version)
 
 

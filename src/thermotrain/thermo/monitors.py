@@ -372,7 +372,6 @@ class ConfigurationalTemperature(RecordTables, Hook):
         return lay.group_sums(w)
 
     def _measure(self, state: Any) -> Tensor:
-        self._reduce_deferred()  # the records before this one first (their sums)
         groups = self._groups(state)
         if self.data == "batch" and self._batch is None:
             raise RuntimeError(f"{self.name}: data='batch' measures the step's minibatch; "
@@ -424,13 +423,17 @@ class ConfigurationalTemperature(RecordTables, Hook):
                     if hasattr(state, "log_deferred"):  # tabulated later, many at once
                         self._defer(state, record)
                         return
-                    res = self._measure(state)
+                    res = self._kernel_record(self._lay.result)
             elif pending[1] == self._layout_key:
                 res = self._finish(pending[0])
         if res is None:  # no before_gradient, a later hook rewrote the batch, a new layout
             if pending is not None and pending[0] != "kernel":
                 self._lay.drawn -= self.probes  # with the probes of before_gradient
             res = self._measure(state)
+        if hasattr(state, "log_deferred"):  # tabulated with the kernel's records
+            self._defer(state, record, res)
+            return
+        self._reduce_deferred()  # the waiting records' sums first
         # (K, M): column per metric, in row order
         table = torch.tensor(self._tabulate(res.unsqueeze(1), [record])[0],
                              dtype=torch.float64).T

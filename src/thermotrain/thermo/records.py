@@ -3,13 +3,13 @@ a record — per group ‖∇_g L‖², Δ_g L and, from ``start`` on, the runni
 :math:`T_\mathrm{conf}` = Σ‖∇_g L‖²/ΣΔ_g L — and the deferred reduction of the records of a
 probe bank.
 
-Tabulating a record costs half a dozen small tensor operations; on a small network each
-one, not its arithmetic, is the cost. So with a :class:`~thermotrain.training.LoopState`
-(``log_deferred``) the fused kernel's records (one C call each: the sums of the record in
-a row of a waiting chunk) are tabulated together — when the rows are read (loggers,
-checkpoints), when the chunk is full, or before anything that needs the sums — with the same
-arithmetic as one at a time (the sums accumulated record after record), so the values do
-not depend on when that happens.
+Tabulating a record costs half a dozen small operations; on a small network each one, not
+its arithmetic, is the cost. So with a :class:`~thermotrain.training.LoopState`
+(``log_deferred``) the records (the fused kernel's: one C call each, its sums written into
+a row of a waiting chunk; the others' sums copied there) are tabulated together — when the
+rows are read (loggers, checkpoints), when the chunk is full, or before anything that needs
+the sums — with the same arithmetic as one at a time (the sums accumulated record after
+record), so the values do not depend on when that happens.
 """
 
 from __future__ import annotations
@@ -93,9 +93,10 @@ class RecordTables:
     #: deferred records wait in chunks of this many (tabulated when one is full)
     CHUNK = 256
 
-    def _defer(self, state: Any, record: bool) -> None:
-        """The kernel's record of this step into the next row of the waiting chunk, and its
-        rows logged as a placeholder (``LoopState.log_deferred``) until tabulated."""
+    def _defer(self, state: Any, record: bool, res: Tensor | None = None) -> None:
+        """This step's record — the kernel's, or ``res`` ``(2, K, G)`` measured otherwise —
+        into the next row of the waiting chunk, and its rows logged as a placeholder
+        (``LoopState.log_deferred``) until tabulated."""
         lay = self._lay
         if self._waiting is None or self._waiting.shape[1:] != lay.result.shape:
             self._reduce_deferred()
@@ -103,7 +104,11 @@ class RecordTables:
             self._waiting_rows = list(self._waiting.unbind(0))
         elif len(self._deferred) == self.CHUNK:
             self._reduce_deferred()
-        self._kernel_record(self._waiting_rows[len(self._deferred)])
+        row = self._waiting_rows[len(self._deferred)]
+        if res is None:
+            self._kernel_record(row)
+        else:
+            row.copy_(res)
         self._deferred.append((self._serial, record))
         state.log_deferred(self._metric_columns(lay.groups, record),
                            Resolve(self, self._serial))
