@@ -131,3 +131,35 @@ def test_gradient_fn_leaves_the_ensemble_gradient_either_way(widths):
     fused.gradient_fn(model, x, y)(idx)
     for p, r in zip(model.parameters(), ref, strict=True):
         torch.testing.assert_close(p.grad, r, rtol=1e-5, atol=1e-6)
+
+
+@needs_kernel
+def test_prepared_call_follows_replaced_parameters_gradients_and_data():
+    """The kernel's prepared pointers are keyed on the registered tensors: a layer weight
+    replaced by a new Parameter, .grad set to None, the data changed in place or replaced —
+    each next call equals autograd on what the model and data are now (never stale
+    addresses)."""
+    g = torch.Generator().manual_seed(0)
+    model = MLP([3, 9, 1], ensemble=2, seed=1)
+    x = torch.randn(30, 3, generator=g)
+    y = torch.randint(0, 2, (30,), generator=g).float()
+    idx = torch.randint(0, 30, (2, 8), generator=g)
+
+    def check(xx):
+        loss = fused.loss_and_grad(model, xx, y, idx)
+        grads = [p.grad.clone() for p in model.parameters()]
+        ref_loss, ref = _autograd(model, xx, y, idx)
+        torch.testing.assert_close(loss, ref_loss)
+        for a, b in zip(grads, ref, strict=True):
+            torch.testing.assert_close(a, b)
+
+    check(x)
+    layer = model.layers[0]
+    layer.weight = torch.nn.Parameter(torch.randn(layer.weight.shape, generator=g))
+    check(x)
+    model.layers[1].bias.grad = None
+    check(x)
+    with torch.no_grad():
+        x.mul_(2.0)  # in place: the kernel's copy of the data must follow
+    check(x)
+    check(torch.randn(30, 3, generator=g))

@@ -296,68 +296,48 @@ static INLINE void F(member_params)(int64_t k, int64_t L, const int64_t *w, T *c
   }
 }
 
-int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const *b,
-                   T *const *gW, T *const *gb, T *const *VW, T *const *Vb, double alpha,
-                   const T *X, const T *Y, int64_t N, const int64_t *idx, int64_t B, int act,
-                   T *loss) {
-  int64_t need, maxw, maxio, nparam;
-  const int status = F(sizes)(K, L, w, N, idx, B, &need, &maxw, &maxio, &nparam);
-  if (status) return status;
-  const int64_t shifted = VW ? nparam : 0; /* room for a member's shifted parameters */
-  int failed = 0;
-#pragma omp parallel if (K * need >= 4096) reduction(| : failed)
-  {
-    T *a = (T *)malloc(sizeof(T) * (size_t)(need + 2 * B * maxw + maxio + shifted));
-    if (!a) failed = 1;
-#pragma omp for schedule(static)
-    for (int64_t k = 0; k < K; k++) {
-      if (!a) continue;
-      const T *Wm[MAXL], *bm[MAXL];
-      T *gWm[MAXL], *gbm[MAXL];
-      F(member_params)(k, L, w, W, b, VW, Vb, (T)alpha, a + need + 2 * B * maxw + maxio, Wm,
-                       bm);
-      for (int64_t l = 1; l <= L; l++) {
-        gWm[l - 1] = gW[l - 1] + k * w[l] * w[l - 1];
-        gbm[l - 1] = gb[l - 1] + k * w[l];
-      }
-      loss[k] = F(member_grad)(L, w, Wm, bm, gWm, gbm, X, Y, idx + k * B, B, act, a, need,
-                               maxw);
-    }
-    free(a);
-  }
-  return failed ? -1 : 0;
-}
-
 /* Probe entry f of a record (Rademacher signs times scale): bit f % 8 of random byte f / 8,
    1 for -scale (thermo.probes.RecordLayout's table: the same values as its float probes) */
 static inline T F(probe)(const int64_t *bytes, int64_t f, T scale) {
   return (bytes[f >> 3] >> (f & 7)) & 1 ? -scale : scale;
 }
 
-/* Hutchinson sums of a finite-difference Laplacian (thermo.ConfigurationalTemperature), per
- * member k and group g, into out[(0 * K + k) * G + g] and out[(1 * K + k) * G + g]:
- *   sum over g's entries of G0^2 (G0 = gW/gb: the gradient at theta, given), and of
- *   u (G(theta + alpha u) - G0) (central = 0) or u (G(theta + alpha u) - G(theta - alpha u))
- *   (central = 1).
- * Tensor j (2 (l - 1): layer l's weight, 2 (l - 1) + 1: its bias) is in group group[j] (-1:
- * none, not shifted); its member-k entry i has the probe u = probe(bytes, k row + col[j] + i,
- * scale) (the record's member-major probe rows of length row). The shifted gradients stay
- * in the work space; sums in double. */
-int F(tt_mlp_fd_sums)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const *b,
-                      T *const *gW, T *const *gb, const int64_t *bytes, int64_t row,
-                      const int64_t *col, double scale, double alpha, int central,
-                      const int64_t *group, int64_t G, const T *X, const T *Y, int64_t N,
-                      const int64_t *idx, int64_t B, int act, T *out) {
+/* The loss and gradient of every member (loss[k], gW/gb), at theta or, with VW/Vb (else
+ * NULL), at theta + alpha v (theta unchanged).
+ *
+ * With pbytes (else NULL; VW must then be NULL) the call is instead a finite-difference
+ * Hutchinson record (thermo.ConfigurationalTemperature), per member k and group g, into
+ * out[(0 * K + k) * G + g] and out[(1 * K + k) * G + g]:
+ *   sum over g's entries of G0^2 (G0 = gW/gb: the gradient at theta, given, not written),
+ *   and of u (G(theta + alpha u) - G0) (central = 0) or u (G(theta + alpha u) -
+ *   G(theta - alpha u)) (central = 1);
+ * tensor j (2 (l - 1): layer l's weight, 2 (l - 1) + 1: its bias) is in group group[j] (-1:
+ * none, not shifted); its member-k entry i has the probe u = probe(pbytes, k row + col[j] +
+ * i, scale) (the record's member-major probe rows of length row). The shifted gradients
+ * stay in the work space; sums in double; loss is not written.
+ *
+ * Both run one member's gradient through one inlined body (the loop's hot code is also the
+ * record's), and the gradient's bits are those of the body written inline. */
+int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const *b,
+                   T *const *gW, T *const *gb, T *const *VW, T *const *Vb, double alpha,
+                   const T *X, const T *Y, int64_t N, const int64_t *idx, int64_t B, int act,
+                   T *loss, const int64_t *pbytes, int64_t row, const int64_t *col,
+                   double scale, int central, const int64_t *group, int64_t G, T *out) {
   int64_t need, maxw, maxio, nparam;
   const int status = F(sizes)(K, L, w, N, idx, B, &need, &maxw, &maxio, &nparam);
   if (status) return status;
-  if (G < 1 || G > 2 * MAXL) return -2;
-  for (int64_t j = 0; j < 2 * L; j++) {
-    const int64_t n = j % 2 ? w[j / 2 + 1] : w[j / 2 + 1] * w[j / 2];
-    if (group[j] >= G || (group[j] >= 0 && (col[j] < 0 || col[j] + n > row))) return -2;
+  const int fd = pbytes != NULL;
+  if (fd) {
+    if (VW || G < 1 || G > 2 * MAXL) return -2;
+    for (int64_t j = 0; j < 2 * L; j++) {
+      const int64_t n = j % 2 ? w[j / 2 + 1] : w[j / 2 + 1] * w[j / 2];
+      if (group[j] >= G || (group[j] >= 0 && (col[j] < 0 || col[j] + n > row))) return -2;
+    }
   }
   const int64_t base = need + 2 * B * maxw + maxio;
-  const int64_t room = nparam * (central ? 3 : 2); /* shifted params; one or two gradients */
+  /* room for a member's shifted parameters (and, for a record, its one or two gradients) */
+  const int64_t room = fd ? nparam * (central ? 3 : 2) : VW ? nparam : 0;
+  const int sides = fd ? 1 + central : 1;
   const T sc = (T)scale;
   int failed = 0;
 #pragma omp parallel if (K * need >= 4096) reduction(| : failed)
@@ -367,55 +347,62 @@ int F(tt_mlp_fd_sums)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *co
 #pragma omp for schedule(static)
     for (int64_t k = 0; k < K; k++) {
       if (!a) continue;
-      const T *Wm[MAXL], *bm[MAXL];
-      T *gp[2][2 * MAXL]; /* the shifted gradients (+, -) of every tensor */
-      T *gs = a + base + nparam;
-      for (int side = 0; side < 1 + central; side++)
-        for (int64_t l = 1; l <= L; l++) {
-          gp[side][2 * (l - 1)] = gs;
-          gs += w[l] * w[l - 1];
-          gp[side][2 * (l - 1) + 1] = gs;
-          gs += w[l];
-        }
-      for (int side = 0; side < 1 + central; side++) {
-        const T al_ = (T)(side ? -alpha : alpha);
-        T *sw = a + base;
-        for (int64_t j = 0; j < 2 * L; j++) { /* theta + alpha u, grouped tensors only */
-          const int64_t l = j / 2 + 1, n = j % 2 ? w[l] : w[l] * w[l - 1];
-          const T *p = (j % 2 ? b[l - 1] : W[l - 1]) + k * n;
-          if (group[j] >= 0) {
-            const int64_t f0 = k * row + col[j];
-            for (int64_t i = 0; i < n; i++) sw[i] = p[i] + al_ * F(probe)(bytes, f0 + i, sc);
-            p = sw;
-            sw += n;
-          }
-          if (j % 2)
-            bm[l - 1] = p;
-          else
-            Wm[l - 1] = p;
-        }
+      T lk = 0;
+      for (int side = 0; side < sides; side++) {
+        const T *Wm[MAXL], *bm[MAXL];
         T *gWm[MAXL], *gbm[MAXL];
-        for (int64_t l = 0; l < L; l++) {
-          gWm[l] = gp[side][2 * l];
-          gbm[l] = gp[side][2 * l + 1];
+        if (!fd) {
+          F(member_params)(k, L, w, W, b, VW, Vb, (T)alpha, a + base, Wm, bm);
+          for (int64_t l = 1; l <= L; l++) {
+            gWm[l - 1] = gW[l - 1] + k * w[l] * w[l - 1];
+            gbm[l - 1] = gb[l - 1] + k * w[l];
+          }
+        } else { /* theta +- alpha u for grouped tensors; gradients into the work space */
+          const T al_ = (T)(side ? -alpha : alpha);
+          T *sw = a + base, *gs = a + base + nparam * (1 + side);
+          for (int64_t j = 0; j < 2 * L; j++) {
+            const int64_t l = j / 2 + 1, n = j % 2 ? w[l] : w[l] * w[l - 1];
+            const T *p = (j % 2 ? b[l - 1] : W[l - 1]) + k * n;
+            if (group[j] >= 0) {
+              const int64_t f0 = k * row + col[j];
+              for (int64_t i = 0; i < n; i++) sw[i] = p[i] + al_ * F(probe)(pbytes, f0 + i, sc);
+              p = sw;
+              sw += n;
+            }
+            if (j % 2) {
+              bm[l - 1] = p;
+              gbm[l - 1] = gs;
+            } else {
+              Wm[l - 1] = p;
+              gWm[l - 1] = gs;
+            }
+            gs += n;
+          }
         }
-        F(member_grad)(L, w, Wm, bm, gWm, gbm, X, Y, idx + k * B, B, act, a, need, maxw);
+        lk = F(member_grad)(L, w, Wm, bm, gWm, gbm, X, Y, idx + k * B, B, act, a, need, maxw);
+      }
+      if (!fd) {
+        loss[k] = lk;
+        continue;
       }
       double g2[2 * MAXL] = {0}, lap[2 * MAXL] = {0};
+      const T *gplus = a + base + nparam, *gminus = gplus + nparam;
       for (int64_t j = 0; j < 2 * L; j++) {
-        const int64_t g = group[j];
-        if (g < 0) continue;
-        const int64_t l = j / 2 + 1, n = j % 2 ? w[l] : w[l] * w[l - 1];
-        const T *g0 = (j % 2 ? gb[l - 1] : gW[l - 1]) + k * n;
-        const T *gplus = gp[0][j], *gref = central ? gp[1][j] : g0;
-        const int64_t f0 = k * row + col[j];
-        double s2 = 0, sl = 0;
-        for (int64_t i = 0; i < n; i++) {
-          s2 += (double)g0[i] * (double)g0[i];
-          sl += (double)F(probe)(bytes, f0 + i, sc) * ((double)gplus[i] - (double)gref[i]);
+        const int64_t l = j / 2 + 1, n = j % 2 ? w[l] : w[l] * w[l - 1], g = group[j];
+        if (g >= 0) {
+          const T *g0 = (j % 2 ? gb[l - 1] : gW[l - 1]) + k * n;
+          const T *gref = central ? gminus : g0;
+          const int64_t f0 = k * row + col[j];
+          double s2 = 0, sl = 0;
+          for (int64_t i = 0; i < n; i++) {
+            s2 += (double)g0[i] * (double)g0[i];
+            sl += (double)F(probe)(pbytes, f0 + i, sc) * ((double)gplus[i] - (double)gref[i]);
+          }
+          g2[g] += s2;
+          lap[g] += sl;
         }
-        g2[g] += s2;
-        lap[g] += sl;
+        gplus += n;
+        gminus += n;
       }
       for (int64_t g = 0; g < G; g++) {
         out[k * G + g] = (T)g2[g];

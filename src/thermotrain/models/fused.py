@@ -39,7 +39,7 @@ from .. import _native
 from .losses import ensemble_loss
 from .mlp import MLP
 
-__all__ = ["supports", "loss_and_grad", "fd_laplacian_sums", "gradient_fn",
+__all__ = ["supports", "loss_and_grad", "fd_laplacian_sums", "FDRecorder", "gradient_fn",
            "autograd_loss_and_grad",
            "supports_evaluation", "evaluate_line", "evaluate_members"]
 
@@ -55,13 +55,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     for name in ("tt_mlp_grad_f32", "tt_mlp_grad_f64"):
         fn = getattr(lib, name)
         fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_double, ptr, ptr,
-                       i64, ptr, i64, ctypes.c_int, ptr]
-        fn.restype = ctypes.c_int
-    for name in ("tt_mlp_fd_sums_f32", "tt_mlp_fd_sums_f64"):
-        fn = getattr(lib, name)
-        fn.argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, ctypes.c_double,
-                       ctypes.c_double, ctypes.c_int, ptr, i64, ptr, ptr, i64, ptr, i64,
-                       ctypes.c_int, ptr]
+                       i64, ptr, i64, ctypes.c_int, ptr,
+                       ptr, i64, ptr, ctypes.c_double, ctypes.c_int, ptr, i64, ptr]
         fn.restype = ctypes.c_int
     for name in ("tt_mlp_line_f32", "tt_mlp_line_f64"):
         fn = getattr(lib, name)
@@ -102,7 +97,10 @@ def supports(model: torch.nn.Module, x: Tensor, y: Tensor) -> bool:
 def _key(model: MLP, x: Tensor, y: Tensor) -> tuple:
     # what a prepared call depends on: the storages of the parameters, their gradients and
     # the data (and the data's versions: an in-place change of x or y invalidates the copies)
-    ts = [t for m in model.layers for t in (m.weight, m.bias)]
+    # (the registered tensors themselves: a layer's weight and bias can only be replaced by
+    # other Parameters, and `_parameters` is where they are)
+    ts = [t for m in model._modules["layers"]
+          for t in (m._parameters["weight"], m._parameters["bias"])]
     grads = [t.grad for t in ts]
     return (tuple(model.widths), model.activation, *[t.data_ptr() for t in ts],
             *[0 if g is None else g.data_ptr() for g in grads],
@@ -137,7 +135,6 @@ class _Prepared:
                       [g for g, _ in grads], [g for _, g in grads])]
         self.key = _key(model, x, y)
         self._cached: dict[tuple, tuple] = {}  # pointers() by the tensors given
-        self.group_arrays: dict[tuple, ctypes.Array] = {}  # fd_laplacian_sums' groups
 
     def pointers(self, shift: dict) -> list:
         """The pointer arrays of a call with directions ``shift[p]`` (none for parameters
@@ -173,6 +170,8 @@ class _Prepared:
 
 
 _PREPARED: dict[int, _Prepared] = {}
+#: the kernel's record arguments when it computes a plain gradient (fd_laplacian_sums)
+_NO_RECORD = (None, 0, None, 0.0, 0, None, 0, None)
 
 
 def _prepare(model: MLP, x: Tensor, y: Tensor) -> _Prepared:
@@ -232,7 +231,7 @@ def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor, *,
         ptrs, alpha = prep.pointers(shift[0]), shift[1]
     status = fn(k, len(model.layers), prep.widths, *ptrs, float(alpha), prep.x.data_ptr(),
                 prep.y.data_ptr(), prep.n, rows.data_ptr(), rows.shape[1],
-                _ACT[model.activation], loss.data_ptr())
+                _ACT[model.activation], loss.data_ptr(), *_NO_RECORD)
     if status == -3:
         raise ValueError(f"idx must index the {prep.n} rows of x, got values in "
                          f"[{int(rows.min())}, {int(rows.max())}]")
@@ -266,26 +265,40 @@ def fd_laplacian_sums(model: MLP, x: Tensor, y: Tensor, idx: Tensor, probe_bytes
         probe_bytes: int64 values in [0, 256), contiguous, at least K·row/8 of them.
         columns, groups: ``{parameter: first column}`` and ``{parameter: g}`` (g in
             ``[0, G)``) for the same parameters; the others are in no group, not shifted.
-            Read once per pair of dict objects and ``row`` (pass new dicts, not changed
-            ones).
         out: ``(2, K, G)`` contiguous, the model's dtype (K = 1 for a plain model).
     """
-    prep = _prepare(model, x, y)
-    k = prep.members
-    plain = model.ensemble_size is None
-    rows = idx.reshape(1, -1) if plain and idx.dim() == 1 else idx
-    if rows.dim() != 2 or rows.shape[0] != k or rows.dtype != torch.int64:
-        raise ValueError(f"idx must be int64 of shape (K={k}, B), got {idx.dtype} "
-                         f"{tuple(idx.shape)}")
-    if not isinstance(groups, dict) or not isinstance(columns, dict):
-        raise TypeError("fd_laplacian_sums: columns and groups must be dicts keyed by the "
-                        "model's parameters")
-    # read once per pair of dict objects (held by the cache, so their ids stay theirs; the
-    # kernel re-checks every column and group against row and G)
-    gkey = (id(columns), id(groups), row)
-    hit = prep.group_arrays.get(gkey)  # (the dicts, groups, columns, the groups' count)
-    arrays = hit[1:] if hit is not None else None
-    if arrays is None:
+    return FDRecorder(model, x, y, row, columns, groups, scale, alpha,
+                      central=central)(idx, probe_bytes, out)
+
+
+class FDRecorder:
+    """:func:`fd_laplacian_sums` bound to a model, its data and one probe layout (``row``,
+    ``columns``, ``groups``, ``scale``, ``alpha``, ``central``, checked once): a call
+    ``recorder(idx, probe_bytes, out)`` checks only what each call must — the model's
+    prepared state (its parameters' and gradients' addresses, as :func:`loss_and_grad`), the
+    rows, and the probe bytes and output (validated once per tensor object, held here, their
+    addresses checked at each call) — and makes the C call. For a monitor recording
+    thousands of times: the Python around the C call is most of its cost on small nets."""
+
+    def __init__(self, model: MLP, x: Tensor, y: Tensor, row: int, columns: dict[Tensor, int],
+                 groups: dict[Tensor, int], scale: float, alpha: float, *,
+                 central: bool = False):
+        if not isinstance(groups, dict) or not isinstance(columns, dict):
+            raise TypeError("fd_laplacian_sums: columns and groups must be dicts keyed by the "
+                            "model's parameters")
+        if isinstance(row, bool) or not isinstance(row, int) or row < 1:
+            raise ValueError(f"fd_laplacian_sums: row must be an int >= 1, got {row!r}")
+        self.model, self.x, self.y, self.row = model, x, y, row
+        self.columns, self.groups = dict(columns), dict(groups)
+        self.scale, self.alpha, self.central = float(scale), float(alpha), int(bool(central))
+        self._seen: dict[int, tuple[Tensor, int]] = {}
+        self._prep: _Prepared | None = None
+        self._bind(_prepare(model, x, y))
+
+    def _bind(self, prep: _Prepared) -> None:
+        """The group and column arrays in the kernel's tensor order, and the call's fixed
+        arguments, for this prepared state of the model."""
+        k, row, groups, columns = prep.members, self.row, self.groups, self.columns
         if not groups or not all(isinstance(g, int) and not isinstance(g, bool) and 0 <= g < 32
                                  for g in groups.values()):
             raise ValueError("fd_laplacian_sums: groups must map parameters to ints in "
@@ -293,7 +306,7 @@ def fd_laplacian_sums(model: MLP, x: Tensor, y: Tensor, idx: Tensor, probe_bytes
         if len(columns) != len(groups) or any(p not in groups for p in columns):
             raise ValueError("fd_laplacian_sums: columns must be given for exactly the "
                              "grouped parameters")
-        own = {id(t): t for t in prep.params}
+        own = {id(t) for t in prep.params}
         for p, c in columns.items():
             if id(p) not in own:
                 raise ValueError("fd_laplacian_sums: groups has entries for tensors that are "
@@ -306,38 +319,61 @@ def fd_laplacian_sums(model: MLP, x: Tensor, y: Tensor, idx: Tensor, probe_bytes
         gid = {id(p): g for p, g in groups.items()}
         cid = {id(p): c for p, c in columns.items()}
         n = len(prep.params)
-        arrays = ((ctypes.c_int64 * n)(*[gid.get(id(t), -1) for t in prep.params]),
-                  (ctypes.c_int64 * n)(*[cid.get(id(t), -1) for t in prep.params]),
-                  max(groups.values()) + 1)
-        if len(prep.group_arrays) > 64:
-            prep.group_arrays.clear()
-        prep.group_arrays[gkey] = ((columns, groups), *arrays)
-    group, column, g_count = arrays
-    if (not isinstance(probe_bytes, Tensor) or probe_bytes.dtype != torch.int64
-            or probe_bytes.device.type != "cpu" or not probe_bytes.is_contiguous()
-            or probe_bytes.dim() != 1 or probe_bytes.numel() * 8 < k * row):
-        got = (f"{probe_bytes.dtype} {tuple(probe_bytes.shape)}"
-               if isinstance(probe_bytes, Tensor) else type(probe_bytes).__name__)
-        raise ValueError(f"fd_laplacian_sums: probe_bytes must be a contiguous CPU int64 "
-                         f"vector of at least {(k * row + 7) // 8} bytes, got {got}")
-    if (not isinstance(out, Tensor) or out.shape != (2, k, g_count) or out.dtype != prep.dtype
-            or out.device.type != "cpu" or not out.is_contiguous()):
-        got = f"{out.dtype} {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"fd_laplacian_sums: out must be a contiguous {prep.dtype} tensor of "
-                         f"shape (2, {k}, {g_count}), got {got}")
-    rows = rows.contiguous()
-    lib = _library()
-    fn = lib.tt_mlp_fd_sums_f32 if prep.dtype == torch.float32 else lib.tt_mlp_fd_sums_f64
-    status = fn(k, len(model.layers), prep.widths, *prep.ptrs, probe_bytes.data_ptr(), row,
-                column, float(scale), float(alpha), int(bool(central)), group, g_count,
-                prep.x.data_ptr(), prep.y.data_ptr(), prep.n, rows.data_ptr(), rows.shape[1],
-                _ACT[model.activation], out.data_ptr())
-    if status == -3:
-        raise ValueError(f"idx must index the {prep.n} rows of x, got values in "
-                         f"[{int(rows.min())}, {int(rows.max())}]")
-    if status != 0:
-        raise MemoryError("the fused MLP Laplacian sums could not allocate their work space")
-    return out
+        group = (ctypes.c_int64 * n)(*[gid.get(id(t), -1) for t in prep.params])
+        column = (ctypes.c_int64 * n)(*[cid.get(id(t), -1) for t in prep.params])
+        self.g_count = max(groups.values()) + 1
+        lib = _library()
+        self._fn = lib.tt_mlp_grad_f32 if prep.dtype == torch.float32 else lib.tt_mlp_grad_f64
+        self._head = (k, len(self.model.layers), prep.widths, *prep.ptrs, None, None,
+                      self.alpha, prep.x.data_ptr(), prep.y.data_ptr(), prep.n)
+        self._mid = (row, column, self.scale, self.central, group, self.g_count)
+        self._act = _ACT[self.model.activation]
+        self._seen.clear()
+        self._prep = prep
+
+    def _address(self, t: Tensor, what: str) -> int:
+        hit = self._seen.get(id(t))
+        if hit is not None and hit[0] is t and hit[1] == t.data_ptr():
+            return hit[1]
+        prep, k = self._prep, self._prep.members
+        if what == "probe_bytes":
+            if (not isinstance(t, Tensor) or t.dtype != torch.int64 or t.device.type != "cpu"
+                    or not t.is_contiguous() or t.dim() != 1
+                    or t.numel() * 8 < k * self.row):
+                got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"fd_laplacian_sums: probe_bytes must be a contiguous CPU "
+                                 f"int64 vector of at least {(k * self.row + 7) // 8} bytes, "
+                                 f"got {got}")
+        elif (not isinstance(t, Tensor) or t.shape != (2, k, self.g_count)
+              or t.dtype != prep.dtype or t.device.type != "cpu" or not t.is_contiguous()):
+            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"fd_laplacian_sums: out must be a contiguous {prep.dtype} tensor "
+                             f"of shape (2, {k}, {self.g_count}), got {got}")
+        if len(self._seen) > 256:
+            self._seen.clear()
+        self._seen[id(t)] = (t, t.data_ptr())
+        return t.data_ptr()
+
+    def __call__(self, idx: Tensor, probe_bytes: Tensor, out: Tensor) -> Tensor:
+        prep = _prepare(self.model, self.x, self.y)
+        if prep is not self._prep:
+            self._bind(prep)
+        k = prep.members
+        rows = idx.reshape(1, -1) if k == 1 and idx.dim() == 1 else idx
+        if rows.dim() != 2 or rows.shape[0] != k or rows.dtype != torch.int64:
+            raise ValueError(f"idx must be int64 of shape (K={k}, B), got {idx.dtype} "
+                             f"{tuple(idx.shape)}")
+        rows = rows.contiguous()
+        status = self._fn(*self._head, rows.data_ptr(), rows.shape[1], self._act, None,
+                          self._address(probe_bytes, "probe_bytes"), *self._mid,
+                          self._address(out, "out"))
+        if status == -3:
+            raise ValueError(f"idx must index the {prep.n} rows of x, got values in "
+                             f"[{int(rows.min())}, {int(rows.max())}]")
+        if status != 0:
+            raise MemoryError("the fused MLP Laplacian sums could not allocate their work "
+                              "space")
+        return out
 
 
 def autograd_loss_and_grad(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:

@@ -138,9 +138,10 @@ class ConfigurationalTemperature(RecordTables, Hook):
         self._grad_fn: Callable[[Tensor], Tensor] | None = None
         # the fused gradient at θ + αv: (idx, ({parameter: v}, α)), into .grad
         self._direct: Callable[[Tensor, tuple], Tensor] | None = None
-        # a whole minibatch record by the fused kernel (fused.fd_laplacian_sums, bound to
-        # the run's model and data)
-        self._record_fn: Callable[..., Tensor] | None = None
+        # a whole minibatch record by the fused kernel: fused.FDRecorder bound to the run's
+        # model and data (_record_fn) and to the layout (_recorder)
+        self._record_fn: Callable[..., Any] | None = None
+        self._recorder: Any = None
         self._own: set[int] = set()  # ids of the run's model's parameters (fused runs)
         self._shiftable = False  # the layout's parameters are the model's
         self._kernel_layout = False  # ... and hold the members on axis 0 (or none)
@@ -196,8 +197,8 @@ class ConfigurationalTemperature(RecordTables, Hook):
                 self._own = {id(p) for p in model.parameters()}
                 self._direct = lambda idx, shift: fused.loss_and_grad(model, x, y, idx,
                                                                       shift=shift)
-                if self.data == "batch" and self.probes == 1:
-                    self._record_fn = functools.partial(fused.fd_laplacian_sums, model, x, y)
+                if self.data == "batch" and self.probes == 1:  # (bound per layout)
+                    self._record_fn = functools.partial(fused.FDRecorder, model, x, y)
                 idx = (torch.arange(n) if self._index is None else self._index)
                 self._fixed = idx.to(state.x_train.device).expand(state.members, -1)
 
@@ -220,6 +221,12 @@ class ConfigurationalTemperature(RecordTables, Hook):
         self._scale, self._layout_key = scale, key
         self._shiftable = all(id(p) in self._own for p in self._lay.params)
         self._kernel_layout = self._shiftable and all(e in (0, None) for e in self._lay.edims)
+        self._recorder = None
+        if self._record_fn is not None and self._kernel_layout:
+            lay = self._lay
+            self._recorder = self._record_fn(lay.row, lay.columns, lay.group_of, scale,
+                                             self.epsilon / scale,
+                                             central=self.laplacian == "fd")
 
     def _data(self, state: Any) -> tuple[Tensor, Tensor]:
         x, y = state.x_train, state.y_train
@@ -256,7 +263,7 @@ class ConfigurationalTemperature(RecordTables, Hook):
 
     def _kernel_records(self) -> bool:
         """Whether a record is one call of the fused kernel (:meth:`_kernel_record`)."""
-        return self._record_fn is not None and self._kernel_layout and self._shifts()
+        return self._recorder is not None and self._shifts()
 
     def _kernel_record(self, out: Tensor) -> Tensor:
         """A record of the step's batch (one probe) by the fused kernel, after the loop's
@@ -264,9 +271,7 @@ class ConfigurationalTemperature(RecordTables, Hook):
         ``.grad`` and the kernel's ∇L_B(θ_n ± εv) (θ and ``.grad`` untouched)."""
         lay = self._lay
         lay.next()
-        return self._record_fn(self._batch.index, lay.slot_bytes(), lay.row, lay.columns,
-                               lay.group_of, self._scale, self.epsilon / self._scale, out,
-                               central=self.laplacian == "fd")
+        return self._recorder(self._batch.index, lay.slot_bytes(), out)
 
     def _param_gradient(self, state: Any, alpha: float = 0.0) -> list[Tensor]:
         """∇ of the summed member losses at the current θ (at θ + alpha·v for the current
