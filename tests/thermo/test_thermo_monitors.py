@@ -94,6 +94,14 @@ def test_monitors_check_their_arguments():
         thermo.KineticTemperature(every=0)
     with pytest.raises(ValueError, match="probes must be an int >= 1"):
         thermo.ConfigurationalTemperature(probes=0)
+    with pytest.raises(ValueError, match="laplacian must be 'hvp', 'fd', 'forward' or None"):
+        thermo.ConfigurationalTemperature(laplacian="exact")
+    # the default estimator: one extra gradient on the step's batch, central elsewhere
+    conf = thermo.ConfigurationalTemperature
+    assert conf().laplacian == "forward"
+    assert conf(data="full").laplacian == conf(subset=5).laplacian == "fd"
+    assert conf(lambda m: m(torch.zeros(1, 1)).sum(1)).laplacian == "fd"
+    assert conf(laplacian="hvp").laplacian == "hvp"
     model = torch.nn.Linear(1, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 

@@ -296,10 +296,19 @@ static INLINE void F(member_params)(int64_t k, int64_t L, const int64_t *w, T *c
   }
 }
 
-/* Probe entry f of a record (Rademacher signs times scale): bit f % 8 of random byte f / 8,
-   1 for -scale (thermo.probes.RecordLayout's table: the same values as its float probes) */
+/* Probe entries f0 .. f0 + n - 1 of a record into u (Rademacher signs times scale): entry f
+   is bit f % 8 of random byte f / 8, set for -scale (thermo.probes.RecordLayout's table: the
+   same values as its float probes); whole bytes eight entries at a time. */
 static inline T F(probe)(const int64_t *bytes, int64_t f, T scale) {
   return (bytes[f >> 3] >> (f & 7)) & 1 ? -scale : scale;
+}
+
+static inline void F(probes)(const int64_t *bytes, int64_t f0, int64_t n, T scale,
+                             const T *table, T *u) {
+  int64_t i = 0;
+  for (; i < n && ((f0 + i) & 7); i++) u[i] = F(probe)(bytes, f0 + i, scale);
+  for (; i + 8 <= n; i += 8) memcpy(u + i, table + 8 * (bytes[(f0 + i) >> 3] & 255), 8 * sizeof(T));
+  for (; i < n; i++) u[i] = F(probe)(bytes, f0 + i, scale);
 }
 
 /* The loss and gradient of every member (loss[k], gW/gb), at theta or, with VW/Vb (else
@@ -312,8 +321,8 @@ static inline T F(probe)(const int64_t *bytes, int64_t f, T scale) {
  *   and of u (G(theta + alpha u) - G0) (central = 0) or u (G(theta + alpha u) -
  *   G(theta - alpha u)) (central = 1);
  * tensor j (2 (l - 1): layer l's weight, 2 (l - 1) + 1: its bias) is in group group[j] (-1:
- * none, not shifted); its member-k entry i has the probe u = probe(pbytes, k row + col[j] +
- * i, scale) (the record's member-major probe rows of length row). The shifted gradients
+ * none, not shifted); its member-k entry i has the probe u = entry k row + col[j] + i of the
+ * record's member-major probe rows of length row (see probes). The shifted gradients
  * stay in the work space; sums in double; loss is not written.
  *
  * Both run one member's gradient through one inlined body (the loop's hot code is also the
@@ -335,10 +344,15 @@ int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const
     }
   }
   const int64_t base = need + 2 * B * maxw + maxio;
-  /* room for a member's shifted parameters (and, for a record, its one or two gradients) */
-  const int64_t room = fd ? nparam * (central ? 3 : 2) : VW ? nparam : 0;
+  /* room for a member's shifted parameters (and, for a record, its one or two gradients
+     and its probe) */
+  const int64_t room = fd ? nparam * (central ? 4 : 3) : VW ? nparam : 0;
   const int sides = fd ? 1 + central : 1;
   const T sc = (T)scale;
+  T table[256 * 8]; /* byte b's eight probe entries */
+  if (fd)
+    for (int c = 0; c < 256; c++)
+      for (int t = 0; t < 8; t++) table[8 * c + t] = (c >> t) & 1 ? -sc : sc;
   int failed = 0;
 #pragma omp parallel if (K * need >= 4096) reduction(| : failed)
   {
@@ -348,6 +362,15 @@ int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const
     for (int64_t k = 0; k < K; k++) {
       if (!a) continue;
       T lk = 0;
+      T *const u = a + base + nparam * (1 + sides); /* the member's probe, grouped tensors */
+      if (fd)
+        for (int64_t j = 0, at = 0; j < 2 * L; j++) {
+          const int64_t l = j / 2 + 1, n = j % 2 ? w[l] : w[l] * w[l - 1];
+          if (group[j] >= 0) {
+            F(probes)(pbytes, k * row + col[j], n, sc, table, u + at);
+            at += n;
+          }
+        }
       for (int side = 0; side < sides; side++) {
         const T *Wm[MAXL], *bm[MAXL];
         T *gWm[MAXL], *gbm[MAXL];
@@ -360,14 +383,15 @@ int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const
         } else { /* theta +- alpha u for grouped tensors; gradients into the work space */
           const T al_ = (T)(side ? -alpha : alpha);
           T *sw = a + base, *gs = a + base + nparam * (1 + side);
+          const T *uj = u;
           for (int64_t j = 0; j < 2 * L; j++) {
             const int64_t l = j / 2 + 1, n = j % 2 ? w[l] : w[l] * w[l - 1];
             const T *p = (j % 2 ? b[l - 1] : W[l - 1]) + k * n;
             if (group[j] >= 0) {
-              const int64_t f0 = k * row + col[j];
-              for (int64_t i = 0; i < n; i++) sw[i] = p[i] + al_ * F(probe)(pbytes, f0 + i, sc);
+              for (int64_t i = 0; i < n; i++) sw[i] = p[i] + al_ * uj[i];
               p = sw;
               sw += n;
+              uj += n;
             }
             if (j % 2) {
               bm[l - 1] = p;
@@ -386,20 +410,20 @@ int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const
         continue;
       }
       double g2[2 * MAXL] = {0}, lap[2 * MAXL] = {0};
-      const T *gplus = a + base + nparam, *gminus = gplus + nparam;
+      const T *gplus = a + base + nparam, *gminus = gplus + nparam, *uj = u;
       for (int64_t j = 0; j < 2 * L; j++) {
         const int64_t l = j / 2 + 1, n = j % 2 ? w[l] : w[l] * w[l - 1], g = group[j];
         if (g >= 0) {
           const T *g0 = (j % 2 ? gb[l - 1] : gW[l - 1]) + k * n;
           const T *gref = central ? gminus : g0;
-          const int64_t f0 = k * row + col[j];
           double s2 = 0, sl = 0;
           for (int64_t i = 0; i < n; i++) {
             s2 += (double)g0[i] * (double)g0[i];
-            sl += (double)F(probe)(pbytes, f0 + i, sc) * ((double)gplus[i] - (double)gref[i]);
+            sl += (double)uj[i] * ((double)gplus[i] - (double)gref[i]);
           }
           g2[g] += s2;
           lap[g] += sl;
+          uj += n;
         }
         gplus += n;
         gminus += n;

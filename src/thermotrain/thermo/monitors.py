@@ -63,9 +63,9 @@ class ConfigurationalTemperature(RecordTables, Hook):
 
     Estimators of :math:`v^\top\nabla^2L\,v` (Rademacher v):
 
-    * ``laplacian="hvp"`` (default): a Hessian-vector product by double backward (exact for
-      smooth losses; autograd differentiates ReLU's kink as a zero second derivative, so the
-      kinks' delta-function curvature is missed);
+    * ``laplacian="hvp"``: a Hessian-vector product by double backward (exact for smooth
+      losses; autograd differentiates ReLU's kink as a zero second derivative, so the kinks'
+      delta-function curvature is missed; the dearest: ~1.8× a run at every 10 steps);
     * ``laplacian="fd"``: the central difference
       :math:`v^\top[\nabla L(\theta + \epsilon v) - \nabla L(\theta - \epsilon v)]/2\epsilon`
       (error :math:`O(\epsilon^2)` for smooth losses; it sees the kinks crossed within ε),
@@ -80,10 +80,16 @@ class ConfigurationalTemperature(RecordTables, Hook):
       vanishes), so the estimator is unbiased to :math:`O(\epsilon^2)`, like the central one,
       with a little more variance.
 
-    The finite differences run in ``before_gradient`` at θ_n (restored bit for bit; the
-    trajectory is that of an unmonitored run); if a later hook then rewrites the batch, the
-    record is measured again in ``after_gradient`` on the rewritten data, with the same
-    probes. Probes are drawn for 16 records at a time (:class:`~.probes.RecordLayout`).
+    The default (``laplacian=None``) is ``"forward"`` on the step's batch and ``"fd"`` on any
+    other energy: the cheap estimators, which also see ReLU's kinks.
+
+    With the fused kernel a minibatch record with one probe is one C call after the loop's
+    gradient (:class:`thermotrain.models.fused.FDRecorder`: θ ± εv made in the kernel's work
+    space, θ never written); other records take their finite differences in
+    ``before_gradient`` at θ_n (restored bit for bit). Either way the trajectory is that of
+    an unmonitored run; if a later hook rewrites the batch, the record is measured in
+    ``after_gradient`` on the rewritten data, with the same probes. Probes are drawn for 16
+    records at a time (:class:`~.probes.RecordLayout`).
 
     Args:
         loss: ``loss(model) -> (K,)`` per-member loss (differentiable); when given it is the
@@ -95,7 +101,7 @@ class ConfigurationalTemperature(RecordTables, Hook):
             ``subset`` is given.
         subset: use a fixed random subset of this many training points.
         start: accumulate the running ratio from this step on (burn-in).
-        laplacian: ``"hvp"``, ``"fd"`` or ``"forward"`` (above); epsilon: the
+        laplacian: ``"hvp"``, ``"fd"``, ``"forward"`` or ``None`` (above); epsilon: the
             finite-difference step ε.
         seed: seed of the probes (each bank of them from a generator seeded by (seed,
             bank), resumed from the saved probe count) and of the subset's generator.
@@ -104,7 +110,7 @@ class ConfigurationalTemperature(RecordTables, Hook):
 
     def __init__(self, loss: Callable[[torch.nn.Module], Tensor] | None = None, *,
                  every: int = 10, probes: int = 1, data: str | None = None,
-                 subset: int | None = None, start: int = 0, laplacian: str = "hvp",
+                 subset: int | None = None, start: int = 0, laplacian: str | None = None,
                  epsilon: float = 1e-3, seed: int = 0,
                  name: str = "configurational_temperature"):
         self.loss = loss
@@ -121,8 +127,11 @@ class ConfigurationalTemperature(RecordTables, Hook):
         self.data = "subset" if subset is not None else (data or "batch")
         if loss is not None:
             self.data = "loss"
+        if laplacian is None:  # the cheap estimators (they also see ReLU's kinks)
+            laplacian = "forward" if self.data == "batch" else "fd"
         if laplacian not in ("hvp", "fd", "forward"):
-            raise ValueError(f"laplacian must be 'hvp', 'fd' or 'forward', got {laplacian!r}")
+            raise ValueError(f"laplacian must be 'hvp', 'fd', 'forward' or None, got "
+                             f"{laplacian!r}")
         if laplacian == "forward" and self.data != "batch":
             raise ValueError("laplacian='forward' needs data='batch' (it differences against "
                              f"the loop's minibatch gradient), got data={self.data!r}")
