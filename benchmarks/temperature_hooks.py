@@ -9,8 +9,8 @@ recording every ``--every`` steps:
 * ``kinetic/finalize``: the previous implementation, for comparison (``finalize()`` then
   ``kinetic_temperature()``, a hook defined here);
 * ``conf/batch/{forward,fd,hvp}``: :class:`~thermotrain.thermo.ConfigurationalTemperature`
-  on the step's own minibatch (the default) with the one-sided (one fused minibatch
-  gradient), central (two) or double-backward Laplacian;
+  on the step's own minibatch (the default) with the one-sided (the default: one fused
+  minibatch gradient), central (two) or double-backward Laplacian;
 * ``conf/full/{fd,hvp}``: the same on the full training set (the exact-energy choice);
 * ``conf/fd/subN``: central difference on a fixed subset of ``--subset`` points;
 * ``kin+conf/batch/fd``: kinetic + configurational (minibatch, central difference).
@@ -25,10 +25,12 @@ on a shared machine it leaves out the time spent waiting for a core. Usage::
     python benchmarks/temperature_hooks.py [--rounds 15] [--steps 200] [--every 10]
         [--members 10] [--hidden 100] [--subset 25] [--threads 1] [--arms kinetic,...]
 
-Target (issue 9): recording every 10 steps adds ≤ 10 % to a run. Measured 1 Dec 2026 (load
-0.7–1.0, CPU time, three runs; docs/thermo.md): kinetic 1.07–1.09 (met); configurational on
-the minibatch 1.15–1.17 (forward), 1.18–1.21 (central) — not met at every 10 steps (forward
-1.08 at every 20, 1.02 at every 50); full set central 1.79–1.80.
+Target (issue 9): recording every 10 steps adds ≤ 10 % to a run. Measured 2 Dec 2026
+00:11–00:15 UTC (``--rounds 30 --steps 500``, two runs; plain step 0.19 ms; docs/thermo.md):
+kinetic 1.075–1.084; configurational on the minibatch, the default ``"forward"``
+1.073–1.077, central ``"fd"`` 1.074–1.087 (the code of 1 Dec: 1.175 and 1.191); with
+``--members 100``: 1.063 and 1.088 (before: 1.149, 1.180); ``"hvp"`` 1.81–1.83, full set
+central 1.66–1.69.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 r"""The logged side of a configurational-temperature record (:mod:`.monitors`): the table of
 a record — per group ‖∇_g L‖², Δ_g L and, from ``start`` on, the running
-:math:`T_\mathrm{conf}` = Σ‖∇_g L‖²/ΣΔ_g L — and the deferred reduction of the records of a
-probe bank.
+:math:`T_\mathrm{conf}` = Σ‖∇_g L‖²/ΣΔ_g L — and the deferred tabulation of the records waiting in
+a chunk.
 
 Tabulating a record costs half a dozen small operations; on a small network each one, not
 its arithmetic, is the cost. So with a :class:`~thermotrain.training.LoopState`
