@@ -163,3 +163,33 @@ def test_prepared_call_follows_replaced_parameters_gradients_and_data():
         x.mul_(2.0)  # in place: the kernel's copy of the data must follow
     check(x)
     check(torch.randn(30, 3, generator=g))
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_member_with_a_non_finite_parameter_gets_a_nan_loss_as_with_autograd(dtype):
+    """A NaN first-layer weight feeds a ReLU unit that the kernel's v > 0 ? v : 0 would
+    switch off (a finite loss, the member's failure unseen); an infinite bias likewise: the
+    kernel gives such a member a NaN loss, as autograd does, and the other members' losses
+    and gradients are those of the clean model bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    model = MLP([2, 8, 1], ensemble=3, seed=1, dtype=dtype)
+    x = torch.randn(30, 2, generator=g, dtype=dtype)
+    y = torch.randint(0, 2, (30,), generator=g).to(dtype)
+    idx = torch.randint(0, 30, (3, 10), generator=g)
+    clean = fused.loss_and_grad(model, x, y, idx)
+    clean_grads = [p.grad.clone() for p in model.parameters()]
+    for where, value in (("weight", float("nan")), ("bias", float("inf"))):
+        with torch.no_grad():
+            t = getattr(model.layers[0], where)
+            saved = t[1].clone()
+            t[1].view(-1)[0] = value
+        loss = fused.loss_and_grad(model, x, y, idx)
+        assert torch.isnan(loss[1]) and torch.isnan(_autograd(model, x, y, idx)[0][1])
+        fused.loss_and_grad(model, x, y, idx)
+        for k in (0, 2):
+            assert loss[k] == clean[k]
+            for p, c in zip(model.parameters(), clean_grads, strict=True):
+                assert torch.equal(p.grad[k], c[k])
+        with torch.no_grad():
+            t[1] = saved

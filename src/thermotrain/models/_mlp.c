@@ -311,6 +311,45 @@ static inline void F(probes)(const int64_t *bytes, int64_t f0, int64_t n, T scal
   for (; i < n; i++) u[i] = F(probe)(bytes, f0 + i, scale);
 }
 
+/* Whether member k's parameters are all finite, from the exponent bits (-ffast-math folds
+   isfinite() and x != x away); and a quiet NaN. A member with a NaN or an infinite parameter
+   gets a NaN loss (and record), as autograd gives it: the kernel's ReLU (v > 0 ? v : 0)
+   would otherwise hide a NaN unit, and the loop would not see the member diverge. */
+static inline int F(member_finite)(int64_t k, int64_t L, const int64_t *w, T *const *W,
+                                   T *const *b) {
+  int bad = 0;
+  for (int64_t j = 0; j < 2 * L; j++) {
+    const int64_t l = j / 2 + 1, n = j % 2 ? w[l] : w[l] * w[l - 1];
+    const T *p = (j % 2 ? b[l - 1] : W[l - 1]) + k * n;
+    if (sizeof(T) == 4) {
+      for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, p + i, 4);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+      }
+    } else {
+      for (int64_t i = 0; i < n; i++) {
+        uint64_t u;
+        memcpy(&u, p + i, 8);
+        bad |= (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+      }
+    }
+  }
+  return !bad;
+}
+
+static inline T F(quiet_nan)(void) {
+  T v;
+  if (sizeof(T) == 4) {
+    const uint32_t u = 0x7fc00000u;
+    memcpy(&v, &u, 4);
+  } else {
+    const uint64_t u = 0x7ff8000000000000ull;
+    memcpy(&v, &u, 8);
+  }
+  return v;
+}
+
 /* The loss and gradient of every member (loss[k], gW/gb), at theta or, with VW/Vb (else
  * NULL), at theta + alpha v (theta unchanged).
  *
@@ -405,8 +444,9 @@ int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const
         }
         lk = F(member_grad)(L, w, Wm, bm, gWm, gbm, X, Y, idx + k * B, B, act, a, need, maxw);
       }
+      const int finite = F(member_finite)(k, L, w, W, b);
       if (!fd) {
-        loss[k] = lk;
+        loss[k] = finite ? lk : F(quiet_nan)();
         continue;
       }
       double g2[2 * MAXL] = {0}, lap[2 * MAXL] = {0};
@@ -429,8 +469,8 @@ int F(tt_mlp_grad)(int64_t K, int64_t L, const int64_t *w, T *const *W, T *const
         gminus += n;
       }
       for (int64_t g = 0; g < G; g++) {
-        out[k * G + g] = (T)g2[g];
-        out[(K + k) * G + g] = (T)lap[g];
+        out[k * G + g] = finite ? (T)g2[g] : F(quiet_nan)();
+        out[(K + k) * G + g] = finite ? (T)lap[g] : F(quiet_nan)();
       }
     }
     free(a);
