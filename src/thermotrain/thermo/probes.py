@@ -64,7 +64,7 @@ class RecordLayout:
         records = max(1, min(BANK_RECORDS, BANK_ELEMENTS // (k * n * probes)))
         self.slots, self.seed = records * probes, int(seed)
         nbytes = (k * n + 7) // 8  # one random byte gives 8 signs (see refill)
-        self._nbytes, self.row = nbytes, n
+        self.row = n  # a member's row of the probe
         self._bytes = torch.empty(self.slots, nbytes, 8, **opts)
         bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
         self._signs = ((1 - 2 * bits) * scale).to(**opts)  # row b: byte b's 8 signs
