@@ -187,6 +187,26 @@ def _prepare(model: MLP, x: Tensor, y: Tensor) -> _Prepared:
     return prep
 
 
+def _rows(model: MLP, prep: _Prepared, idx: Tensor) -> Tensor:
+    """``idx`` as the kernel's contiguous int64 ``(K, B)`` rows (``(B,)`` for a plain
+    model), or a ValueError."""
+    k = prep.members
+    rows = idx.reshape(1, -1) if model.ensemble_size is None and idx.dim() == 1 else idx
+    if rows.dim() != 2 or rows.shape[0] != k or rows.dtype != torch.int64:
+        raise ValueError(f"idx must be int64 of shape (K={k}, B), got {idx.dtype} "
+                         f"{tuple(idx.shape)}")
+    return rows.contiguous()
+
+
+def _check_status(status: int, prep: _Prepared, rows: Tensor, what: str) -> None:
+    """The kernel's status as the error it stands for (-3: rows outside the data)."""
+    if status == -3:
+        raise ValueError(f"idx must index the {prep.n} rows of x, got values in "
+                         f"[{int(rows.min())}, {int(rows.max())}]")
+    if status != 0:
+        raise MemoryError(f"{what} could not allocate its work space")
+
+
 def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor, *,
                   shift: tuple[dict[Tensor, Tensor], float] | None = None) -> Tensor:
     """Member k's mean loss on the rows ``idx[k]`` of ``(x, y)`` and its gradient, written
@@ -212,12 +232,7 @@ def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor, *,
     """
     prep = _prepare(model, x, y)
     k = prep.members
-    plain = model.ensemble_size is None
-    rows = idx.reshape(1, -1) if plain and idx.dim() == 1 else idx
-    if rows.dim() != 2 or rows.shape[0] != k or rows.dtype != torch.int64:
-        raise ValueError(f"idx must be int64 of shape (K={k}, B), got {idx.dtype} "
-                         f"{tuple(idx.shape)}")
-    rows = rows.contiguous()
+    rows = _rows(model, prep, idx)
     loss = torch.empty(k, dtype=prep.dtype)
     lib = _library()
     fn = lib.tt_mlp_grad_f32 if prep.dtype == torch.float32 else lib.tt_mlp_grad_f64
@@ -232,12 +247,8 @@ def loss_and_grad(model: MLP, x: Tensor, y: Tensor, idx: Tensor, *,
     status = fn(k, len(model.layers), prep.widths, *ptrs, float(alpha), prep.x.data_ptr(),
                 prep.y.data_ptr(), prep.n, rows.data_ptr(), rows.shape[1],
                 _ACT[model.activation], loss.data_ptr(), *_NO_RECORD)
-    if status == -3:
-        raise ValueError(f"idx must index the {prep.n} rows of x, got values in "
-                         f"[{int(rows.min())}, {int(rows.max())}]")
-    if status != 0:
-        raise MemoryError("the fused MLP gradient could not allocate its work space")
-    return loss[0] if plain else loss
+    _check_status(status, prep, rows, "the fused MLP gradient")
+    return loss[0] if model.ensemble_size is None else loss
 
 
 def fd_laplacian_sums(model: MLP, x: Tensor, y: Tensor, idx: Tensor, probe_bytes: Tensor,
@@ -358,21 +369,11 @@ class FDRecorder:
         prep = _prepare(self.model, self.x, self.y)
         if prep is not self._prep:
             self._bind(prep)
-        k = prep.members
-        rows = idx.reshape(1, -1) if k == 1 and idx.dim() == 1 else idx
-        if rows.dim() != 2 or rows.shape[0] != k or rows.dtype != torch.int64:
-            raise ValueError(f"idx must be int64 of shape (K={k}, B), got {idx.dtype} "
-                             f"{tuple(idx.shape)}")
-        rows = rows.contiguous()
+        rows = _rows(self.model, prep, idx)
         status = self._fn(*self._head, rows.data_ptr(), rows.shape[1], self._act, None,
                           self._address(probe_bytes, "probe_bytes"), *self._mid,
                           self._address(out, "out"))
-        if status == -3:
-            raise ValueError(f"idx must index the {prep.n} rows of x, got values in "
-                             f"[{int(rows.min())}, {int(rows.max())}]")
-        if status != 0:
-            raise MemoryError("the fused MLP Laplacian sums could not allocate their work "
-                              "space")
+        _check_status(status, prep, rows, "the fused MLP Laplacian record")
         return out
 
 

@@ -153,7 +153,6 @@ class ConfigurationalTemperature(RecordTables, Hook):
         self._recorder: Any = None
         self._own: set[int] = set()  # ids of the run's model's parameters (fused runs)
         self._shiftable = False  # the layout's parameters are the model's
-        self._kernel_layout = False  # ... and hold the members on axis 0 (or none)
         self._fixed: Tensor | None = None  # (K, n) indices of the full set or the subset
         self._batch: Any = None  # the recorded step's Batch (and its x when seen)
         self._batch_x: Tensor | None = None
@@ -229,9 +228,9 @@ class ConfigurationalTemperature(RecordTables, Hook):
         self._lay.drawn = drawn
         self._scale, self._layout_key = scale, key
         self._shiftable = all(id(p) in self._own for p in self._lay.params)
-        self._kernel_layout = self._shiftable and all(e in (0, None) for e in self._lay.edims)
-        self._recorder = None
-        if self._record_fn is not None and self._kernel_layout:
+        self._recorder = None  # the kernel's records: the members on axis 0 (or none)
+        if self._record_fn is not None and self._shiftable \
+                and all(e in (0, None) for e in self._lay.edims):
             lay = self._lay
             self._recorder = self._record_fn(lay.row, lay.columns, lay.group_of, scale,
                                              self.epsilon / scale,

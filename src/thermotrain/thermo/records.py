@@ -44,7 +44,6 @@ class RecordTables:
     _scale: float
     _layout: Any
 
-
     def _reduce(self, w: Tensor, u: Tensor | None) -> Tensor:
         """``[‖∇_g L‖², Δ_g L]`` ``(2, ..., K, G)`` from work matrices ``(2, ..., K, P)`` (one
         record, or a bank's): W₀ a gradient, W₁ for one probe u the shifted gradient

@@ -35,7 +35,7 @@ def stationary_chains(grad: Callable[[Tensor, Tensor], Tensor], w0: Tensor, lr: 
     w = w0.clone()
     sigma = {name: torch.empty(k, steps, dtype=torch.float64) for name in matrices}
     cross = torch.zeros(p, p, dtype=torch.float64)
-    first, last = torch.zeros(p, dtype=torch.float64), torch.zeros(p, dtype=torch.float64)
+    last = torch.zeros(p, dtype=torch.float64)
     chain_first = torch.zeros(k, p, dtype=torch.float64)
     chain_sq = torch.zeros(k, p, dtype=torch.float64)
     for n in range(steps):
@@ -44,12 +44,11 @@ def stationary_chains(grad: Callable[[Tensor, Tensor], Tensor], w0: Tensor, lr: 
         for name, m in matrices.items():
             sigma[name][:, n] = -((a @ m) * dw).sum(1)
         cross += a.T @ b
-        first += a.sum(0)
         last += b.sum(0)
         chain_first += a
         chain_sq += a.square()
         w = w_new
-    sq = chain_sq.sum(0)
+    first, sq = chain_first.sum(0), chain_sq.sum(0)
     count = k * steps
     mean = first / count
     # chain k's share of the pooled variance: its mean squared deviation from the pooled

@@ -143,11 +143,10 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             grad, data, lr, b, w_eff, spec["without_replacement"]))
     # stages come back as stored (JSON): arrays as lists
     wr = {**wr, **{k: np.asarray(wr[k]) for k in ("areal_velocity", "mean", "variance")}}
-    # standard errors of the variances (stages stored before they were recorded: none)
-    se_wr = np.asarray(wr.get("variance_se", np.full(7, np.nan)), dtype=float)
-    se_wor = np.asarray(wor.get("variance_se", np.full(7, np.nan)), dtype=float)
-    ratio = wr["variance"] / wor["variance"]
     wor = {**wor, **{k: np.asarray(v) for k, v in wor.items() if isinstance(v, list)}}
+    # standard errors of the variances (stages stored before they were recorded: none)
+    se_wr, se_wor = _standard_errors(wr, "variance"), _standard_errors(wor, "variance")
+    ratio = wr["variance"] / wor["variance"]
     a_wr = wr["areal_velocity"]
     c_spec = ness["spec"].circulation
     iu = np.triu_indices(7, 1)
@@ -186,6 +185,13 @@ def run(spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     write_json(ctx.out / "arrays.json", arrays)
     write_json(ctx.out / "summary.json", summary)
     return json_roundtrip(summary)
+
+
+def _standard_errors(results: dict[str, Any], name: str) -> np.ndarray:
+    """``results[name + "_se"]``, or NaN per entry of ``results[name]`` (results stored
+    before the standard errors were recorded)."""
+    se = results.get(f"{name}_se")
+    return np.asarray(np.full(len(results[name]), np.nan) if se is None else se, dtype=float)
 
 
 def json_roundtrip(obj: Any) -> Any:
@@ -238,7 +244,7 @@ def table(summary: dict[str, Any]) -> str:
         lines.append(f"DFT slope (k={d['k']})            {d['slope']:.3f} ± {d['stderr']:.3f}")
     wor = summary["without_replacement"]
     ratio = np.asarray(wor["variance_ratio"])
-    se = np.asarray(wor.get("variance_ratio_se", np.full(len(ratio), np.nan)), dtype=float)
+    se = _standard_errors(wor, "variance_ratio")
     low = int(np.argmin(ratio))
     lines.append(f"WR/WOR variance ratio        {ratio.min():.3g} – {ratio.max():.3g} "
                  f"(lowest {ratio[low]:.4g} ± {se[low]:.2g}, weight {low + 1})")
@@ -316,7 +322,7 @@ def report(out: Path) -> Path:
               f"{fmt(wor['w_eff_distance_to_w_min'], 2)} from w*; SPEC: 4.1e-5)"]
     lines += ["", "| weight | WR variance | WOR variance | WR/WOR ratio | s.e. | "
               "beyond 5e3–1e5 (s.e.) |", "|---|---|---|---|---|---|"]
-    se = np.asarray(wor.get("variance_ratio_se", np.full(len(ratio), np.nan)), dtype=float)
+    se = _standard_errors(wor, "variance_ratio")
     for i, (v_wr, v_wor, r, e) in enumerate(zip(st["variance"], wor["variance"], ratio, se,
                                                strict=True)):
         beyond = (5e3 - r) / e if r < 5e3 else (r - 1e5) / e if r > 1e5 else 0.0
